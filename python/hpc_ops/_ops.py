@@ -1,0 +1,80 @@
+# SPDX-License-Identifier: Apache-2.0
+"""torch.library registrations: one custom op per C++ entry point, in
+destination-passing form (outputs are mutated arguments, the op returns
+nothing), with fake implementations so torch.compile can trace and CUDA graphs
+can capture them. Eager calls on plain tensors skip this layer (see
+_tensor.direct_call_ok) because the custom-op dispatcher adds ~10 us per call.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import _C
+from ._tensor import desc, desc_or_none, stream_of
+
+
+def _scale_arg(scale, scale_out):
+    return desc_or_none(scale if scale is not None else scale_out)
+
+
+@torch.library.custom_op("hpc_ops::rms_norm", mutates_args=("out", "scale_out"))
+def rms_norm_op(x: Tensor, weight: Tensor, eps: float, out: Tensor, scaling: int,
+                scale: Optional[Tensor], scale_out: Optional[Tensor]) -> None:
+    _C.rms_norm(desc(x), desc(weight), eps, desc(out), scaling, _scale_arg(scale, scale_out),
+                stream_of(x))
+
+
+@rms_norm_op.register_fake
+def _(x, weight, eps, out, scaling, scale, scale_out):
+    return None
+
+
+@torch.library.custom_op("hpc_ops::fused_add_rms_norm",
+                         mutates_args=("out", "residual_out", "scale_out"))
+def fused_add_rms_norm_op(x: Tensor, residual: Tensor, weight: Tensor, eps: float, out: Tensor,
+                          residual_out: Tensor, scaling: int, scale: Optional[Tensor],
+                          scale_out: Optional[Tensor]) -> None:
+    _C.fused_add_rms_norm(desc(x), desc(residual), desc(weight), eps, desc(out),
+                          desc(residual_out), scaling, _scale_arg(scale, scale_out), stream_of(x))
+
+
+@fused_add_rms_norm_op.register_fake
+def _(x, residual, weight, eps, out, residual_out, scaling, scale, scale_out):
+    return None
+
+
+@torch.library.custom_op("hpc_ops::act_and_mul", mutates_args=("out", "scale_out"))
+def act_and_mul_op(act: int, x: Tensor, out: Tensor, scaling: int, scale: Optional[Tensor],
+                   scale_out: Optional[Tensor]) -> None:
+    _C.act_and_mul(act, desc(x), desc(out), scaling, _scale_arg(scale, scale_out), stream_of(x))
+
+
+@act_and_mul_op.register_fake
+def _(act, x, out, scaling, scale, scale_out):
+    return None
+
+
+@torch.library.custom_op("hpc_ops::act_and_mul_masked", mutates_args=("out", "scale_out"))
+def act_and_mul_masked_op(act: int, x: Tensor, row_counts: Tensor, out: Tensor, scaling: int,
+                          scale: Optional[Tensor], scale_out: Optional[Tensor]) -> None:
+    _C.act_and_mul_masked(act, desc(x), desc(row_counts), desc(out), scaling,
+                          _scale_arg(scale, scale_out), stream_of(x))
+
+
+@act_and_mul_masked_op.register_fake
+def _(act, x, row_counts, out, scaling, scale, scale_out):
+    return None
+
+
+@torch.library.custom_op("hpc_ops::quantize_fp8", mutates_args=("out", "scale_out"))
+def quantize_fp8_op(x: Tensor, out: Tensor, scaling: int, scale: Optional[Tensor],
+                    scale_out: Optional[Tensor]) -> None:
+    _C.quantize_fp8(desc(x), desc(out), scaling, _scale_arg(scale, scale_out), stream_of(x))
+
+
+@quantize_fp8_op.register_fake
+def _(x, out, scaling, scale, scale_out):
+    return None

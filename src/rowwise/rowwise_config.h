@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: Apache-2.0
+// The one heuristic of the row-wise engine: how many 8-element vectors each
+// thread keeps in registers, how many threads share a row and how many rows a
+// CTA holds. Pure host code, unit-tested on the CPU (tests/cpp) and printed by
+// the benchmark.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace hpc_ops::rowwise {
+
+// Largest row the engine keeps in registers: 16 vectors x 8 elements x 1024 threads.
+constexpr int64_t kMaxCols = 16 * 8 * 1024;
+
+struct RowwiseConfig {
+  int vecs_per_thread = 1;   // compile-time variant: 1, 2, 4, 8 or 16
+  int threads_per_row = 32;  // a multiple of 32
+  int rows_per_cta = 1;
+  int64_t grid = 0;          // CTAs
+  int threads_per_cta() const { return threads_per_row * rows_per_cta; }
+  std::string to_string() const;
+};
+
+// cols: output columns (multiple of 8, 1..kMaxCols); rows: total rows
+// (batches x rows per batch); num_sms: multiprocessors of the device.
+RowwiseConfig choose_rowwise_config(int64_t cols, int64_t rows, int num_sms);
+
+// Largest threads per row allowed for a vector count; also the kernel's
+// __launch_bounds__, so registers per thread stay under 65536 / that.
+constexpr int max_threads_for_vecs(int vecs) { return vecs <= 4 ? 256 : vecs == 8 ? 512 : 1024; }
+
+}  // namespace hpc_ops::rowwise

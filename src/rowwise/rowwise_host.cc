@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: Apache-2.0
+// Host side of the row-wise engine: FP8 output validation, kernel lookup and
+// the checked launch (see rowwise_host.h).
+#include "rowwise/rowwise_host.h"
+
+#include <array>
+#include <climits>
+#include <string>
+
+#include "common/cuda_check.h"
+
+namespace hpc_ops::rowwise {
+namespace {
+
+std::string scaling_list(std::initializer_list<Fp8Scaling> allowed) {
+  std::string s;
+  for (Fp8Scaling a : allowed) {
+    if (!s.empty()) s += ", ";
+    s += fp8_scaling_name(a);
+  }
+  return s;
+}
+
+int num_sms(const char* op, int device) {
+  // Queried once per device; a benign race at worst writes the same value twice.
+  static std::array<int, 64> cache{};
+  if (device >= 0 && device < static_cast<int>(cache.size()) && cache[device] > 0) {
+    return cache[device];
+  }
+  int sms = 0;
+  HPC_OPS_CUDA_CHECK(op, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  if (device >= 0 && device < static_cast<int>(cache.size())) cache[device] = sms;
+  return sms;
+}
+
+}  // namespace
+
+void check_row_tensor(const detail::Checker& check, const Tensor& t, const char* name,
+                      std::initializer_list<DType> dtypes, int ndim, const char* layout) {
+  check.dtype(t, name, dtypes);
+  check.ndim(t, name, ndim, layout);
+  check.non_negative_strides(t, name);
+  check.last_dim_contiguous(t, name);
+}
+
+RowView row_view(const Tensor& t) {
+  RowView v;
+  v.ptr = t.data;
+  if (t.ndim == 3) {
+    v.batch_stride = t.strides[0];
+    v.row_stride = t.strides[1];
+  } else {
+    v.row_stride = t.strides[0];
+  }
+  return v;
+}
+
+void set_epilogue(const detail::Checker& check, const Fp8Output& quant,
+                  std::initializer_list<Fp8Scaling> allowed, const Tensor& out, int64_t batches, int64_t rows, int64_t cols,
+                  RowwiseParams& p) {
+  bool ok = false;
+  for (Fp8Scaling a : allowed) ok = ok || a == quant.scaling;
+  if (!ok) {
+    check.unsupported("quantization ", fp8_scaling_name(quant.scaling),
+                      " is not supported here; supported: ", scaling_list(allowed));
+  }
+  if (quant.scaling == Fp8Scaling::kNone) {
+    check.dtype(out, "out", {DType::kBFloat16});
+    if (quant.scale.has_value()) {
+      check.invalid("a scale tensor was given but no FP8 quantization was requested");
+    }
+    p.epilogue = Epilogue::kStoreBf16;
+    return;
+  }
+  check.dtype(out, "out", {DType::kFloat8E4M3});
+  if (!quant.scale.has_value()) {
+    check.invalid("quantization ", fp8_scaling_name(quant.scaling), " needs a scale tensor (",
+                  quant.scaling == Fp8Scaling::kPerTensorStatic ? "input" : "output", ")");
+  }
+  const Tensor& scale = *quant.scale;
+  check.dtype(scale, "scale", {DType::kFloat32});
+  check.non_negative_strides(scale, "scale");
+  switch (quant.scaling) {
+    case Fp8Scaling::kPerTensorStatic:
+    case Fp8Scaling::kPerTensorDynamic:
+      if (scale.numel() != 1) {
+        check.invalid("scale must hold exactly 1 element for per-tensor quantization, got shape ",
+                      detail::shape_string(scale));
+      }
+      if (quant.scaling == Fp8Scaling::kPerTensorStatic) {
+        p.epilogue = Epilogue::kFp8Static;
+        p.static_scale = static_cast<const float*>(scale.data);
+      } else {
+        p.epilogue = Epilogue::kAmaxOnly;
+        p.scale_out = static_cast<float*>(scale.data);
+      }
+      break;
+    case Fp8Scaling::kPerToken:
+    case Fp8Scaling::kPerGroup128: {
+      const int64_t groups = quant.scaling == Fp8Scaling::kPerToken ? 1 : (cols + 127) / 128;
+      const char* layout = quant.scaling == Fp8Scaling::kPerToken
+                               ? (batches ? "[E, max_rows, 1]" : "[rows, 1]")
+                               : (batches ? "[E, max_rows, ceil(C / 128)]"
+                                          : "[rows, ceil(cols / 128)]");
+      const int base = batches ? 1 : 0;
+      check.ndim(scale, "scale", base + 2, layout);
+      if (batches) check.dim(scale, "scale", 0, batches, "the number of batches (experts)");
+      check.dim(scale, "scale", base, rows, "the number of rows");
+      check.dim(scale, "scale", base + 1, groups,
+                quant.scaling == Fp8Scaling::kPerToken ? "one scale per row"
+                                                       : "one scale per 128 columns, rounded up");
+      p.epilogue = quant.scaling == Fp8Scaling::kPerToken ? Epilogue::kFp8PerToken
+                                                          : Epilogue::kFp8PerGroup;
+      p.scale_out = static_cast<float*>(scale.data);
+      p.scale_batch_stride = batches ? scale.strides[0] : 0;
+      p.scale_row_stride = scale.strides[base];
+      p.scale_group_stride = scale.strides[base + 1];
+      break;
+    }
+    case Fp8Scaling::kNone:
+      break;
+  }
+}
+
+void check_devices(const detail::Checker& check, const Tensor& x,
+                   std::initializer_list<std::pair<const Tensor*, const char*>> others,
+                   const Fp8Output& quant) {
+  check.on_cuda(x, "x");
+  for (const auto& [tensor, name] : others) check.same_device(*tensor, name, x, "x");
+  if (quant.scale.has_value()) check.same_device(*quant.scale, "scale", x, "x");
+}
+
+void launch(const detail::Checker& check, const KernelTable& table, Prologue prologue,
+            DType in_dtype, RowwiseParams& p, cudaStream_t stream, int device) {
+  const int64_t total_rows = p.num_batches * p.rows_per_batch;
+  if (total_rows == 0 || p.cols == 0) return;
+  detail::DeviceGuard guard(device, check.op());
+  const RowwiseConfig config = choose_rowwise_config(p.cols, total_rows, num_sms(check.op(), device));
+  if (config.grid > INT_MAX) {
+    check.unsupported("too many rows (", total_rows, ") for one launch");
+  }
+  p.warps_per_row = config.threads_per_row / 32;
+  p.rows_per_cta = config.rows_per_cta;
+  for (int i = 0; i < table.size; ++i) {
+    const KernelKey& k = table.entries[i].key;
+    if (k.prologue == prologue && k.in_dtype == in_dtype &&
+        k.vecs_per_thread == config.vecs_per_thread) {
+      table.entries[i].launch(p, config, stream);
+      HPC_OPS_CUDA_CHECK(check.op(), cudaGetLastError());
+      return;
+    }
+  }
+  check.fail(ErrorKind::kInternal, "no compiled kernel for input ", dtype_name(in_dtype),
+             " with ", config.vecs_per_thread, " vectors per thread (prologue ",
+             static_cast<int>(prologue), "); this build's instantiation table is incomplete");
+}
+
+}  // namespace hpc_ops::rowwise
