@@ -3,7 +3,7 @@
 //
 //   y = x * rsqrt(mean(x^2) + eps) * weight          (float32 math, one rounding at the output)
 //
-// x [rows, hidden] bfloat16, hidden a multiple of 8 (<= 131072), any number of
+// x [rows, hidden] bfloat16, hidden a multiple of 8 (<= 65536), any number of
 // rows (0 is a no-op), row stride may exceed hidden, last dim contiguous,
 // 16-byte aligned rows. weight [hidden] bfloat16. out [rows, hidden] bfloat16,
 // or float8_e4m3fn when quant.scaling != kNone (per-tensor static, per-token,

@@ -67,9 +67,10 @@ def as_optional_tensor(obj, op: str, name: str):
 
 def direct_call_ok(x) -> bool:
     """True when the op may call the C++ core directly (plain eager tensors).
-    Under torch.compile or with tensor subclasses (fake/functional tensors) the
-    registered torch.library op is used instead, so tracing sees it."""
-    return not torch.compiler.is_compiling() and type(x) is torch.Tensor
+    Under torch.compile, with tensor subclasses (fake/functional tensors) or
+    meta/host tensors, the registered torch.library op is used instead, so
+    tracing sees it (host tensors then fail the core's device check)."""
+    return not torch.compiler.is_compiling() and type(x) is torch.Tensor and x.is_cuda
 
 
 def rows_view(x: torch.Tensor, op: str) -> torch.Tensor:

@@ -58,7 +58,7 @@ _DOC = """{name}: ``out = {formula} * up`` for each row ``[gate | up]`` of x.
 
     Parameters
     ----------
-    x : bfloat16 ``[..., 2*C]``, C a multiple of 8 (up to 131072); leading dims
+    x : bfloat16 ``[..., 2*C]``, C a multiple of 8 (up to 65536); leading dims
         flattened; 2-D x may have a row stride larger than 2*C (16-byte aligned).
     quant : None, ``"per_tensor"`` (static, needs ``scale``), ``"per_token"``
         or ``"per_group"`` (1x128); see ``hpc_ops._quant``.

@@ -16,7 +16,7 @@ def rms_norm(x, weight, eps: float = 1e-6, *, quant=None, scale=None, out=None, 
     Parameters
     ----------
     x : bfloat16 ``[..., hidden]``
-        ``hidden`` a multiple of 8 (up to 131072). Any number of rows, 0 and 1
+        ``hidden`` a multiple of 8 (up to 65536). Any number of rows, 0 and 1
         included. Leading dims are flattened; a 2-D ``x`` may have a row stride
         larger than ``hidden`` (16-byte aligned rows, contiguous last dim).
     weight : bfloat16 ``[hidden]``

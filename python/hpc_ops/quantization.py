@@ -16,7 +16,7 @@ def quantize_fp8(x, quant: str = "per_token", *, scale=None, out=None, scale_out
     Parameters
     ----------
     x : bfloat16, float16 or float32 ``[..., n]``, n a multiple of 8 (up to
-        131072 per row; reshape longer rows); leading dims flattened.
+        65536 per row; reshape longer rows); leading dims flattened.
     quant : ``"per_tensor"`` (static with ``scale=``, a float32 one-element
         tensor; dynamic without: computes ``max(amax, 1e-10) / 448`` over the
         whole tensor in a second pass), ``"per_token"`` (scales ``[rows, 1]``)

@@ -24,9 +24,8 @@ Prologue prologue_of(const Checker& check, Activation act) {
   check.invalid("unknown activation ", static_cast<int>(act), "; supported: silu, gelu_tanh");
 }
 
-// x [.., 2C] and out [.., C] with `ndim` dims; returns C.
-int64_t check_act_args(const Checker& check, const Tensor& x, const Tensor& out, int ndim,
-                       const char* x_layout, const char* out_layout) {
+// x [.., 2C] with `ndim` dims; returns C.
+int64_t check_act_input(const Checker& check, const Tensor& x, int ndim, const char* x_layout) {
   rowwise::check_row_tensor(check, x, "x", {DType::kBFloat16}, ndim, x_layout);
   check.dim_multiple_of(x, "x", ndim - 1, 16, "2 * C, with C a multiple of 8");
   check.aligned(x, "x", 16);
@@ -35,12 +34,17 @@ int64_t check_act_args(const Checker& check, const Tensor& x, const Tensor& out,
     check.unsupported("C = x.shape[", ndim - 1, "] / 2 = ", c, ", supported up to ",
                       rowwise::kMaxCols, " (a row is held in registers)");
   }
-  rowwise::check_row_tensor(check, out, "out", {DType::kBFloat16, DType::kFloat8E4M3}, ndim,
-                            out_layout);
+  return c;
+}
+
+// out [.., C]: layout after set_epilogue has checked its dtype.
+void check_act_out(const Checker& check, const Tensor& x, const Tensor& out, int ndim,
+                   const char* out_layout) {
+  const int64_t c = x.shape[ndim - 1] / 2;
+  rowwise::check_row_layout(check, out, "out", ndim, out_layout);
   for (int d = 0; d + 1 < ndim; ++d) check.dim(out, "out", d, x.shape[d], "as x");
   check.dim(out, "out", ndim - 1, c, "C = x.shape[-1] / 2");
   check.aligned(out, "out", rowwise::vector_bytes(out));
-  return c;
 }
 
 }  // namespace
@@ -49,13 +53,14 @@ void act_and_mul(Activation act, const Tensor& x, const Tensor& out, const Fp8Ou
                  cudaStream_t stream) {
   const Checker check(act == Activation::kGeluTanh ? "gelu_tanh_and_mul" : "silu_and_mul");
   const Prologue prologue = prologue_of(check, act);
-  const int64_t c = check_act_args(check, x, out, 2, "[rows, 2*C]", "[rows, C]");
+  const int64_t c = check_act_input(check, x, 2, "[rows, 2*C]");
   rowwise::RowwiseParams p;
   p.rows_per_batch = x.shape[0];
   p.cols = static_cast<int32_t>(c);
   p.in = rowwise::row_view(x);
   p.out = rowwise::row_view(out);
   rowwise::set_epilogue(check, quant, kActScalings, out, 0, x.shape[0], c, p);
+  check_act_out(check, x, out, 2, "[rows, C]");
   rowwise::check_devices(check, x, {{&out, "out"}}, quant);
   rowwise::launch(check, rowwise::activation_kernel_table(), prologue, x.dtype, p, stream,
                   x.device.index);
@@ -66,8 +71,7 @@ void act_and_mul_masked(Activation act, const Tensor& x, const Tensor& row_count
   const Checker check(act == Activation::kGeluTanh ? "gelu_tanh_and_mul_masked"
                                                    : "silu_and_mul_masked");
   const Prologue prologue = prologue_of(check, act);
-  const int64_t c =
-      check_act_args(check, x, out, 3, "[E, max_rows, 2*C]", "[E, max_rows, C]");
+  const int64_t c = check_act_input(check, x, 3, "[E, max_rows, 2*C]");
   check.dtype(row_counts, "row_counts", {DType::kInt32});
   check.ndim(row_counts, "row_counts", 1, "[E]");
   check.dim(row_counts, "row_counts", 0, x.shape[0], "the number of experts E, x.shape[0]");
@@ -80,6 +84,7 @@ void act_and_mul_masked(Activation act, const Tensor& x, const Tensor& row_count
   p.in = rowwise::row_view(x);
   p.out = rowwise::row_view(out);
   rowwise::set_epilogue(check, quant, kActScalings, out, x.shape[0], x.shape[1], c, p);
+  check_act_out(check, x, out, 3, "[E, max_rows, C]");
   rowwise::check_devices(check, x, {{&row_counts, "row_counts"}, {&out, "out"}}, quant);
   rowwise::launch(check, rowwise::activation_kernel_table(), prologue, x.dtype, p, stream,
                   x.device.index);

@@ -18,9 +18,8 @@ constexpr std::initializer_list<Fp8Scaling> kNormScalings = {
     Fp8Scaling::kNone, Fp8Scaling::kPerTensorStatic, Fp8Scaling::kPerToken,
     Fp8Scaling::kPerGroup128};
 
-// Checks x, weight, out and eps; returns the hidden size.
-int64_t check_norm_args(const Checker& check, const Tensor& x, const Tensor& weight, float eps,
-                        const Tensor& out) {
+// Checks x, weight and eps.
+void check_norm_args(const Checker& check, const Tensor& x, const Tensor& weight, float eps) {
   rowwise::check_row_tensor(check, x, "x", {DType::kBFloat16}, 2, "[rows, hidden]");
   check.dim_multiple_of(x, "x", 1, 8, "the hidden size");
   check.dim_at_most(x, "x", 1, rowwise::kMaxCols, "a row is held in registers");
@@ -31,12 +30,16 @@ int64_t check_norm_args(const Checker& check, const Tensor& x, const Tensor& wei
   check.dim(weight, "weight", 0, hidden, "the hidden size, x.shape[1]");
   check.contiguous(weight, "weight");
   check.aligned(weight, "weight", 16);
-  rowwise::check_row_tensor(check, out, "out", {DType::kBFloat16, DType::kFloat8E4M3}, 2,
-                            "[rows, hidden]");
+  if (!std::isfinite(eps) || eps < 0.0f) check.invalid("eps = ", eps, ", expected a finite value >= 0");
+}
+
+// out's dtype (bf16, or fp8 with quantization) and the scale, then out's layout.
+void check_norm_out(const Checker& check, const Tensor& x, const Tensor& out,
+                    const Fp8Output& quant, rowwise::RowwiseParams& p) {
+  rowwise::set_epilogue(check, quant, kNormScalings, out, 0, x.shape[0], x.shape[1], p);
+  rowwise::check_row_layout(check, out, "out", 2, "[rows, hidden]");
   check.same_shape(out, "out", x, "x");
   check.aligned(out, "out", rowwise::vector_bytes(out));
-  if (!std::isfinite(eps) || eps < 0.0f) check.invalid("eps = ", eps, ", expected a finite value >= 0");
-  return hidden;
 }
 
 rowwise::RowwiseParams base_params(const Tensor& x, const Tensor& weight, float eps,
@@ -56,9 +59,9 @@ rowwise::RowwiseParams base_params(const Tensor& x, const Tensor& weight, float 
 void rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out,
               const Fp8Output& quant, cudaStream_t stream) {
   const Checker check("rms_norm");
-  const int64_t hidden = check_norm_args(check, x, weight, eps, out);
+  check_norm_args(check, x, weight, eps);
   rowwise::RowwiseParams p = base_params(x, weight, eps, out);
-  rowwise::set_epilogue(check, quant, kNormScalings, out, 0, x.shape[0], hidden, p);
+  check_norm_out(check, x, out, quant, p);
   rowwise::check_devices(check, x, {{&weight, "weight"}, {&out, "out"}}, quant);
   rowwise::launch(check, rowwise::norm_kernel_table(), Prologue::kRmsNorm, x.dtype, p, stream,
                   x.device.index);
@@ -68,7 +71,7 @@ void fused_add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& w
                         const Tensor& out, const Tensor& residual_out, const Fp8Output& quant,
                         cudaStream_t stream) {
   const Checker check("fused_add_rms_norm");
-  const int64_t hidden = check_norm_args(check, x, weight, eps, out);
+  check_norm_args(check, x, weight, eps);
   rowwise::check_row_tensor(check, residual, "residual", {DType::kBFloat16}, 2, "[rows, hidden]");
   check.same_shape(residual, "residual", x, "x");
   check.aligned(residual, "residual", 16);
@@ -79,7 +82,7 @@ void fused_add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& w
   rowwise::RowwiseParams p = base_params(x, weight, eps, out);
   p.residual = rowwise::row_view(residual);
   p.residual_out = rowwise::row_view(residual_out);
-  rowwise::set_epilogue(check, quant, kNormScalings, out, 0, x.shape[0], hidden, p);
+  check_norm_out(check, x, out, quant, p);
   rowwise::check_devices(check, x,
                          {{&residual, "residual"}, {&weight, "weight"}, {&out, "out"},
                           {&residual_out, "residual_out"}},

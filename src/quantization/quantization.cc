@@ -20,9 +20,6 @@ void quantize_fp8(const Tensor& x, const Tensor& out, const Fp8Output& quant,
   check.dim_multiple_of(x, "x", 1, 8, "cols");
   check.dim_at_most(x, "x", 1, rowwise::kMaxCols, "a row is held in registers; reshape to more rows");
   check.aligned(x, "x", 16);
-  rowwise::check_row_tensor(check, out, "out", {DType::kFloat8E4M3}, 2, "[rows, cols]");
-  check.same_shape(out, "out", x, "x");
-  check.aligned(out, "out", 8);
   rowwise::RowwiseParams p;
   p.rows_per_batch = x.shape[0];
   p.cols = static_cast<int32_t>(x.shape[1]);
@@ -32,6 +29,9 @@ void quantize_fp8(const Tensor& x, const Tensor& out, const Fp8Output& quant,
                         {Fp8Scaling::kPerTensorStatic, Fp8Scaling::kPerTensorDynamic,
                          Fp8Scaling::kPerToken, Fp8Scaling::kPerGroup128},
                         out, 0, x.shape[0], x.shape[1], p);
+  rowwise::check_row_layout(check, out, "out", 2, "[rows, cols]");
+  check.same_shape(out, "out", x, "x");
+  check.aligned(out, "out", 8);
   rowwise::check_devices(check, x, {{&out, "out"}}, quant);
   const rowwise::KernelTable table = rowwise::quantization_kernel_table();
   if (quant.scaling != Fp8Scaling::kPerTensorDynamic) {

@@ -16,7 +16,7 @@ RowwiseConfig choose_rowwise_config(int64_t cols, int64_t rows, int num_sms) {
   const int64_t vecs = (cols + 7) / 8;
   RowwiseConfig c;
   // NOTE: the fewest vectors per thread such that a row needs at most 256
-  // threads (512 at 8 vectors, 1024 at 16). At hidden 7168 that is 4 vectors x
+  // threads (512 at 16 vectors). At hidden 7168 that is 4 vectors x
   // 224 threads: each thread has 4 independent 16-byte loads in flight per
   // input, and 4-9 CTAs fit per SM, enough bytes in flight to cover HBM latency.
   for (int v : {1, 2, 4, 8, 16}) {

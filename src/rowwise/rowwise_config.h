@@ -10,8 +10,8 @@
 
 namespace hpc_ops::rowwise {
 
-// Largest row the engine keeps in registers: 16 vectors x 8 elements x 1024 threads.
-constexpr int64_t kMaxCols = 16 * 8 * 1024;
+// Largest row the engine keeps in registers: 16 vectors x 8 elements x 512 threads.
+constexpr int64_t kMaxCols = 16 * 8 * 512;
 
 struct RowwiseConfig {
   int vecs_per_thread = 1;   // compile-time variant: 1, 2, 4, 8 or 16
@@ -28,6 +28,10 @@ RowwiseConfig choose_rowwise_config(int64_t cols, int64_t rows, int num_sms);
 
 // Largest threads per row allowed for a vector count; also the kernel's
 // __launch_bounds__, so registers per thread stay under 65536 / that.
-constexpr int max_threads_for_vecs(int vecs) { return vecs <= 4 ? 256 : vecs == 8 ? 512 : 1024; }
+// NOTE: 256 up to 8 vectors lets ptxas use up to 255 registers: the 8-vector
+// add + RMSNorm variant needs ~140 and spilled 172 bytes under a 512-thread
+// bound (128 registers). The 16-vector variant (rows over 16384 columns) still
+// spills under its 512-thread bound; see docs/perf/norm.md.
+constexpr int max_threads_for_vecs(int vecs) { return vecs <= 8 ? 256 : 512; }
 
 }  // namespace hpc_ops::rowwise

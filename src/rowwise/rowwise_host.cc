@@ -38,6 +38,11 @@ int num_sms(const char* op, int device) {
 void check_row_tensor(const detail::Checker& check, const Tensor& t, const char* name,
                       std::initializer_list<DType> dtypes, int ndim, const char* layout) {
   check.dtype(t, name, dtypes);
+  check_row_layout(check, t, name, ndim, layout);
+}
+
+void check_row_layout(const detail::Checker& check, const Tensor& t, const char* name, int ndim,
+                      const char* layout) {
   check.ndim(t, name, ndim, layout);
   check.non_negative_strides(t, name);
   check.last_dim_contiguous(t, name);

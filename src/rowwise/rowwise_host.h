@@ -42,6 +42,10 @@ struct KernelTable {
 // misaligned stride it implies).
 void check_row_tensor(const detail::Checker& check, const Tensor& t, const char* name,
                       std::initializer_list<DType> dtypes, int ndim, const char* layout);
+// The same without the dtype (outputs: set_epilogue checks theirs, as it
+// depends on the quantization).
+void check_row_layout(const detail::Checker& check, const Tensor& t, const char* name, int ndim,
+                      const char* layout);
 
 // Vector width of a row tensor's accesses: 16 bytes, 8 for fp8 outputs.
 inline int vector_bytes(const Tensor& t) { return t.dtype == DType::kFloat8E4M3 ? 8 : 16; }

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# One command on a GPU machine: build, every test (C++, Python GPU tests, a
+# compute-sanitizer memcheck + racecheck pass over every kernel), then the
+# benchmark. Works offline when the machine already has torch, nanobind,
+# scikit-build-core, cmake and ninja: the CUTLASS headers come from a wheel in
+# .carry/ (scripts/fetch_wheels.sh puts it there) or from CUTLASS_DIR.
+# Usage: bash scripts/gpu_check.sh [bench args, default: all]   (LOG_DIR=... to keep logs)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+LOG_DIR=${LOG_DIR:-bench/results}
+mkdir -p "$LOG_DIR"
+export HPC_OPS_WHEELS=${HPC_OPS_WHEELS:-.carry}
+status=0
+step() {  # step NAME COMMAND...: runs, logs to $LOG_DIR/NAME.log, records failure
+  local name=$1; shift
+  local t0=$SECONDS
+  "$@" >"$LOG_DIR/$name.log" 2>&1
+  local rc=$?
+  printf '%-12s rc=%d  %4ds  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$(tail -n 1 "$LOG_DIR/$name.log")"
+  ((rc == 0)) || status=1
+  return $rc
+}
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw --format=csv,noheader || true
+step setup bash scripts/setup.sh || exit 1
+step build_cpp bash -c "cmake -S . -B build/cmake -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=$(command -v "$PY") && cmake --build build/cmake -j $(nproc)" || exit 1
+step install "$PY" -m pip install --disable-pip-version-check --no-build-isolation --no-deps . || exit 1
+step ctest ctest --test-dir build/cmake --output-on-failure
+step example ./build/cmake/examples/rms_norm_example
+step pytest "$PY" -m pytest tests/python -rs -q
+if command -v compute-sanitizer >/dev/null; then
+  for tool in memcheck racecheck; do
+    step "sanitize_$tool" compute-sanitizer --tool "$tool" --error-exitcode 3 \
+      --kernel-name regex:rowwise "$PY" scripts/sanitizer_smoke.py
+  done
+fi
+step bench "$PY" -m hpc_ops.bench "${@:-all}" --out "$LOG_DIR"
+exit $status
