@@ -8,9 +8,10 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <initializer_list>
-#include <sstream>
 #include <string>
+#include <type_traits>
 
 #include "hpc_ops/core/error.h"
 #include "hpc_ops/core/tensor.h"
@@ -20,6 +21,22 @@ namespace hpc_ops::detail {
 std::string shape_string(const Tensor& t);    // "[4, 4096]"
 std::string device_string(const Device& d);   // "cuda:0" / "cpu"
 
+// Text of one message part. NOTE: plain std::string building, no iostreams:
+// an ostringstream in the error path crashed inside the Python module on a
+// machine whose loaded C++ runtime did not match the one it was built with.
+inline std::string to_text(const std::string& s) { return s; }
+inline std::string to_text(const char* s) { return s; }
+inline std::string to_text(char c) { return std::string(1, c); }
+inline std::string to_text(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", v);
+  return buf;
+}
+template <class T, class = std::enable_if_t<std::is_integral_v<T>>>
+std::string to_text(T v) {
+  return std::to_string(v);
+}
+
 class Checker {
  public:
   explicit Checker(const char* op) : op_(op) {}
@@ -28,10 +45,9 @@ class Checker {
   // Throws Error(kind, "hpc_ops.<op>: " + concatenation of parts).
   template <class... Parts>
   [[noreturn]] void fail(ErrorKind kind, const Parts&... parts) const {
-    std::ostringstream os;
-    os << "hpc_ops." << op_ << ": ";
-    (os << ... << parts);
-    throw Error(kind, os.str());
+    std::string message = std::string("hpc_ops.") + op_ + ": ";
+    ((message += to_text(parts)), ...);
+    throw Error(kind, message);
   }
   template <class... Parts>
   [[noreturn]] void invalid(const Parts&... parts) const {

@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// Vectorized global-memory access for memory-bound kernels: 8 elements per
-// access, converted to/from float32 registers. 8 bf16/fp16 = one 16-byte load
-// (ld.global.v4.b32); 8 fp32 = two; 8 fp8 = one 8-byte store.
+// Vectorized global-memory access for memory-bound kernels. Eight elements
+// move per access and stay *packed* in registers (Packed8<T>) until used:
+// 8 bf16/fp16 = one 16-byte load (ld.global.v4.b32) held in 4 registers;
+// 8 fp32 = two loads held in 8; 8 fp8 = one 8-byte store.
 // NOTE: 16-byte accesses per thread are what lets a row kernel reach ~90% of
-// HBM bandwidth on Hopper; 4-byte accesses top out near half of it.
+// HBM bandwidth on Hopper. Keeping loaded data packed halves the registers a
+// row needs compared with float32 copies (v1 of the row kernel held floats and
+// its 8-vector variants ran at 2 CTAs per SM, 37% of bandwidth).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -16,10 +19,37 @@ namespace hpc_ops::device {
 
 constexpr int kVecElems = 8;  // elements moved per vector access
 
-// Loads 8 consecutive elements at p (16-byte aligned for 2-byte types, 32 for fp32).
-__device__ __forceinline__ void load8(const __nv_bfloat16* p, float (&v)[8]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
-  const auto* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+template <class T>
+struct Packed8 {  // 8 x 2-byte elements
+  uint4 raw;
+};
+template <>
+struct Packed8<float> {
+  float4 lo, hi;
+};
+
+__device__ __forceinline__ Packed8<__nv_bfloat16> load_packed(const __nv_bfloat16* p) {
+  return {*reinterpret_cast<const uint4*>(p)};
+}
+__device__ __forceinline__ Packed8<__half> load_packed(const __half* p) {
+  return {*reinterpret_cast<const uint4*>(p)};
+}
+__device__ __forceinline__ Packed8<float> load_packed(const float* p) {
+  return {*reinterpret_cast<const float4*>(p), *reinterpret_cast<const float4*>(p + 4)};
+}
+template <class T>
+__device__ __forceinline__ Packed8<T> zero_packed() {
+  Packed8<T> z;
+  if constexpr (sizeof(Packed8<T>) == 16) {
+    z.raw = make_uint4(0, 0, 0, 0);
+  } else {
+    z.lo = z.hi = make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  return z;
+}
+
+__device__ __forceinline__ void unpack(const Packed8<__nv_bfloat16>& p, float (&v)[8]) {
+  const auto* h = reinterpret_cast<const __nv_bfloat162*>(&p.raw);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const float2 f = __bfloat1622float2(h[i]);
@@ -27,10 +57,8 @@ __device__ __forceinline__ void load8(const __nv_bfloat16* p, float (&v)[8]) {
     v[2 * i + 1] = f.y;
   }
 }
-
-__device__ __forceinline__ void load8(const __half* p, float (&v)[8]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
-  const auto* h = reinterpret_cast<const __half2*>(&raw);
+__device__ __forceinline__ void unpack(const Packed8<__half>& p, float (&v)[8]) {
+  const auto* h = reinterpret_cast<const __half2*>(&p.raw);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const float2 f = __half22float2(h[i]);
@@ -38,40 +66,35 @@ __device__ __forceinline__ void load8(const __half* p, float (&v)[8]) {
     v[2 * i + 1] = f.y;
   }
 }
-
-__device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
-  const float4 a = *reinterpret_cast<const float4*>(p);
-  const float4 b = *reinterpret_cast<const float4*>(p + 4);
-  v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
-  v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+__device__ __forceinline__ void unpack(const Packed8<float>& p, float (&v)[8]) {
+  v[0] = p.lo.x; v[1] = p.lo.y; v[2] = p.lo.z; v[3] = p.lo.w;
+  v[4] = p.hi.x; v[5] = p.hi.y; v[6] = p.hi.z; v[7] = p.hi.w;
 }
 
-// Read-only path (ld.global.nc) for data that no thread of the kernel writes,
-// such as RMSNorm weights shared by every row.
-__device__ __forceinline__ void load8_readonly(const __nv_bfloat16* p, float (&v)[8]) {
-  const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
-  const auto* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(h[i]);
-    v[2 * i] = f.x;
-    v[2 * i + 1] = f.y;
+// An empty asm that "modifies" the packed registers: values computed from them
+// before this point cannot be reused after it, so the compiler recomputes
+// instead of keeping 8 floats per vector alive (registers, hence occupancy).
+template <class T>
+__device__ __forceinline__ void recompute_barrier(Packed8<T>& p) {
+  if constexpr (sizeof(Packed8<T>) == 16) {
+    asm volatile("" : "+r"(p.raw.x), "+r"(p.raw.y), "+r"(p.raw.z), "+r"(p.raw.w));
+  } else {
+    asm volatile("" : "+f"(p.lo.x), "+f"(p.lo.y), "+f"(p.lo.z), "+f"(p.lo.w), "+f"(p.hi.x),
+                 "+f"(p.hi.y), "+f"(p.hi.z), "+f"(p.hi.w));
   }
 }
 
-// Rounds 8 floats to bf16 (round-to-nearest-even) and stores them as one 16-byte vector.
-__device__ __forceinline__ void store8(__nv_bfloat16* p, const float (&v)[8]) {
-  uint4 raw;
-  auto* h = reinterpret_cast<__nv_bfloat162*>(&raw);
+// Rounds 8 floats to bf16 (round-to-nearest-even) into packed form.
+__device__ __forceinline__ Packed8<__nv_bfloat16> pack_bf16(const float (&v)[8]) {
+  Packed8<__nv_bfloat16> p;
+  auto* h = reinterpret_cast<__nv_bfloat162*>(&p.raw);
 #pragma unroll
   for (int i = 0; i < 4; ++i) h[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
-  *reinterpret_cast<uint4*>(p) = raw;
+  return p;
 }
 
-// Rounds in place to bf16 precision (what store8 would write).
-__device__ __forceinline__ void round_to_bf16(float (&v)[8]) {
-#pragma unroll
-  for (int i = 0; i < 8; ++i) v[i] = __bfloat162float(__float2bfloat16_rn(v[i]));
+__device__ __forceinline__ void store_packed(__nv_bfloat16* p, const Packed8<__nv_bfloat16>& v) {
+  *reinterpret_cast<uint4*>(p) = v.raw;
 }
 
 // Multiplies by inv_scale, converts to e4m3 with saturation to +-448

@@ -17,14 +17,18 @@ struct RowwiseConfig {
   int vecs_per_thread = 1;   // compile-time variant: 1, 2, 4, 8 or 16
   int threads_per_row = 32;  // a multiple of 32
   int rows_per_cta = 1;
-  int64_t grid = 0;          // CTAs
+  int64_t grid = 0;          // row tiles (the launcher caps CTAs at what fits on the GPU)
+  int num_sms = 1;
   int threads_per_cta() const { return threads_per_row * rows_per_cta; }
   std::string to_string() const;
 };
 
 // cols: output columns (multiple of 8, 1..kMaxCols); rows: total rows
 // (batches x rows per batch); num_sms: multiprocessors of the device.
-RowwiseConfig choose_rowwise_config(int64_t cols, int64_t rows, int num_sms);
+// force_vecs (1, 2, 4, 8, 16; 0 = choose) overrides the vectors per thread
+// when the row still fits the launch bound; it exists for tuning
+// (HPC_OPS_ROWWISE_VECS) and tests.
+RowwiseConfig choose_rowwise_config(int64_t cols, int64_t rows, int num_sms, int force_vecs = 0);
 
 // Largest threads per row allowed for a vector count; also the kernel's
 // __launch_bounds__, so registers per thread stay under 65536 / that.
@@ -33,5 +37,11 @@ RowwiseConfig choose_rowwise_config(int64_t cols, int64_t rows, int num_sms);
 // bound (128 registers). The 16-vector variant (rows over 16384 columns) still
 // spills under its 512-thread bound; see docs/perf/norm.md.
 constexpr int max_threads_for_vecs(int vecs) { return vecs <= 8 ? 256 : 512; }
+
+// Second __launch_bounds__ argument: CTAs that must fit per SM, which caps
+// registers at 65536 / (max threads x this). NOTE: without it ptxas spent
+// 98-128 registers on the 4-vector variants (2 CTAs of 224 threads per SM);
+// 4 caps them at 64 so 4 CTAs fit and twice the loads are in flight.
+constexpr int min_ctas_for_vecs(int vecs) { return vecs <= 4 ? 4 : vecs == 8 ? 2 : 1; }
 
 }  // namespace hpc_ops::rowwise

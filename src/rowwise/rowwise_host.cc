@@ -5,6 +5,7 @@
 
 #include <array>
 #include <climits>
+#include <cstdlib>
 #include <string>
 
 #include "common/cuda_check.h"
@@ -31,6 +32,15 @@ int num_sms(const char* op, int device) {
   HPC_OPS_CUDA_CHECK(op, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   if (device >= 0 && device < static_cast<int>(cache.size())) cache[device] = sms;
   return sms;
+}
+
+// HPC_OPS_ROWWISE_VECS=N forces N vectors per thread (tuning only), read once.
+int forced_vecs() {
+  static const int forced = [] {
+    const char* v = std::getenv("HPC_OPS_ROWWISE_VECS");
+    return v ? std::atoi(v) : 0;
+  }();
+  return forced;
 }
 
 }  // namespace
@@ -140,7 +150,8 @@ void launch(const detail::Checker& check, const KernelTable& table, Prologue pro
   const int64_t total_rows = p.num_batches * p.rows_per_batch;
   if (total_rows == 0 || p.cols == 0) return;
   detail::DeviceGuard guard(device, check.op());
-  const RowwiseConfig config = choose_rowwise_config(p.cols, total_rows, num_sms(check.op(), device));
+  const RowwiseConfig config =
+      choose_rowwise_config(p.cols, total_rows, num_sms(check.op(), device), forced_vecs());
   if (config.grid > INT_MAX) {
     check.unsupported("too many rows (", total_rows, ") for one launch");
   }

@@ -2,17 +2,23 @@
 // The row-wise kernel: one pass over HBM for RMSNorm, fused add + RMSNorm,
 // gated activations and FP8 quantization.
 //
-// Geometry: a CTA holds rows_per_cta rows; a row is owned by warps_per_row
-// warps; thread t of a row owns the 8-element vectors t, t + T, t + 2T, ...
-// (T = threads per row), so a warp's accesses are contiguous 512-byte runs.
-// Phases: (1) every load of the row issued before any use, (2) prologue math in
-// float32 registers, with a row reduction for RMSNorm, (3) epilogue: bf16
-// store, or FP8 with a static, per-token or per-1x128-group scale. A 1x128
-// group is 16 vectors = 16 consecutive lanes (a half-warp), so group maxima are
-// 4 shuffles with no shared memory.
+// Geometry: a persistent grid (at most as many CTAs as fit on the GPU at once)
+// walks row tiles; a CTA holds rows_per_cta rows per tile; a row is owned by
+// warps_per_row warps; thread t of a row owns the 8-element vectors
+// t, t + T, t + 2T, ... (T = threads per row), so a warp's accesses are
+// contiguous 512-byte runs.
+// Phases per row: (1) every load of the row issued before any use, kept packed
+// (4 registers per vector); (2) prologue: residual add (stored back packed, as
+// bf16) and, for RMSNorm, the sum of squares reduced over the row; (3)
+// epilogue: each output vector is computed from the packed inputs when it is
+// stored (twice for per-token scales: once for the row maximum, once to
+// store). A 1x128 group is 16 vectors = 16 consecutive lanes (a half-warp), so
+// group maxima are 4 shuffles with no shared memory.
 #pragma once
 
 #include <cuda_runtime.h>
+
+#include <algorithm>
 
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
@@ -44,188 +50,247 @@ __device__ __forceinline__ float abs_max8(const float (&v)[8]) {
 }
 
 template <Prologue kPrologue, class TIn, int kVecs>
-__global__ void __launch_bounds__(max_threads_for_vecs(kVecs))
+__global__ void __launch_bounds__(max_threads_for_vecs(kVecs), min_ctas_for_vecs(kVecs))
     rowwise_kernel(const __grid_constant__ RowwiseParams p) {
   using device::kVecElems;
+  using device::Packed8;
+  using Bf16 = __nv_bfloat16;
+  constexpr bool kNorm = kPrologue == Prologue::kRmsNorm || kPrologue == Prologue::kAddRmsNorm;
+  constexpr bool kGated = kPrologue == Prologue::kSiluMul || kPrologue == Prologue::kGeluTanhMul;
   __shared__ float scratch[32];
 
-  // ---- Which row this thread works on --------------------------------------
   const int threads_per_row = p.warps_per_row * 32;
   const int row_in_cta = threadIdx.x / threads_per_row;
   const int tid = threadIdx.x - row_in_cta * threads_per_row;
   const int warp_in_row = tid / 32;
-  const int64_t flat_row = static_cast<int64_t>(blockIdx.x) * p.rows_per_cta + row_in_cta;
-  int64_t batch = 0;
-  int64_t m = 0;
-  bool active = flat_row < p.num_batches * p.rows_per_batch;
-  if (active) {
-    batch = flat_row / p.rows_per_batch;
-    m = flat_row - batch * p.rows_per_batch;
-    if (p.batch_row_counts != nullptr) active = m < p.batch_row_counts[batch];
-  }
-  // Rows of one CTA reduce through shared memory together, so threads of an
-  // inactive row stay until the CTA has no active row at all.
-  if (p.rows_per_cta == 1) {
-    if (!active) return;
-  } else if (!__syncthreads_or(active)) {
-    return;
-  }
-
   const int nvec = p.cols / kVecElems;
-  const TIn* in = static_cast<const TIn*>(p.in.ptr) + batch * p.in.batch_stride + m * p.in.row_stride;
+  const int64_t total_rows = p.num_batches * p.rows_per_batch;
+  const int64_t num_tiles = (total_rows + p.rows_per_cta - 1) / p.rows_per_cta;
 
-  // ---- Phase 1: loads (all issued before any store) --------------------------
-  float v[kVecs][kVecElems];
-  bool valid[kVecs];
-#pragma unroll
-  for (int i = 0; i < kVecs; ++i) {
-    const int j = tid + i * threads_per_row;
-    valid[i] = active && j < nvec;
-#pragma unroll
-    for (int e = 0; e < kVecElems; ++e) v[i][e] = 0.0f;
-    if (valid[i]) device::load8(in + j * kVecElems, v[i]);
-  }
+  const float static_inv_scale =
+      p.epilogue == Epilogue::kFp8Static ? 1.0f / *p.static_scale : 1.0f;
 
-  uint4 weight_raw[kVecs];  // raw bf16 weights, fetched early to overlap their latency
-  if constexpr (kPrologue == Prologue::kRmsNorm || kPrologue == Prologue::kAddRmsNorm) {
-    const auto* w = static_cast<const uint4*>(p.weight);
+  for (int64_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
+    // ---- Which row this thread works on ---------------------------------------
+    const int64_t flat_row = tile * p.rows_per_cta + row_in_cta;
+    int64_t batch = 0;
+    int64_t m = 0;
+    bool active = flat_row < total_rows;
+    if (active) {
+      batch = flat_row / p.rows_per_batch;
+      m = flat_row - batch * p.rows_per_batch;
+      if (p.batch_row_counts != nullptr) active = m < p.batch_row_counts[batch];
+    }
+    // Rows of one CTA reduce through shared memory together, so threads of an
+    // inactive row stay while any row of the tile is active.
+    if (p.rows_per_cta == 1) {
+      if (!active) continue;
+    } else if (!__syncthreads_or(active)) {
+      continue;
+    }
+
+    // ---- Phase 1: loads, all issued before any use ------------------------------
+    const TIn* in =
+        static_cast<const TIn*>(p.in.ptr) + batch * p.in.batch_stride + m * p.in.row_stride;
+    Packed8<TIn> x[kVecs];
+    bool valid[kVecs];
 #pragma unroll
     for (int i = 0; i < kVecs; ++i) {
       const int j = tid + i * threads_per_row;
-      weight_raw[i] = valid[i] ? __ldg(w + j) : make_uint4(0, 0, 0, 0);
+      valid[i] = active && j < nvec;
+      x[i] = valid[i] ? device::load_packed(in + j * kVecElems) : device::zero_packed<TIn>();
     }
-  }
-
-  if constexpr (kPrologue == Prologue::kAddRmsNorm) {
-    const auto* res = static_cast<const __nv_bfloat16*>(p.residual.ptr) +
-                      batch * p.residual.batch_stride + m * p.residual.row_stride;
-    auto* res_out = static_cast<__nv_bfloat16*>(p.residual_out.ptr) +
-                    batch * p.residual_out.batch_stride + m * p.residual_out.row_stride;
-    float r[kVecs][kVecElems];
+    // RMSNorm weights: re-read per row (L1/L2 hits) rather than pinned in
+    // registers across rows.
+    Packed8<Bf16> weight[kNorm ? kVecs : 1];
+    if constexpr (kNorm) {
+      const auto* w = static_cast<const uint4*>(p.weight);
 #pragma unroll
-    for (int i = 0; i < kVecs; ++i) {
-      const int j = tid + i * threads_per_row;
-#pragma unroll
-      for (int e = 0; e < kVecElems; ++e) r[i][e] = 0.0f;
-      if (valid[i]) device::load8(res + j * kVecElems, r[i]);
-    }
-    // The norm is taken of the residual as stored (bf16), so out equals
-    // rms_norm(residual_out) exactly as an unfused sequence would compute it.
-#pragma unroll
-    for (int i = 0; i < kVecs; ++i) {
-      const int j = tid + i * threads_per_row;
-#pragma unroll
-      for (int e = 0; e < kVecElems; ++e) v[i][e] += r[i][e];
-      device::round_to_bf16(v[i]);
-      if (valid[i]) device::store8(res_out + j * kVecElems, v[i]);
-    }
-  }
-
-  if constexpr (kPrologue == Prologue::kSiluMul || kPrologue == Prologue::kGeluTanhMul) {
-    float up[kVecs][kVecElems];
-#pragma unroll
-    for (int i = 0; i < kVecs; ++i) {
-      const int j = tid + i * threads_per_row;
-#pragma unroll
-      for (int e = 0; e < kVecElems; ++e) up[i][e] = 0.0f;
-      if (valid[i]) device::load8(in + p.cols + j * kVecElems, up[i]);
-    }
-    // ---- Phase 2 (activations): y = act(gate) * up ----------------------------
-#pragma unroll
-    for (int i = 0; i < kVecs; ++i) {
-#pragma unroll
-      for (int e = 0; e < kVecElems; ++e) {
-        const float g = v[i][e];
-        v[i][e] = (kPrologue == Prologue::kSiluMul ? silu(g) : gelu_tanh(g)) * up[i][e];
+      for (int i = 0; i < kVecs; ++i) {
+        weight[i].raw = valid[i] ? __ldg(w + tid + i * threads_per_row) : make_uint4(0, 0, 0, 0);
       }
     }
-  }
-
-  // ---- Phase 2 (norms): y = x * rsqrt(mean(x^2) + eps) * w ----------------------
-  if constexpr (kPrologue == Prologue::kRmsNorm || kPrologue == Prologue::kAddRmsNorm) {
-    float sum_sq = 0.0f;
+    Packed8<TIn> up[kGated ? kVecs : 1];
+    if constexpr (kGated) {
 #pragma unroll
-    for (int i = 0; i < kVecs; ++i) {
-#pragma unroll
-      for (int e = 0; e < kVecElems; ++e) sum_sq += v[i][e] * v[i][e];
-    }
-    sum_sq = device::row_allreduce(sum_sq, device::SumOp{}, scratch, p.warps_per_row, row_in_cta,
-                                   warp_in_row);
-    const float inv_rms = rsqrtf(sum_sq / static_cast<float>(p.cols) + p.eps);
-#pragma unroll
-    for (int i = 0; i < kVecs; ++i) {
-      const auto* w2 = reinterpret_cast<const __nv_bfloat162*>(&weight_raw[i]);
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float2 w = __bfloat1622float2(w2[e]);
-        v[i][2 * e] = (v[i][2 * e] * inv_rms) * w.x;
-        v[i][2 * e + 1] = (v[i][2 * e + 1] * inv_rms) * w.y;
+      for (int i = 0; i < kVecs; ++i) {
+        const int j = tid + i * threads_per_row;
+        up[i] = valid[i] ? device::load_packed(in + p.cols + j * kVecElems)
+                         : device::zero_packed<TIn>();
       }
     }
-  }
 
-  // ---- Phase 3: epilogue -------------------------------------------------------
-  const Epilogue epilogue = p.epilogue;
-  const int64_t out_offset = batch * p.out.batch_stride + m * p.out.row_stride;
-  if (epilogue == Epilogue::kStoreBf16) {
-    auto* out = static_cast<__nv_bfloat16*>(p.out.ptr) + out_offset;
+    // ---- Phase 2: residual add and RMSNorm statistics ----------------------------
+    if constexpr (kPrologue == Prologue::kAddRmsNorm) {
+      const Bf16* res = static_cast<const Bf16*>(p.residual.ptr) +
+                        batch * p.residual.batch_stride + m * p.residual.row_stride;
+      Bf16* res_out = static_cast<Bf16*>(p.residual_out.ptr) + batch * p.residual_out.batch_stride +
+                      m * p.residual_out.row_stride;
+      Packed8<Bf16> r[kVecs];
 #pragma unroll
-    for (int i = 0; i < kVecs; ++i) {
-      if (valid[i]) device::store8(out + (tid + i * threads_per_row) * kVecElems, v[i]);
-    }
-    return;
-  }
-
-  auto* out = static_cast<__nv_fp8_e4m3*>(p.out.ptr) + out_offset;
-  float* scale_row = p.scale_out == nullptr
-                         ? nullptr
-                         : p.scale_out + batch * p.scale_batch_stride + m * p.scale_row_stride;
-  if (epilogue == Epilogue::kFp8PerGroup) {
+      for (int i = 0; i < kVecs; ++i) {
+        const int j = tid + i * threads_per_row;
+        r[i] = valid[i] ? device::load_packed(res + j * kVecElems) : device::zero_packed<Bf16>();
+      }
+      // The norm is taken of the residual as stored (bf16), so out equals
+      // rms_norm(residual_out) exactly as an unfused sequence computes it.
 #pragma unroll
-    for (int i = 0; i < kVecs; ++i) {
-      const int j = tid + i * threads_per_row;
-      // All 32 lanes take part in the shuffles; lanes past the row end hold zeros.
-      const float amax = device::warp_allreduce<16>(abs_max8(v[i]), device::AbsMaxOp{});
-      const float scale = dynamic_scale(amax);
-      if (valid[i]) {
-        if (j % 16 == 0) scale_row[(j / 16) * p.scale_group_stride] = scale;
-        device::store8_fp8(out + j * kVecElems, v[i], 1.0f / scale);
+      for (int i = 0; i < kVecs; ++i) {
+        float a[8], b[8];
+        device::unpack(x[i], a);
+        device::unpack(r[i], b);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) a[e] += b[e];
+        x[i] = device::pack_bf16(a);
+        if (valid[i]) device::store_packed(res_out + (tid + i * threads_per_row) * kVecElems, x[i]);
       }
     }
-    return;
-  }
+    float inv_rms = 1.0f;
+    if constexpr (kNorm) {
+      float sum_sq = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kVecs; ++i) {
+        float a[8];
+        device::unpack(x[i], a);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) sum_sq += a[e] * a[e];
+      }
+      sum_sq = device::row_allreduce(sum_sq, device::SumOp{}, scratch, p.warps_per_row, row_in_cta,
+                                     warp_in_row);
+      inv_rms = rsqrtf(sum_sq / static_cast<float>(p.cols) + p.eps);
+    }
 
-  float scale;
-  if (epilogue == Epilogue::kFp8Static) {
-    scale = *p.static_scale;
-  } else {  // kFp8PerToken or kAmaxOnly
+    // Output vector i, computed from the packed inputs (zeros past the row end).
+    auto output = [&](int i, float (&y)[8]) {
+      device::unpack(x[i], y);
+      if constexpr (kNorm) {
+        float w[8];
+        device::unpack(weight[i], w);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) y[e] = (y[e] * inv_rms) * w[e];
+      }
+      if constexpr (kGated) {
+        float u[8];
+        device::unpack(up[i], u);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          y[e] = (kPrologue == Prologue::kSiluMul ? silu(y[e]) : gelu_tanh(y[e])) * u[e];
+        }
+      }
+    };
+
+    // Called at the start of each epilogue pass: outputs are recomputed per pass
+    // rather than computed once and held (8 floats per vector) across passes.
+    auto fresh_inputs = [&]() {
+#pragma unroll
+      for (int i = 0; i < kVecs; ++i) {
+        device::recompute_barrier(x[i]);
+        if constexpr (kNorm) device::recompute_barrier(weight[i]);
+        if constexpr (kGated) device::recompute_barrier(up[i]);
+      }
+    };
+
+    // ---- Phase 3: epilogue -------------------------------------------------------
+    const Epilogue epilogue = p.epilogue;
+    const int64_t out_offset = batch * p.out.batch_stride + m * p.out.row_stride;
+    if (epilogue == Epilogue::kStoreBf16) {
+      fresh_inputs();
+      Bf16* out = static_cast<Bf16*>(p.out.ptr) + out_offset;
+#pragma unroll
+      for (int i = 0; i < kVecs; ++i) {
+        if (!valid[i]) continue;
+        float y[8];
+        output(i, y);
+        device::store_packed(out + (tid + i * threads_per_row) * kVecElems, device::pack_bf16(y));
+      }
+      continue;
+    }
+
+    __nv_fp8_e4m3* out = static_cast<__nv_fp8_e4m3*>(p.out.ptr) + out_offset;
+    float* scale_row = p.scale_out == nullptr
+                           ? nullptr
+                           : p.scale_out + batch * p.scale_batch_stride + m * p.scale_row_stride;
+    if (epilogue == Epilogue::kFp8Static) {
+      fresh_inputs();
+#pragma unroll
+      for (int i = 0; i < kVecs; ++i) {
+        if (!valid[i]) continue;
+        float y[8];
+        output(i, y);
+        device::store8_fp8(out + (tid + i * threads_per_row) * kVecElems, y, static_inv_scale);
+      }
+      continue;
+    }
+
+    if (epilogue == Epilogue::kFp8PerGroup) {
+      fresh_inputs();
+#pragma unroll
+      for (int i = 0; i < kVecs; ++i) {
+        const int j = tid + i * threads_per_row;
+        float y[8];
+        output(i, y);
+        // All 32 lanes take part in the shuffles; lanes past the row end hold zeros.
+        const float amax = device::warp_allreduce<16>(abs_max8(y), device::AbsMaxOp{});
+        const float scale = dynamic_scale(amax);
+        if (valid[i]) {
+          if (j % 16 == 0) scale_row[(j / 16) * p.scale_group_stride] = scale;
+          device::store8_fp8(out + j * kVecElems, y, 1.0f / scale);
+        }
+      }
+      continue;
+    }
+
+    // kFp8PerToken or kAmaxOnly: the row maximum first.
+    fresh_inputs();
     float amax = 0.0f;
 #pragma unroll
-    for (int i = 0; i < kVecs; ++i) amax = device::AbsMaxOp{}(amax, abs_max8(v[i]));
+    for (int i = 0; i < kVecs; ++i) {
+      float y[8];
+      output(i, y);
+      amax = device::AbsMaxOp{}(amax, abs_max8(y));
+    }
     amax = device::row_allreduce(amax, device::AbsMaxOp{}, scratch, p.warps_per_row, row_in_cta,
                                  warp_in_row);
-    scale = dynamic_scale(amax);
+    const float scale = dynamic_scale(amax);
     if (epilogue == Epilogue::kAmaxOnly) {
       // Non-negative floats order like their bit patterns (NaN above +inf), so
       // an integer max over the bits is a float max that keeps NaN.
       if (active && tid == 0) atomicMax(reinterpret_cast<int*>(p.scale_out), __float_as_int(scale));
-      return;
+      continue;
     }
     if (active && tid == 0) scale_row[0] = scale;
-  }
-  const float inv_scale = 1.0f / scale;
+    const float inv_scale = 1.0f / scale;
+    fresh_inputs();
 #pragma unroll
-  for (int i = 0; i < kVecs; ++i) {
-    if (valid[i]) device::store8_fp8(out + (tid + i * threads_per_row) * kVecElems, v[i], inv_scale);
+    for (int i = 0; i < kVecs; ++i) {
+      if (!valid[i]) continue;
+      float y[8];
+      output(i, y);
+      device::store8_fp8(out + (tid + i * threads_per_row) * kVecElems, y, inv_scale);
+    }
   }
 }
 
 // Host-side launcher of one instantiation (the registry stores its address).
+// NOTE: the grid is capped at the CTAs that fit on the GPU at once; each CTA
+// then walks row tiles. One CTA per row (v1) paid a CTA launch per 14-28 KB
+// row and a partial last wave.
 template <Prologue kPrologue, class TIn, int kVecs>
 void launch_rowwise_kernel(const RowwiseParams& params, const RowwiseConfig& config,
                            cudaStream_t stream) {
-  rowwise_kernel<kPrologue, TIn, kVecs>
-      <<<static_cast<unsigned>(config.grid), config.threads_per_cta(), 0, stream>>>(params);
+  auto* kernel = rowwise_kernel<kPrologue, TIn, kVecs>;
+  const int threads = config.threads_per_cta();
+  static int blocks_per_sm[1024 / 32 + 1] = {};  // by CTA size in warps; benign race
+  int& resident = blocks_per_sm[threads / 32];
+  if (resident == 0) {
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, 0) != cudaSuccess) {
+      n = 1;
+    }
+    resident = std::max(n, 1);
+  }
+  const int64_t grid = std::min<int64_t>(config.grid, static_cast<int64_t>(resident) * config.num_sms);
+  kernel<<<static_cast<unsigned>(std::max<int64_t>(grid, 1)), threads, 0, stream>>>(params);
 }
 
 }  // namespace hpc_ops::rowwise
