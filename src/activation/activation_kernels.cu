@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Instantiation table of the activation family: SiLU-and-mul and
-// GELU(tanh)-and-mul on bf16 input, 5 register-tile variants each (10 kernels).
+// GELU(tanh)-and-mul on bf16 input: the streaming kernel (bf16, static and
+// per-group FP8) and 5 row-resident variants for per-token FP8 (12 kernels).
 // The masked per-expert variants run the same kernels with row counts set.
 #include "activation/activation_kernels.h"
 #include "rowwise/kernel_table.cuh"
@@ -10,7 +11,9 @@ namespace hpc_ops::rowwise {
 namespace {
 const auto kActivationKernels =
     concat_tables(vec_variants<Prologue::kSiluMul, __nv_bfloat16>(DType::kBFloat16),
-                  vec_variants<Prologue::kGeluTanhMul, __nv_bfloat16>(DType::kBFloat16));
+                  vec_variants<Prologue::kGeluTanhMul, __nv_bfloat16>(DType::kBFloat16),
+                  stream_variant<Prologue::kSiluMul, __nv_bfloat16>(DType::kBFloat16),
+                  stream_variant<Prologue::kGeluTanhMul, __nv_bfloat16>(DType::kBFloat16));
 }  // namespace
 
 KernelTable activation_kernel_table() {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Instantiation table of the quantization family: the identity prologue on
-// bf16, fp16 and fp32 input, 5 register-tile variants each (15 kernels).
+// bf16, fp16 and fp32 input: the streaming kernel (static, per-group, amax
+// pass) and 5 row-resident variants for per-token scales (18 kernels).
 #include "quantization/quantization_kernels.h"
 #include "rowwise/kernel_table.cuh"
 
@@ -10,7 +11,10 @@ namespace {
 const auto kQuantizationKernels =
     concat_tables(vec_variants<Prologue::kIdentity, __nv_bfloat16>(DType::kBFloat16),
                   vec_variants<Prologue::kIdentity, __half>(DType::kFloat16),
-                  vec_variants<Prologue::kIdentity, float>(DType::kFloat32));
+                  vec_variants<Prologue::kIdentity, float>(DType::kFloat32),
+                  stream_variant<Prologue::kIdentity, __nv_bfloat16>(DType::kBFloat16),
+                  stream_variant<Prologue::kIdentity, __half>(DType::kFloat16),
+                  stream_variant<Prologue::kIdentity, float>(DType::kFloat32));
 }  // namespace
 
 KernelTable quantization_kernel_table() {

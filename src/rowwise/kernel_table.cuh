@@ -8,6 +8,7 @@
 
 #include "rowwise/rowwise_host.h"
 #include "rowwise/rowwise_kernel.cuh"
+#include "rowwise/stream_kernel.cuh"
 
 namespace hpc_ops::rowwise {
 
@@ -20,6 +21,12 @@ constexpr std::array<KernelEntry, 5> vec_variants(DType in_dtype) {
       {{kPrologue, in_dtype, 8}, &launch_rowwise_kernel<kPrologue, TIn, 8>},
       {{kPrologue, in_dtype, 16}, &launch_rowwise_kernel<kPrologue, TIn, 16>},
   }};
+}
+
+// The streaming kernel of a (prologue, input dtype) pair; key vecs_per_thread 0.
+template <Prologue kPrologue, class TIn>
+constexpr std::array<KernelEntry, 1> stream_variant(DType in_dtype) {
+  return {{{{kPrologue, in_dtype, kStreamingKernel}, &launch_stream_kernel<kPrologue, TIn>}}};
 }
 
 // Concatenates the variant lists of one family into a single table.

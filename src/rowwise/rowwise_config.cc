@@ -19,15 +19,16 @@ int64_t threads_for(int64_t vecs, int v) {
 }
 }  // namespace
 
-RowwiseConfig choose_rowwise_config(int64_t cols, int64_t rows, int num_sms, int force_vecs) {
+RowwiseConfig choose_rowwise_config(int64_t cols, int64_t rows, int num_sms, int inputs,
+                                    int force_vecs) {
   const int64_t vecs = (cols + 7) / 8;
   RowwiseConfig c;
-  // NOTE: 4 vectors per thread where the row has at least 128 vectors (1024
-  // columns), else the fewest that fit; more when a row would need over 256
-  // threads. Four independent 16-byte loads per input per thread keep enough
-  // bytes in flight; at hidden 4096 v1's 2 x 256 reached 63-76% of the
-  // bandwidth ceiling where 4 x 224 at hidden 7168 reached 87%.
-  const int first = vecs >= 4 * 32 ? 4 : 1;
+  // NOTE: bytes in flight per SM decide the bandwidth. Rows of one input take
+  // 4 vectors per thread (64 B in flight per thread) once a row has 128
+  // vectors; rows of two inputs take 2 (the same 64 B), which measured better
+  // than 4 at hidden 4096 (add + RMSNorm + FP8: 36.4 us vs 38.7 us) by
+  // keeping more threads per row. Otherwise the fewest that fit the bound.
+  const int first = inputs >= 2 ? (vecs >= 64 ? 2 : 1) : (vecs >= 128 ? 4 : vecs >= 64 ? 2 : 1);
   for (int v : {1, 2, 4, 8, 16}) {
     if (v < first) continue;
     const int64_t rounded = threads_for(vecs, v);
@@ -45,9 +46,9 @@ RowwiseConfig choose_rowwise_config(int64_t cols, int64_t rows, int num_sms, int
       c.threads_per_row = static_cast<int>(rounded);
     }
   }
-  // Short rows: pack several rows into a CTA of up to 256 threads, but keep at
+  // Short rows: pack several rows into a CTA of up to 128 threads, but keep at
   // least one CTA per SM busy when rows are few.
-  int rows_per_cta = std::max(1, 256 / c.threads_per_row);
+  int rows_per_cta = std::max(1, 128 / c.threads_per_row);
   if (num_sms > 0 && rows > 0) {
     const int64_t per_sm = std::max<int64_t>(1, rows / num_sms);
     rows_per_cta = static_cast<int>(std::min<int64_t>(rows_per_cta, per_sm));

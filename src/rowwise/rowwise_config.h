@@ -25,23 +25,31 @@ struct RowwiseConfig {
 
 // cols: output columns (multiple of 8, 1..kMaxCols); rows: total rows
 // (batches x rows per batch); num_sms: multiprocessors of the device.
-// force_vecs (1, 2, 4, 8, 16; 0 = choose) overrides the vectors per thread
-// when the row still fits the launch bound; it exists for tuning
-// (HPC_OPS_ROWWISE_VECS) and tests.
-RowwiseConfig choose_rowwise_config(int64_t cols, int64_t rows, int num_sms, int force_vecs = 0);
+// inputs: row tensors read per output element (1: RMSNorm, quantization;
+// 2: add + RMSNorm, gated activations). force_vecs (1, 2, 4, 8, 16; 0 =
+// choose) overrides the vectors per thread when the row still fits the launch
+// bound; it exists for tuning (HPC_OPS_ROWWISE_VECS) and tests.
+RowwiseConfig choose_rowwise_config(int64_t cols, int64_t rows, int num_sms, int inputs = 1,
+                                    int force_vecs = 0);
 
 // Largest threads per row allowed for a vector count; also the kernel's
 // __launch_bounds__, so registers per thread stay under 65536 / that.
-// NOTE: 256 up to 8 vectors lets ptxas use up to 255 registers: the 8-vector
-// add + RMSNorm variant needs ~140 and spilled 172 bytes under a 512-thread
-// bound (128 registers). The 16-vector variant (rows over 16384 columns) still
-// spills under its 512-thread bound; see docs/perf/norm.md.
-constexpr int max_threads_for_vecs(int vecs) { return vecs <= 8 ? 256 : 512; }
+// NOTE: measured on the H200: 2 vectors x 256 threads ran add + RMSNorm + FP8
+// at hidden 4096 in 36.6 us where 4 x 128 took 46.4 us, so the narrow variants
+// may use up to 512 threads per row. The 16-vector variant (rows over 16384
+// columns) spills under its 512-thread bound; see docs/perf/norm.md.
+// The 4-vector variant is bounded at 224 threads (rows up to 7168 columns) so
+// that 4 CTAs fit at 72 registers: RMSNorm at hidden 7168 ran at 87.6% of the
+// ceiling with 4 CTAs per SM and 77% with 3.
+constexpr int max_threads_for_vecs(int vecs) {
+  return vecs <= 2 || vecs == 16 ? 512 : vecs == 4 ? 224 : 256;
+}
 
 // Second __launch_bounds__ argument: CTAs that must fit per SM, which caps
-// registers at 65536 / (max threads x this). NOTE: without it ptxas spent
+// registers at 65536 / (max threads x this). NOTE: uncapped, ptxas spent
 // 98-128 registers on the 4-vector variants (2 CTAs of 224 threads per SM);
-// 4 caps them at 64 so 4 CTAs fit and twice the loads are in flight.
-constexpr int min_ctas_for_vecs(int vecs) { return vecs <= 4 ? 4 : vecs == 8 ? 2 : 1; }
+// capped at 64 they spilled up to 176 bytes; 3 CTAs (85 registers) is the
+// compromise. 1-2 vectors fit 64 registers without spills.
+constexpr int min_ctas_for_vecs(int vecs) { return vecs <= 2 ? 2 : vecs == 4 ? 4 : vecs == 8 ? 2 : 1; }
 
 }  // namespace hpc_ops::rowwise

@@ -150,24 +150,29 @@ void launch(const detail::Checker& check, const KernelTable& table, Prologue pro
   const int64_t total_rows = p.num_batches * p.rows_per_batch;
   if (total_rows == 0 || p.cols == 0) return;
   detail::DeviceGuard guard(device, check.op());
-  const RowwiseConfig config =
-      choose_rowwise_config(p.cols, total_rows, num_sms(check.op(), device), forced_vecs());
+  const int inputs =
+      prologue == Prologue::kRmsNorm || prologue == Prologue::kIdentity ? 1 : 2;
+  const RowwiseConfig config = choose_rowwise_config(p.cols, total_rows, num_sms(check.op(), device),
+                                                     inputs, forced_vecs());
   if (config.grid > INT_MAX) {
     check.unsupported("too many rows (", total_rows, ") for one launch");
   }
   p.warps_per_row = config.threads_per_row / 32;
   p.rows_per_cta = config.rows_per_cta;
+  // Outputs that need no whole-row statistic stream (no row held in registers).
+  const bool streaming = prologue != Prologue::kRmsNorm && prologue != Prologue::kAddRmsNorm &&
+                         p.epilogue != Epilogue::kFp8PerToken;
+  const int vecs = streaming ? kStreamingKernel : config.vecs_per_thread;
   for (int i = 0; i < table.size; ++i) {
     const KernelKey& k = table.entries[i].key;
-    if (k.prologue == prologue && k.in_dtype == in_dtype &&
-        k.vecs_per_thread == config.vecs_per_thread) {
+    if (k.prologue == prologue && k.in_dtype == in_dtype && k.vecs_per_thread == vecs) {
       table.entries[i].launch(p, config, stream);
       HPC_OPS_CUDA_CHECK(check.op(), cudaGetLastError());
       return;
     }
   }
   check.fail(ErrorKind::kInternal, "no compiled kernel for input ", dtype_name(in_dtype),
-             " with ", config.vecs_per_thread, " vectors per thread (prologue ",
+             " with ", vecs, " vectors per thread (0 = streaming; prologue ",
              static_cast<int>(prologue), "); this build's instantiation table is incomplete");
 }
 

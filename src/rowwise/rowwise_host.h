@@ -16,6 +16,9 @@
 
 namespace hpc_ops::rowwise {
 
+// vecs_per_thread value that names the streaming kernel (stream_kernel.cuh).
+constexpr int kStreamingKernel = 0;
+
 // Identity of one compiled kernel.
 struct KernelKey {
   Prologue prologue;
