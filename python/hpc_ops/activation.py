@@ -23,6 +23,9 @@ def _act_and_mul(act, op, x, quant, scale, out, scale_out):
     if out is None:
         out = torch.empty((x2.shape[0], cols) if x2.dim() == 2 else x2.shape,
                           dtype=out_dtype(code), device=x.device)
+    else:
+        out = rows_view(as_tensor(out, op, "out"), op)
+    scale_out = as_optional_tensor(scale_out, op, "scale_out")
     if scale_out is None and code >= 2:
         scale_out = alloc_scales(code, x2.shape[:1], cols, x.device)
     if direct_call_ok(x):
@@ -44,6 +47,9 @@ def _act_and_mul_masked(act, op, x, row_counts, quant, scale, out, scale_out):
     if out is None:
         out = torch.empty((*x.shape[:2], cols) if x.dim() == 3 else x.shape,
                           dtype=out_dtype(code), device=x.device)
+    else:
+        out = as_tensor(out, op, "out")
+    scale_out = as_optional_tensor(scale_out, op, "scale_out")
     if scale_out is None and code >= 2 and x.dim() == 3:
         scale_out = alloc_scales(code, tuple(x.shape[:2]), cols, x.device)
     if direct_call_ok(x):

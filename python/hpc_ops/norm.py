@@ -42,6 +42,9 @@ def rms_norm(x, weight, eps: float = 1e-6, *, quant=None, scale=None, out=None, 
     x2 = rows_view(x, op)
     if out is None:
         out = torch.empty(x2.shape, dtype=out_dtype(code), device=x.device)
+    else:
+        out = rows_view(as_tensor(out, op, "out"), op)
+    scale_out = as_optional_tensor(scale_out, op, "scale_out")
     if scale_out is None and code >= 2:
         scale_out = alloc_scales(code, x2.shape[:1], x2.shape[-1], x.device)
     if direct_call_ok(x):
@@ -85,10 +88,13 @@ def fused_add_rms_norm(x, residual, weight, eps: float = 1e-6, *, quant=None, sc
     r2 = rows_view(residual, op)
     if out is None:
         out = torch.empty(x2.shape, dtype=out_dtype(code), device=x.device)
+    else:
+        out = rows_view(as_tensor(out, op, "out"), op)
     if residual_out is None:
         residual_out = torch.empty(x2.shape, dtype=torch.bfloat16, device=x.device)
     else:
         residual_out = rows_view(as_tensor(residual_out, op, "residual_out"), op)
+    scale_out = as_optional_tensor(scale_out, op, "scale_out")
     if scale_out is None and code >= 2:
         scale_out = alloc_scales(code, x2.shape[:1], x2.shape[-1], x.device)
     if direct_call_ok(x):

@@ -27,7 +27,9 @@ def quantize_fp8(x, quant: str = "per_token", *, scale=None, out=None, scale_out
     Returns
     -------
     ``(q, scale)`` with ``x ~= q.float() * scale`` (broadcast per row / group).
-    Values beyond the scale's range saturate to +-448.
+    Values beyond the scale's range saturate to +-448. An empty ``x`` with
+    dynamic per-tensor scaling leaves ``scale = 0``. For inputs with more than
+    two dims, ``q`` takes x's shape and the scales stay ``[rows, ...]``.
     """
     op = "quantize_fp8"
     x = as_tensor(x, op, "x")
@@ -39,6 +41,9 @@ def quantize_fp8(x, quant: str = "per_token", *, scale=None, out=None, scale_out
     x2 = rows_view(x, op)
     if out is None:
         out = torch.empty(x2.shape, dtype=torch.float8_e4m3fn, device=x.device)
+    else:
+        out = rows_view(as_tensor(out, op, "out"), op)
+    scale_out = as_optional_tensor(scale_out, op, "scale_out")
     if scale_out is None and code >= 2:
         scale_out = alloc_scales(code, x2.shape[:1], x2.shape[-1], x.device)
     if direct_call_ok(x):
