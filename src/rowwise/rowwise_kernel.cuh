@@ -41,6 +41,17 @@ __device__ __forceinline__ float dynamic_scale(float amax) {
   return (amax != amax ? amax : fmaxf(amax, kMinAmax)) * (1.0f / kFp8E4M3Max);
 }
 
+// y <- act(y) * up for the gated prologues (y holds the gate on entry).
+template <Prologue kPrologue, class TIn>
+__device__ __forceinline__ void apply_gate(float (&y)[8], const device::Packed8<TIn>& up) {
+  float u[8];
+  device::unpack(up, u);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    y[e] = (kPrologue == Prologue::kSiluMul ? silu(y[e]) : gelu_tanh(y[e])) * u[e];
+  }
+}
+
 __device__ __forceinline__ float abs_max8(const float (&v)[8]) {
   device::AbsMaxOp op;
   float a = 0.0f;
@@ -169,14 +180,7 @@ __global__ void __launch_bounds__(max_threads_for_vecs(kVecs), min_ctas_for_vecs
 #pragma unroll
         for (int e = 0; e < 8; ++e) y[e] = (y[e] * inv_rms) * w[e];
       }
-      if constexpr (kGated) {
-        float u[8];
-        device::unpack(up[i], u);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-          y[e] = (kPrologue == Prologue::kSiluMul ? silu(y[e]) : gelu_tanh(y[e])) * u[e];
-        }
-      }
+      if constexpr (kGated) apply_gate<kPrologue>(y, up[i]);
     };
 
     // Called at the start of each epilogue pass: outputs are recomputed per pass

@@ -79,14 +79,7 @@ __global__ void __launch_bounds__(kStreamThreads, 3)
     for (int u = 0; u < kStreamUnroll; ++u) {
       float y[8];
       device::unpack(x[u], y);
-      if constexpr (kGated) {
-        float g8[8];
-        device::unpack(up[u], g8);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-          y[e] = (kPrologue == Prologue::kSiluMul ? silu(y[e]) : gelu_tanh(y[e])) * g8[e];
-        }
-      }
+      if constexpr (kGated) apply_gate<kPrologue>(y, up[u]);
       const int64_t out_index = row_offset_out[u] + static_cast<int64_t>(j_of[u]) * kVecElems;
       switch (p.epilogue) {
         case Epilogue::kStoreBf16:
