@@ -19,6 +19,7 @@ struct RowwiseConfig {
   int rows_per_cta = 1;
   int64_t grid = 0;          // row tiles (the launcher caps CTAs at what fits on the GPU)
   int num_sms = 1;
+  bool persistent = true;    // cap CTAs at what fits (HPC_OPS_ROWWISE_PERSISTENT=0: one per tile)
   int threads_per_cta() const { return threads_per_row * rows_per_cta; }
   std::string to_string() const;
 };

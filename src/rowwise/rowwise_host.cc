@@ -43,6 +43,15 @@ int forced_vecs() {
   return forced;
 }
 
+// HPC_OPS_ROWWISE_PERSISTENT=0 launches one CTA per row tile (tuning only).
+bool persistent_grid() {
+  static const bool persistent = [] {
+    const char* v = std::getenv("HPC_OPS_ROWWISE_PERSISTENT");
+    return !(v && v[0] == '0');
+  }();
+  return persistent;
+}
+
 }  // namespace
 
 void check_row_tensor(const detail::Checker& check, const Tensor& t, const char* name,
@@ -152,8 +161,9 @@ void launch(const detail::Checker& check, const KernelTable& table, Prologue pro
   detail::DeviceGuard guard(device, check.op());
   const int inputs =
       prologue == Prologue::kRmsNorm || prologue == Prologue::kIdentity ? 1 : 2;
-  const RowwiseConfig config = choose_rowwise_config(p.cols, total_rows, num_sms(check.op(), device),
+  RowwiseConfig config = choose_rowwise_config(p.cols, total_rows, num_sms(check.op(), device),
                                                      inputs, forced_vecs());
+  config.persistent = persistent_grid();
   if (config.grid > INT_MAX) {
     check.unsupported("too many rows (", total_rows, ") for one launch");
   }

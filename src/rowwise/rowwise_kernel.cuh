@@ -293,7 +293,9 @@ void launch_rowwise_kernel(const RowwiseParams& params, const RowwiseConfig& con
     }
     resident = std::max(n, 1);
   }
-  const int64_t grid = std::min<int64_t>(config.grid, static_cast<int64_t>(resident) * config.num_sms);
+  const int64_t grid = config.persistent
+                           ? std::min<int64_t>(config.grid, int64_t{resident} * config.num_sms)
+                           : config.grid;
   kernel<<<static_cast<unsigned>(std::max<int64_t>(grid, 1)), threads, 0, stream>>>(params);
 }
 
