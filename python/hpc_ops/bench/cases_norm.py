@@ -8,9 +8,10 @@ import torch.nn.functional as F
 
 import hpc_ops
 
-from .common import (BF16, EPS, F32, FP8, FP8_MAX, GROUP, HIDDEN, HIDDEN_QUICK, Case, OpSpec,
-                     check_bf16, check_fp8, fp8_quant_ref, grid, group_scales, merge_checks,
-                     randn, standard_impls)
+from .common import (BF16, EPS, F32, FP8, FP8_MAX, GROUP, HIDDEN, HIDDEN_QUICK, OpSpec,
+                     row_grid_cases,
+                     check_bf16, check_fp8, fp8_quant_ref, group_scales, merge_checks,
+                     randn)
 
 FP8_DT = torch.float8_e4m3fn
 
@@ -174,16 +175,5 @@ def _specs() -> dict:
 
 
 def cases(quick: bool) -> list:
-    out = []
-    for op, spec in _specs().items():
-        opts = spec.inputs or {}
-        for hidden, rows in grid(quick, HIDDEN, HIDDEN_QUICK):
-            out.append(Case(
-                family="norm", op=op, label=f"h={hidden} r={rows}",
-                params={"hidden": hidden, "rows": rows}, bytes=spec.nbytes(rows, hidden),
-                make_inputs=_inputs(rows, hidden, **opts),
-                impls=lambda spec=spec: standard_impls(spec),
-                reference=spec.reference, check=spec.check, config_dims=(hidden, rows),
-                plot_group=f"{op} h={hidden}", plot_x=rows,
-                inplace=opts.get("residual", False)))
-    return out
+    return row_grid_cases("norm", _specs(), quick, HIDDEN, HIDDEN_QUICK, _inputs,
+                          inplace_option="residual")

@@ -7,8 +7,9 @@ import torch
 
 import hpc_ops
 
-from .common import (BF16, F32, FP8, FP8_MAX, GROUP, HIDDEN, HIDDEN_QUICK, Case, OpSpec,
-                     check_fp8, fp8_quant_ref, grid, group_scales, randn, standard_impls)
+from .common import (BF16, F32, FP8, FP8_MAX, GROUP, HIDDEN, HIDDEN_QUICK, OpSpec,
+                     row_grid_cases,
+                     check_fp8, fp8_quant_ref, group_scales, randn)
 
 FP8_DT = torch.float8_e4m3fn
 
@@ -101,15 +102,5 @@ def _specs() -> dict:
 
 
 def cases(quick: bool) -> list:
-    out = []
-    for op, spec in _specs().items():
-        opts = spec.inputs or {}
-        for hidden, rows in grid(quick, HIDDEN, HIDDEN_QUICK):
-            out.append(Case(
-                family="quantization", op=op, label=f"h={hidden} r={rows}",
-                params={"hidden": hidden, "rows": rows}, bytes=spec.nbytes(rows, hidden),
-                make_inputs=_inputs(rows, hidden, **opts),
-                impls=lambda spec=spec: standard_impls(spec),
-                reference=spec.reference, check=spec.check, config_dims=(hidden, rows),
-                plot_group=f"{op[len('quantize_fp8_'):]} h={hidden}", plot_x=rows))
-    return out
+    return row_grid_cases("quantization", _specs(), quick, HIDDEN, HIDDEN_QUICK, _inputs,
+                          plot_name=lambda op: op[len("quantize_fp8_"):])

@@ -229,3 +229,23 @@ def grid(quick: bool, full_dims, quick_dims):
     dims = quick_dims if quick else full_dims
     rows = sorted(ROWS_QUICK if quick else ROWS, reverse=True)
     return [(d, r) for d in dims for r in rows]
+
+
+def row_grid_cases(family: str, specs: dict, quick: bool, full_dims, quick_dims,
+                   make_inputs: Callable, plot_name: Callable[[str], str] = lambda op: op,
+                   inplace_option: str = "") -> list:
+    """One Case per (op spec, hidden, rows) of the grid, for families whose
+    cases are [rows, hidden] tensors (norm, quantization)."""
+    out = []
+    for op, spec in specs.items():
+        opts = spec.inputs or {}
+        for hidden, rows in grid(quick, full_dims, quick_dims):
+            out.append(Case(
+                family=family, op=op, label=f"h={hidden} r={rows}",
+                params={"hidden": hidden, "rows": rows}, bytes=spec.nbytes(rows, hidden),
+                make_inputs=make_inputs(rows, hidden, **opts),
+                impls=lambda spec=spec: standard_impls(spec),
+                reference=spec.reference, check=spec.check, config_dims=(hidden, rows),
+                plot_group=f"{plot_name(op)} h={hidden}", plot_x=rows,
+                inplace=bool(inplace_option) and opts.get(inplace_option, False)))
+    return out
