@@ -65,6 +65,16 @@ def check(result, expected: Expected, mode, static=None, what="out"):
 # ----------------------------------------------------------------------------
 # Plain (dense) variant
 # ----------------------------------------------------------------------------
+def _run_and_check(act, x, mode, rows, c):
+    """Runs the plain activation into poisoned outputs and checks it; returns the result."""
+    exp = Expected(x, act)
+    static = _static(exp.y, mode)
+    result = ACTS[act][0](x, quant=mode, scale=static, out=poisoned_out((rows, c), mode),
+                          scale_out=scale_storage(mode, (rows,), c))
+    check(result, exp, mode, static)
+    return result
+
+
 @pytest.mark.parametrize("mode", MODES, ids=quant_id)
 @pytest.mark.parametrize("rows", ROWS)
 @pytest.mark.parametrize("c", COLS)
@@ -115,12 +125,7 @@ def test_wide_rows(gen, act, c, mode):
     """C held by 8 and 16 vectors per thread, up to the widest supported row."""
     rows = 5
     x = act_input(gen, rows, c=c)
-    exp = Expected(x, act)
-    y = exp.y
-    static = _static(y, mode)
-    result = ACTS[act][0](x, quant=mode, scale=static, out=poisoned_out((rows, c), mode),
-                          scale_out=scale_storage(mode, (rows,), c))
-    check(result, exp, mode, static)
+    _run_and_check(act, x, mode, rows, c)
 
 
 @pytest.mark.parametrize("mode", MODES, ids=quant_id)
@@ -167,12 +172,7 @@ def test_zero_rows(gen, act, mode):
     x[1, :c] = 0   # act(0) = 0
     x[3, c:] = 0   # up = 0
     x[5] = 0
-    exp = Expected(x, act)
-    y = exp.y
-    static = _static(y, mode)
-    result = ACTS[act][0](x, quant=mode, scale=static, out=poisoned_out((rows, c), mode),
-                          scale_out=scale_storage(mode, (rows,), c))
-    check(result, exp, mode, static)
+    result = _run_and_check(act, x, mode, rows, c)
     out = result if mode is None else result[0]
     assert bool((out[[1, 3, 5]].float() == 0).all())
     if mode in ("per_token", "per_group"):
