@@ -29,10 +29,15 @@ step install "$PY" -m pip install --disable-pip-version-check --no-build-isolati
 step ctest ctest --test-dir build/cmake --output-on-failure
 step example ./build/cmake/examples/rms_norm_example
 step pytest "$PY" -m pytest tests/python -rs -q
+# Again with the bulk-copy kernel forced wherever it fits, so that small and
+# ragged shapes (which default to the register kernels) run through it too.
+step pytest_bulk env HPC_OPS_ROWWISE_BULK=1 "$PY" -m pytest tests/python -rs -q
 if command -v compute-sanitizer >/dev/null; then
-  for tool in memcheck racecheck; do
-    step "sanitize_$tool" compute-sanitizer --tool "$tool" --error-exitcode 3 \
-      "$PY" scripts/sanitizer_smoke.py
+  for bulk in 0 1; do
+    for tool in memcheck racecheck; do
+      step "sanitize_${tool}_bulk$bulk" env HPC_OPS_ROWWISE_BULK=$bulk compute-sanitizer \
+        --tool "$tool" --error-exitcode 3 "$PY" scripts/sanitizer_smoke.py
+    done
   done
 fi
 step bench "$PY" -m hpc_ops.bench "${@:-all}" --out "$LOG_DIR"

@@ -48,6 +48,37 @@ __device__ __forceinline__ Packed8<T> zero_packed() {
   return z;
 }
 
+// One vector from shared memory as 16-byte loads (ld.shared.v4). Written out
+// because a plain struct copy let nvcc split it into four 4-byte loads.
+// Volatile: it must stay after the barrier wait that makes the data valid.
+template <class T>
+__device__ __forceinline__ Packed8<T> load_shared(const Packed8<T>* p) {
+  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  Packed8<T> v;
+  if constexpr (sizeof(Packed8<T>) == 16) {
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.raw.x), "=r"(v.raw.y), "=r"(v.raw.z), "=r"(v.raw.w)
+                 : "r"(address));
+  } else {
+    asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];"
+                 : "=f"(v.lo.x), "=f"(v.lo.y), "=f"(v.lo.z), "=f"(v.lo.w)
+                 : "r"(address));
+    asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4 + 16];"
+                 : "=f"(v.hi.x), "=f"(v.hi.y), "=f"(v.hi.z), "=f"(v.hi.w)
+                 : "r"(address));
+  }
+  return v;
+}
+
+// Stores one 16-byte vector to shared memory (st.shared.v4).
+__device__ __forceinline__ void store_shared(Packed8<__nv_bfloat16>* p,
+                                             const Packed8<__nv_bfloat16>& v) {
+  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(address), "r"(v.raw.x),
+               "r"(v.raw.y), "r"(v.raw.z), "r"(v.raw.w)
+               : "memory");
+}
+
 __device__ __forceinline__ void unpack(const Packed8<__nv_bfloat16>& p, float (&v)[8]) {
   const auto* h = reinterpret_cast<const __nv_bfloat162*>(&p.raw);
 #pragma unroll
@@ -93,8 +124,11 @@ __device__ __forceinline__ Packed8<__nv_bfloat16> pack_bf16(const float (&v)[8])
   return p;
 }
 
+// One 16-byte store (st.global.v4), written out for the same reason as load_shared.
 __device__ __forceinline__ void store_packed(__nv_bfloat16* p, const Packed8<__nv_bfloat16>& v) {
-  *reinterpret_cast<uint4*>(p) = v.raw;
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(__cvta_generic_to_global(p)),
+               "r"(v.raw.x), "r"(v.raw.y), "r"(v.raw.z), "r"(v.raw.w)
+               : "memory");
 }
 
 // Multiplies by inv_scale, converts to e4m3 with saturation to +-448

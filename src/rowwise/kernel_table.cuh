@@ -8,6 +8,7 @@
 
 #include "rowwise/rowwise_host.h"
 #include "rowwise/rowwise_kernel.cuh"
+#include "rowwise/bulk_kernel.cuh"
 #include "rowwise/stream_kernel.cuh"
 
 namespace hpc_ops::rowwise {
@@ -27,6 +28,12 @@ constexpr std::array<KernelEntry, 5> vec_variants(DType in_dtype) {
 template <Prologue kPrologue, class TIn>
 constexpr std::array<KernelEntry, 1> stream_variant(DType in_dtype) {
   return {{{{kPrologue, in_dtype, kStreamingKernel}, &launch_stream_kernel<kPrologue, TIn>}}};
+}
+
+// The bulk-copy kernel of a (prologue, input dtype) pair; key vecs_per_thread -1.
+template <Prologue kPrologue, class TIn>
+constexpr std::array<KernelEntry, 1> bulk_variant(DType in_dtype) {
+  return {{{{kPrologue, in_dtype, kBulkKernel}, &launch_bulk_kernel<kPrologue, TIn>}}};
 }
 
 // Concatenates the variant lists of one family into a single table.

@@ -33,6 +33,38 @@ struct RowwiseConfig {
 RowwiseConfig choose_rowwise_config(int64_t cols, int64_t rows, int num_sms, int inputs = 1,
                                     int force_vecs = 0);
 
+// Geometry of the bulk-copy kernel (bulk_kernel.cuh): work items are row
+// chunks staged in shared memory by the copy engine, `stages` per CTA in flight.
+struct BulkConfig {
+  bool usable = false;       // false: the rows do not fit the shared-memory budget
+  int chunk_cols = 0;        // columns per item (the whole row when a row statistic is needed)
+  int stages = 0;
+  int ctas_per_sm = 0;
+  int buffer_bytes = 0;      // per input per stage, a multiple of 128
+  int buffers_offset = 0;    // the barriers come first
+  int smem_bytes = 0;        // dynamic shared memory per CTA
+  int64_t items = 0;
+  int64_t grid = 0;
+  std::string to_string() const;
+};
+
+constexpr int kBulkThreads = 256;
+// NOTE: 4096 columns per item when no row statistic is needed: 8-16 KB per
+// input buffer, so a CTA keeps several items in flight within its budget.
+constexpr int kBulkChunkCols = 4096;
+constexpr int kBulkMaxStages = 8;
+constexpr int kSmemPerSm = 228 * 1024;       // Hopper: shared memory per SM
+constexpr int kSmemPerCtaMax = 227 * 1024;   // and the most one CTA may take
+constexpr int kSmemReservedPerCta = 1024;    // taken by the system per resident CTA
+constexpr int kBulkStaticSmem = 256;         // bound on the bulk kernel's static shared memory
+
+// cols: output columns; rows: total rows; in_bytes: bytes per input element;
+// inputs: row tensors read (1 or 2); whole_row: items must be whole rows (the
+// row's sum of squares or maximum is needed). ctas_per_sm (0 = choose)
+// exists for tuning (HPC_OPS_BULK_CTAS).
+BulkConfig choose_bulk_config(int64_t cols, int64_t rows, int num_sms, int in_bytes, int inputs,
+                              bool whole_row, int ctas_per_sm = 0);
+
 // Largest threads per row allowed for a vector count; also the kernel's
 // __launch_bounds__, so registers per thread stay under 65536 / that.
 // NOTE: measured on the H200: 2 vectors x 256 threads ran add + RMSNorm + FP8

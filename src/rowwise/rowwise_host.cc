@@ -4,7 +4,6 @@
 #include "rowwise/rowwise_host.h"
 
 #include <array>
-#include <climits>
 #include <cstdlib>
 #include <string>
 
@@ -50,6 +49,23 @@ bool persistent_grid() {
     return !(v && v[0] == '0');
   }();
   return persistent;
+}
+
+// HPC_OPS_ROWWISE_BULK=0 never uses the bulk-copy kernel, =1 uses it whenever
+// it fits (tuning only). HPC_OPS_BULK_CTAS=N forces N CTAs per SM.
+int bulk_mode() {
+  static const int mode = [] {
+    const char* v = std::getenv("HPC_OPS_ROWWISE_BULK");
+    return v ? std::atoi(v) : -1;
+  }();
+  return mode;
+}
+int forced_bulk_ctas() {
+  static const int forced = [] {
+    const char* v = std::getenv("HPC_OPS_BULK_CTAS");
+    return v ? std::atoi(v) : 0;
+  }();
+  return forced;
 }
 
 }  // namespace
@@ -159,20 +175,45 @@ void launch(const detail::Checker& check, const KernelTable& table, Prologue pro
   const int64_t total_rows = p.num_batches * p.rows_per_batch;
   if (total_rows == 0 || p.cols == 0) return;
   detail::DeviceGuard guard(device, check.op());
-  const int inputs =
-      prologue == Prologue::kRmsNorm || prologue == Prologue::kIdentity ? 1 : 2;
-  RowwiseConfig config = choose_rowwise_config(p.cols, total_rows, num_sms(check.op(), device),
-                                                     inputs, forced_vecs());
-  config.persistent = persistent_grid();
-  if (config.grid > INT_MAX) {
-    check.unsupported("too many rows (", total_rows, ") for one launch");
+  const bool norm = prologue == Prologue::kRmsNorm || prologue == Prologue::kAddRmsNorm;
+  const int inputs = prologue == Prologue::kRmsNorm || prologue == Prologue::kIdentity ? 1 : 2;
+  const int sms = num_sms(check.op(), device);
+  LaunchConfig config;
+  config.row = choose_rowwise_config(p.cols, total_rows, sms, inputs, forced_vecs());
+  config.row.persistent = persistent_grid();
+  // Work items (rows x 1x128 groups at most) index with 32-bit FastDivmod.
+  const int64_t groups_per_row = (p.cols + 127) / 128;
+  if (total_rows > kMaxFastDividend / groups_per_row) {
+    check.unsupported("too many rows (", total_rows, ") for one launch; at most ",
+                      kMaxFastDividend / groups_per_row, " at ", p.cols, " columns");
   }
-  p.warps_per_row = config.threads_per_row / 32;
-  p.rows_per_cta = config.rows_per_cta;
-  // Outputs that need no whole-row statistic stream (no row held in registers).
-  const bool streaming = prologue != Prologue::kRmsNorm && prologue != Prologue::kAddRmsNorm &&
-                         p.epilogue != Epilogue::kFp8PerToken;
-  const int vecs = streaming ? kStreamingKernel : config.vecs_per_thread;
+  p.rows_per_batch_div = FastDivmod(static_cast<uint32_t>(p.rows_per_batch));
+  p.num_tiles = static_cast<int32_t>(config.row.grid);
+  p.warps_per_row = config.row.threads_per_row / 32;
+  p.rows_per_cta = config.row.rows_per_cta;
+  // Row statistics (RMSNorm, per-token scales) need whole rows per work item.
+  const bool whole_row = norm || p.epilogue == Epilogue::kFp8PerToken;
+  config.bulk = choose_bulk_config(p.cols, total_rows, sms, dtype_size(in_dtype), inputs,
+                                   whole_row, forced_bulk_ctas());
+  // The bulk-copy kernel takes whole rows too wide for registers (the
+  // 16-vector register variant spills 0.5-1.5 KB per thread). Everywhere else
+  // the register and streaming kernels measured as fast or faster on the H200
+  // (docs/perf/norm.md, v5); HPC_OPS_ROWWISE_BULK=1 forces it for tests.
+  const int mode = bulk_mode();
+  const bool bulk = config.bulk.usable && mode != 0 &&
+                    (mode == 1 || (whole_row && config.row.vecs_per_thread >= 16));
+  if (bulk) {
+    p.items_per_row_div =
+        FastDivmod(static_cast<uint32_t>((p.cols + config.bulk.chunk_cols - 1) / config.bulk.chunk_cols));
+    p.chunk_cols = config.bulk.chunk_cols;
+    p.stages = config.bulk.stages;
+    p.buffer_bytes = config.bulk.buffer_bytes;
+    p.buffers_offset = config.bulk.buffers_offset;
+  }
+  // Otherwise outputs that need no row statistic stream (no row held in registers).
+  const bool streaming = !whole_row;
+  if (!bulk && streaming) p.items_per_row_div = FastDivmod(static_cast<uint32_t>((p.cols / 8 + 15) / 16));
+  const int vecs = bulk ? kBulkKernel : streaming ? kStreamingKernel : config.row.vecs_per_thread;
   for (int i = 0; i < table.size; ++i) {
     const KernelKey& k = table.entries[i].key;
     if (k.prologue == prologue && k.in_dtype == in_dtype && k.vecs_per_thread == vecs) {
@@ -182,7 +223,7 @@ void launch(const detail::Checker& check, const KernelTable& table, Prologue pro
     }
   }
   check.fail(ErrorKind::kInternal, "no compiled kernel for input ", dtype_name(in_dtype),
-             " with ", vecs, " vectors per thread (0 = streaming; prologue ",
+             " with ", vecs, " vectors per thread (0 = streaming, -1 = bulk copy; prologue ",
              static_cast<int>(prologue), "); this build's instantiation table is incomplete");
 }
 

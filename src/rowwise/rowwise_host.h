@@ -16,8 +16,16 @@
 
 namespace hpc_ops::rowwise {
 
-// vecs_per_thread value that names the streaming kernel (stream_kernel.cuh).
+// vecs_per_thread values that name the streaming kernel (stream_kernel.cuh)
+// and the bulk-copy kernel (bulk_kernel.cuh).
 constexpr int kStreamingKernel = 0;
+constexpr int kBulkKernel = -1;
+
+// Both geometries; each kernel reads its own.
+struct LaunchConfig {
+  RowwiseConfig row;
+  BulkConfig bulk;
+};
 
 // Identity of one compiled kernel.
 struct KernelKey {
@@ -26,7 +34,7 @@ struct KernelKey {
   int vecs_per_thread;
 };
 
-using Launcher = void (*)(const RowwiseParams&, const RowwiseConfig&, cudaStream_t);
+using Launcher = void (*)(const RowwiseParams&, const LaunchConfig&, cudaStream_t);
 
 struct KernelEntry {
   KernelKey key;
@@ -70,8 +78,11 @@ void check_devices(const detail::Checker& check, const Tensor& x,
                    std::initializer_list<std::pair<const Tensor*, const char*>> others,
                    const Fp8Output& quant);
 
-// Chooses the geometry, finds the kernel in `table`, launches on `stream` and
-// checks the launch. p.num_batches/rows_per_batch/cols must be set.
+// Chooses the kernel and its geometry, finds it in `table`, launches on
+// `stream` and checks the launch. p.num_batches/rows_per_batch/cols must be set.
+// Rows needing a statistic (RMSNorm, per-token scales) run on the register
+// kernel, or on the bulk-copy kernel when wider than 16384 columns; the other
+// outputs on the streaming kernel.
 void launch(const detail::Checker& check, const KernelTable& table, Prologue prologue,
             DType in_dtype, RowwiseParams& p, cudaStream_t stream, int device);
 

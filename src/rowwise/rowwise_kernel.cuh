@@ -11,8 +11,8 @@
 // (4 registers per vector); (2) prologue: residual add (stored back packed, as
 // bf16) and, for RMSNorm, the sum of squares reduced over the row; (3)
 // epilogue: each output vector is computed from the packed inputs when it is
-// stored (twice for per-token scales: once for the row maximum, once to
-// store). A 1x128 group is 16 vectors = 16 consecutive lanes (a half-warp), so
+// stored (twice for per-token scales without RMSNorm: once for the row
+// maximum, once to store; after RMSNorm the maximum comes with phase 2). A 1x128 group is 16 vectors = 16 consecutive lanes (a half-warp), so
 // group maxima are 4 shuffles with no shared memory.
 #pragma once
 
@@ -25,15 +25,24 @@
 #include "hpc_ops/core/dtype.h"
 #include "hpc_ops/quantization.h"
 #include "rowwise/rowwise_config.h"
+#include "rowwise/rowwise_host.h"
 #include "rowwise/rowwise_params.h"
 
 namespace hpc_ops::rowwise {
 
-__device__ __forceinline__ float silu(float g) { return g / (1.0f + __expf(-g)); }
+// NOTE: fast exp and division (ex2.approx, rcp.approx; ~2 ulp of float32, far
+// below the bf16/fp8 output rounding). The IEEE division alone was ~15
+// instructions per element, and the activation kernels ran issue-bound.
+// __fdividef returns 0 for denominators above 2^126: silu(g) -> -0 for g << 0,
+// which is the limit.
+__device__ __forceinline__ float silu(float g) { return __fdividef(g, 1.0f + __expf(-g)); }
 
+// 0.5 g (1 + tanh(u)) = g * sigmoid(2u): the same function without tanhf and
+// without the cancellation of 1 + tanh(u) for u << 0.
 __device__ __forceinline__ float gelu_tanh(float g) {
-  constexpr float kSqrt2OverPi = 0.7978845608028654f;
-  return 0.5f * g * (1.0f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
+  constexpr float kTwoSqrt2OverPi = 2.0f * 0.7978845608028654f;
+  const float two_u = kTwoSqrt2OverPi * (g + 0.044715f * g * g * g);
+  return __fdividef(g, 1.0f + __expf(-two_u));
 }
 
 // max(amax, kMinAmax) / 448, keeping NaN (fmaxf would drop it).
@@ -60,6 +69,18 @@ __device__ __forceinline__ float abs_max8(const float (&v)[8]) {
   return a;
 }
 
+// max |x[e] * w[e]| over one vector (NaN-propagating).
+__device__ __forceinline__ float abs_max_product8(const float (&x)[8],
+                                                  const device::Packed8<__nv_bfloat16>& w) {
+  float wf[8];
+  device::unpack(w, wf);
+  device::AbsMaxOp op;
+  float a = 0.0f;
+#pragma unroll
+  for (int e = 0; e < 8; ++e) a = op(a, fabsf(x[e] * wf[e]));
+  return a;
+}
+
 template <Prologue kPrologue, class TIn, int kVecs>
 __global__ void __launch_bounds__(max_threads_for_vecs(kVecs), min_ctas_for_vecs(kVecs))
     rowwise_kernel(const __grid_constant__ RowwiseParams p) {
@@ -75,22 +96,20 @@ __global__ void __launch_bounds__(max_threads_for_vecs(kVecs), min_ctas_for_vecs
   const int tid = threadIdx.x - row_in_cta * threads_per_row;
   const int warp_in_row = tid / 32;
   const int nvec = p.cols / kVecElems;
-  const int64_t total_rows = p.num_batches * p.rows_per_batch;
-  const int64_t num_tiles = (total_rows + p.rows_per_cta - 1) / p.rows_per_cta;
+  const int total_rows = static_cast<int>(p.num_batches * p.rows_per_batch);
 
   const float static_inv_scale =
       p.epilogue == Epilogue::kFp8Static ? 1.0f / *p.static_scale : 1.0f;
 
-  for (int64_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
+  for (int tile = blockIdx.x; tile < p.num_tiles; tile += gridDim.x) {
     // ---- Which row this thread works on ---------------------------------------
-    const int64_t flat_row = tile * p.rows_per_cta + row_in_cta;
-    int64_t batch = 0;
-    int64_t m = 0;
+    const int flat_row = tile * p.rows_per_cta + row_in_cta;
+    uint32_t batch = 0;
+    uint32_t m = 0;
     bool active = flat_row < total_rows;
     if (active) {
-      batch = flat_row / p.rows_per_batch;
-      m = flat_row - batch * p.rows_per_batch;
-      if (p.batch_row_counts != nullptr) active = m < p.batch_row_counts[batch];
+      p.rows_per_batch_div.divmod(flat_row, batch, m);
+      if (p.batch_row_counts != nullptr) active = static_cast<int>(m) < p.batch_row_counts[batch];
     }
     // Rows of one CTA reduce through shared memory together, so threads of an
     // inactive row stay while any row of the tile is active.
@@ -141,7 +160,8 @@ __global__ void __launch_bounds__(max_threads_for_vecs(kVecs), min_ctas_for_vecs
 #pragma unroll
       for (int i = 0; i < kVecs; ++i) {
         const int j = tid + i * threads_per_row;
-        r[i] = valid[i] ? device::load_packed(res + j * kVecElems) : device::zero_packed<Bf16>();
+        r[i] = valid[i] ? device::load_packed(res + j * kVecElems)
+                        : device::zero_packed<Bf16>();
       }
       // The norm is taken of the residual as stored (bf16), so out equals
       // rms_norm(residual_out) exactly as an unfused sequence computes it.
@@ -157,7 +177,12 @@ __global__ void __launch_bounds__(max_threads_for_vecs(kVecs), min_ctas_for_vecs
       }
     }
     float inv_rms = 1.0f;
+    // Per-token scales after RMSNorm: max|y| = inv_rms * max|x * w| (inv_rms is
+    // one positive factor per row), so the maximum is reduced together with the
+    // sum of squares, one row reduction instead of two.
+    float amax_xw = 0.0f;
     if constexpr (kNorm) {
+      const bool fused_amax = p.epilogue == Epilogue::kFp8PerToken;
       float sum_sq = 0.0f;
 #pragma unroll
       for (int i = 0; i < kVecs; ++i) {
@@ -165,9 +190,15 @@ __global__ void __launch_bounds__(max_threads_for_vecs(kVecs), min_ctas_for_vecs
         device::unpack(x[i], a);
 #pragma unroll
         for (int e = 0; e < 8; ++e) sum_sq += a[e] * a[e];
+        if (fused_amax) amax_xw = device::AbsMaxOp{}(amax_xw, abs_max_product8(a, weight[i]));
       }
-      sum_sq = device::row_allreduce(sum_sq, device::SumOp{}, scratch, p.warps_per_row, row_in_cta,
-                                     warp_in_row);
+      if (fused_amax) {
+        device::row_allreduce_pair(sum_sq, amax_xw, device::SumOp{}, device::AbsMaxOp{}, scratch,
+                                   p.warps_per_row, row_in_cta, warp_in_row);
+      } else {
+        sum_sq = device::row_allreduce(sum_sq, device::SumOp{}, scratch, p.warps_per_row,
+                                       row_in_cta, warp_in_row);
+      }
       inv_rms = rsqrtf(sum_sq / static_cast<float>(p.cols) + p.eps);
     }
 
@@ -238,23 +269,27 @@ __global__ void __launch_bounds__(max_threads_for_vecs(kVecs), min_ctas_for_vecs
         const float scale = dynamic_scale(amax);
         if (valid[i]) {
           if (j % 16 == 0) scale_row[(j / 16) * p.scale_group_stride] = scale;
-          device::store8_fp8(out + j * kVecElems, y, 1.0f / scale);
+          device::store8_fp8(out + j * kVecElems, y, __frcp_rn(scale));
         }
       }
       continue;
     }
 
     // kFp8PerToken or kAmaxOnly: the row maximum first.
-    fresh_inputs();
     float amax = 0.0f;
+    if (kNorm && epilogue == Epilogue::kFp8PerToken) {
+      amax = inv_rms * amax_xw;
+    } else {
+      fresh_inputs();
 #pragma unroll
-    for (int i = 0; i < kVecs; ++i) {
-      float y[8];
-      output(i, y);
-      amax = device::AbsMaxOp{}(amax, abs_max8(y));
+      for (int i = 0; i < kVecs; ++i) {
+        float y[8];
+        output(i, y);
+        amax = device::AbsMaxOp{}(amax, abs_max8(y));
+      }
+      amax = device::row_allreduce(amax, device::AbsMaxOp{}, scratch, p.warps_per_row, row_in_cta,
+                                   warp_in_row);
     }
-    amax = device::row_allreduce(amax, device::AbsMaxOp{}, scratch, p.warps_per_row, row_in_cta,
-                                 warp_in_row);
     const float scale = dynamic_scale(amax);
     if (epilogue == Epilogue::kAmaxOnly) {
       // Non-negative floats order like their bit patterns (NaN above +inf), so
@@ -263,7 +298,7 @@ __global__ void __launch_bounds__(max_threads_for_vecs(kVecs), min_ctas_for_vecs
       continue;
     }
     if (active && tid == 0) scale_row[0] = scale;
-    const float inv_scale = 1.0f / scale;
+    const float inv_scale = __frcp_rn(scale);
     fresh_inputs();
 #pragma unroll
     for (int i = 0; i < kVecs; ++i) {
@@ -280,8 +315,9 @@ __global__ void __launch_bounds__(max_threads_for_vecs(kVecs), min_ctas_for_vecs
 // then walks row tiles. One CTA per row (v1) paid a CTA launch per 14-28 KB
 // row and a partial last wave.
 template <Prologue kPrologue, class TIn, int kVecs>
-void launch_rowwise_kernel(const RowwiseParams& params, const RowwiseConfig& config,
+void launch_rowwise_kernel(const RowwiseParams& params, const LaunchConfig& launch_config,
                            cudaStream_t stream) {
+  const RowwiseConfig& config = launch_config.row;
   auto* kernel = rowwise_kernel<kPrologue, TIn, kVecs>;
   const int threads = config.threads_per_cta();
   static int blocks_per_sm[1024 / 32 + 1] = {};  // by CTA size in warps; benign race

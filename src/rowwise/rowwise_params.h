@@ -12,6 +12,8 @@
 
 #include <cstdint>
 
+#include "common/fast_divmod.h"
+
 namespace hpc_ops::rowwise {
 
 // What is computed from the loaded row(s). Compile-time (changes the code).
@@ -43,6 +45,10 @@ struct RowwiseParams {
   int64_t num_batches = 1;
   int64_t rows_per_batch = 0;
   int32_t cols = 0;                          // output columns, a multiple of 8
+  // Set by the launcher (row counts and work items are below 2^31):
+  FastDivmod rows_per_batch_div;             // flat row -> (batch, row)
+  FastDivmod items_per_row_div;              // work item -> (row, 1x128 group or chunk)
+  int32_t num_tiles = 0;                     // register kernel: row tiles
   const int32_t* batch_row_counts = nullptr; // masked: valid rows of each batch
 
   RowView in;            // x, or [gate | up] for activations (2*cols wide)
@@ -59,9 +65,15 @@ struct RowwiseParams {
   int64_t scale_row_stride = 0;
   int64_t scale_group_stride = 0;
 
-  // Launch geometry, filled from RowwiseConfig.
+  // Launch geometry of the register kernel, filled from RowwiseConfig.
   int32_t warps_per_row = 1;
   int32_t rows_per_cta = 1;
+
+  // Geometry of the bulk-copy kernel (bulk_kernel.cuh), filled from BulkConfig.
+  int32_t chunk_cols = 0;      // columns per work item (cols for row statistics)
+  int32_t stages = 0;          // items in flight per CTA
+  int32_t buffer_bytes = 0;    // shared-memory bytes per input buffer (128-aligned)
+  int32_t buffers_offset = 0;  // where the stage buffers start in shared memory
 };
 
 }  // namespace hpc_ops::rowwise

@@ -34,8 +34,7 @@ __global__ void __launch_bounds__(kStreamThreads, 3)
   static_assert(kGated || kPrologue == Prologue::kIdentity, "norms need the row kernel");
 
   const int nvec = p.cols / kVecElems;
-  const int64_t groups = (nvec + 15) / 16;
-  const int64_t items = p.num_batches * p.rows_per_batch * groups;
+  const int64_t items = p.num_batches * p.rows_per_batch * p.items_per_row_div.divisor;
   const int lane = threadIdx.x % 32;
   const int half = lane / 16;      // which item of the warp's pair
   const int lane16 = lane % 16;    // vector within the 1x128 group
@@ -55,14 +54,19 @@ __global__ void __launch_bounds__(kStreamThreads, 3)
     // ---- loads of both items first ----------------------------------------------
 #pragma unroll
     for (int u = 0; u < kStreamUnroll; ++u) {
+      valid[u] = false;
+      // Warp-uniform: slots past the end are skipped, not executed predicated
+      // off (a 1-row problem was latency-bound on those instructions).
+      if ((w + u * warps) * 2 >= items) continue;
       const int64_t item = (w + u * warps) * 2 + half;
-      const int64_t row = item / groups;
-      const int g = static_cast<int>(item - row * groups);
-      const int j = g * 16 + lane16;
-      const int64_t batch = row / p.rows_per_batch;
-      const int64_t m = row - batch * p.rows_per_batch;
+      // Past the end: item 0's indices (the loads are predicated off).
+      const uint32_t item32 = item < items ? static_cast<uint32_t>(item) : 0u;
+      uint32_t row, g, batch, m;
+      p.items_per_row_div.divmod(item32, row, g);
+      p.rows_per_batch_div.divmod(row, batch, m);
+      const int j = static_cast<int>(g) * 16 + lane16;
       bool ok = item < items && j < nvec;
-      if (ok && p.batch_row_counts != nullptr) ok = m < p.batch_row_counts[batch];
+      if (ok && p.batch_row_counts != nullptr) ok = static_cast<int>(m) < p.batch_row_counts[batch];
       valid[u] = ok;
       j_of[u] = j;
       row_offset_out[u] = batch * p.out.batch_stride + m * p.out.row_stride;
@@ -72,11 +76,14 @@ __global__ void __launch_bounds__(kStreamThreads, 3)
       const TIn* in = static_cast<const TIn*>(p.in.ptr) + batch * p.in.batch_stride +
                       m * p.in.row_stride + j * kVecElems;
       x[u] = ok ? device::load_packed(in) : device::zero_packed<TIn>();
-      if constexpr (kGated) up[u] = ok ? device::load_packed(in + p.cols) : device::zero_packed<TIn>();
+      if constexpr (kGated) {
+        up[u] = ok ? device::load_packed(in + p.cols) : device::zero_packed<TIn>();
+      }
     }
     // ---- compute and store ---------------------------------------------------------
 #pragma unroll
     for (int u = 0; u < kStreamUnroll; ++u) {
+      if ((w + u * warps) * 2 >= items) continue;  // warp-uniform, as above
       float y[8];
       device::unpack(x[u], y);
       if constexpr (kGated) apply_gate<kPrologue>(y, up[u]);
@@ -100,7 +107,7 @@ __global__ void __launch_bounds__(kStreamThreads, 3)
           if (valid[u]) {
             if (lane16 == 0) *scale_at[u] = scale;
             device::store8_fp8(static_cast<__nv_fp8_e4m3*>(p.out.ptr) + out_index, y,
-                               1.0f / scale);
+                               __frcp_rn(scale));
           }
           break;
         }
@@ -121,8 +128,9 @@ __global__ void __launch_bounds__(kStreamThreads, 3)
 // NOTE: grid = enough CTAs for one pass at full occupancy at most; the
 // grid-stride loop covers the rest.
 template <Prologue kPrologue, class TIn>
-void launch_stream_kernel(const RowwiseParams& params, const RowwiseConfig& config,
+void launch_stream_kernel(const RowwiseParams& params, const LaunchConfig& launch_config,
                           cudaStream_t stream) {
+  const RowwiseConfig& config = launch_config.row;
   auto* kernel = stream_kernel<kPrologue, TIn>;
   static int resident = 0;  // CTAs per SM; benign race
   if (resident == 0) {
@@ -132,13 +140,13 @@ void launch_stream_kernel(const RowwiseParams& params, const RowwiseConfig& conf
     }
     resident = std::max(n, 1);
   }
-  const int64_t groups = (params.cols / 8 + 15) / 16;
-  const int64_t items = params.num_batches * params.rows_per_batch * groups;
-  // NOTE: one full unrolled iteration per thread. Spreading small problems
-  // over more CTAs (one per 16 items) measured slower on the H200 (one row of
-  // C = 14336: 7.4 us vs 5.6 us; torch.compile takes 1.2 us, open problem).
-  const int64_t needed =
-      (items * 16 + kStreamThreads * kStreamUnroll - 1) / (kStreamThreads * kStreamUnroll);
+  const int64_t items =
+      params.num_batches * params.rows_per_batch * params.items_per_row_div.divisor;
+  // NOTE: small problems get one item per half-warp (one CTA per 16 items) so
+  // that each thread runs one slot of the unrolled loop: the latency of a
+  // 1-row problem is the instruction chain of one thread (ncu, C = 14336, one
+  // row on 2 CTAs: 7.9 us, 134 active cycles per SM, issue-bound per warp).
+  const int64_t needed = (items * 16 + kStreamThreads - 1) / kStreamThreads;
   const int64_t grid = std::max<int64_t>(1, std::min<int64_t>(needed, int64_t{resident} * config.num_sms));
   kernel<<<static_cast<unsigned>(grid), kStreamThreads, 0, stream>>>(params);
 }

@@ -4,7 +4,14 @@
 #include "rowwise/rowwise_config.h"
 #include "test_harness.h"
 
+using hpc_ops::rowwise::BulkConfig;
+using hpc_ops::rowwise::choose_bulk_config;
 using hpc_ops::rowwise::choose_rowwise_config;
+using hpc_ops::rowwise::kBulkMaxStages;
+using hpc_ops::rowwise::kBulkStaticSmem;
+using hpc_ops::rowwise::kSmemPerCtaMax;
+using hpc_ops::rowwise::kSmemPerSm;
+using hpc_ops::rowwise::kSmemReservedPerCta;
 using hpc_ops::rowwise::kMaxCols;
 using hpc_ops::rowwise::max_threads_for_vecs;
 
@@ -81,6 +88,63 @@ TEST(forced_vectors_apply_only_when_the_row_fits) {
 TEST(zero_rows_launch_nothing) {
   const auto c = choose_rowwise_config(4096, 0, 132);
   EXPECT_EQ(c.grid, 0);
+}
+
+// The bulk-copy kernel's geometry: shared memory within the per-SM budget,
+// buffers 128-byte aligned, items covering every row chunk exactly once.
+TEST(bulk_config_fits_shared_memory) {
+  for (int64_t cols = 8; cols <= kMaxCols; cols += (cols < 4096 ? 8 : 1000 * 8)) {
+    for (int in_bytes : {2, 4}) {
+      for (int inputs : {1, 2}) {
+        for (bool whole_row : {false, true}) {
+          const BulkConfig c = choose_bulk_config(cols, 4097, 132, in_bytes, inputs, whole_row);
+          if (!c.usable) {
+            EXPECT_TRUE(whole_row);  // chunks of 4096 columns always fit
+            continue;
+          }
+          EXPECT_TRUE(c.stages >= 2 && c.stages <= kBulkMaxStages);
+          EXPECT_TRUE(c.buffer_bytes % 128 == 0 && c.buffers_offset % 128 == 0);
+          EXPECT_TRUE(c.buffer_bytes >= c.chunk_cols * in_bytes);
+          EXPECT_TRUE(c.smem_bytes <= kSmemPerCtaMax);
+          EXPECT_TRUE(c.ctas_per_sm * (c.smem_bytes + kBulkStaticSmem + kSmemReservedPerCta) <=
+                      kSmemPerSm);
+          EXPECT_TRUE(whole_row ? c.chunk_cols == cols : c.chunk_cols % 128 == 0 || c.chunk_cols == cols);
+          const int64_t chunks = (cols + c.chunk_cols - 1) / c.chunk_cols;
+          EXPECT_EQ(c.items, 4097 * chunks);
+          EXPECT_TRUE(c.grid >= 1 && c.grid <= c.items);
+        }
+      }
+    }
+  }
+}
+
+TEST(bulk_config_model_shapes) {
+  // RMSNorm at hidden 7168: 14 KB rows -> 3 CTAs x 5 stages (74 KB each).
+  BulkConfig c = choose_bulk_config(7168, 4096, 132, 2, 1, true);
+  EXPECT_TRUE(c.usable);
+  EXPECT_EQ(c.ctas_per_sm, 3);
+  EXPECT_EQ(c.stages, 5);
+  EXPECT_EQ(c.grid, 396);
+  // add + RMSNorm at 7168: 28 KB per stage -> 2 CTAs x 4 stages.
+  c = choose_bulk_config(7168, 4096, 132, 2, 2, true);
+  EXPECT_EQ(c.ctas_per_sm, 2);
+  EXPECT_EQ(c.stages, 4);
+  // SiLU-and-mul at C = 14336: chunks of 4096 columns, 16 KB per stage.
+  c = choose_bulk_config(14336, 16384, 132, 2, 2, false);
+  EXPECT_EQ(c.chunk_cols, 4096);
+  EXPECT_EQ(c.items, 16384 * 4);
+  EXPECT_EQ(c.ctas_per_sm, 3);
+  EXPECT_EQ(c.stages, 4);
+  // Per-token scales of the same rows need whole rows: 56 KB per stage -> 1 CTA x 4.
+  c = choose_bulk_config(14336, 16384, 132, 2, 2, true);
+  EXPECT_EQ(c.ctas_per_sm, 1);
+  EXPECT_EQ(c.stages, 4);
+  // Rows too wide for two stages fall back to the register kernel.
+  c = choose_bulk_config(65536, 16, 132, 2, 2, true);
+  EXPECT_TRUE(!c.usable);
+  // Few rows: never more CTAs than items.
+  c = choose_bulk_config(4096, 3, 132, 2, 1, true);
+  EXPECT_EQ(c.grid, 3);
 }
 
 TEST_MAIN()
