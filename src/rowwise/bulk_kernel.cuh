@@ -287,13 +287,7 @@ __global__ void __launch_bounds__(kBulkThreads, 3)
     }
   }
 
-  if (p.epilogue == Epilogue::kAmaxOnly) {
-    // Non-negative floats order like their bit patterns (NaN above +inf).
-    const float amax = device::warp_allreduce(amax_acc, device::AbsMaxOp{});
-    if (tid % 32 == 0) {
-      atomicMax(reinterpret_cast<int*>(p.scale_out), __float_as_int(dynamic_scale(amax)));
-    }
-  }
+  if (p.epilogue == Epilogue::kAmaxOnly) publish_warp_amax(p.scale_out, amax_acc);
 }
 
 // Host-side launcher of one instantiation. Dynamic shared memory above 48 KB

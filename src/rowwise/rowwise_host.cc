@@ -33,38 +33,31 @@ int num_sms(const char* op, int device) {
   return sms;
 }
 
-// HPC_OPS_ROWWISE_VECS=N forces N vectors per thread (tuning only), read once.
+// Tuning switches, read from the environment once per process (never needed
+// for correct results; the defaults are the measured choices).
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v ? std::atoi(v) : fallback;
+}
+// HPC_OPS_ROWWISE_VECS=N forces N vectors per thread.
 int forced_vecs() {
-  static const int forced = [] {
-    const char* v = std::getenv("HPC_OPS_ROWWISE_VECS");
-    return v ? std::atoi(v) : 0;
-  }();
+  static const int forced = env_int("HPC_OPS_ROWWISE_VECS", 0);
   return forced;
 }
-
-// HPC_OPS_ROWWISE_PERSISTENT=0 launches one CTA per row tile (tuning only).
+// HPC_OPS_ROWWISE_PERSISTENT=0 launches one CTA per row tile.
 bool persistent_grid() {
-  static const bool persistent = [] {
-    const char* v = std::getenv("HPC_OPS_ROWWISE_PERSISTENT");
-    return !(v && v[0] == '0');
-  }();
+  static const bool persistent = env_int("HPC_OPS_ROWWISE_PERSISTENT", 1) != 0;
   return persistent;
 }
-
 // HPC_OPS_ROWWISE_BULK=0 never uses the bulk-copy kernel, =1 uses it whenever
-// it fits (tuning only). HPC_OPS_BULK_CTAS=N forces N CTAs per SM.
+// it fits (the tests' second pass); unset: the default rule in launch().
 int bulk_mode() {
-  static const int mode = [] {
-    const char* v = std::getenv("HPC_OPS_ROWWISE_BULK");
-    return v ? std::atoi(v) : -1;
-  }();
+  static const int mode = env_int("HPC_OPS_ROWWISE_BULK", -1);
   return mode;
 }
+// HPC_OPS_BULK_CTAS=N forces N bulk-copy CTAs per SM.
 int forced_bulk_ctas() {
-  static const int forced = [] {
-    const char* v = std::getenv("HPC_OPS_BULK_CTAS");
-    return v ? std::atoi(v) : 0;
-  }();
+  static const int forced = env_int("HPC_OPS_BULK_CTAS", 0);
   return forced;
 }
 

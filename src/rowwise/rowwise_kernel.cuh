@@ -50,6 +50,21 @@ __device__ __forceinline__ float dynamic_scale(float amax) {
   return (amax != amax ? amax : fmaxf(amax, kMinAmax)) * (1.0f / kFp8E4M3Max);
 }
 
+// Raises *scale_out to dynamic_scale(amax), atomically across the grid (the
+// amax pass of dynamic per-tensor FP8). Non-negative floats order like their
+// bit patterns (NaN above +inf), so an integer max over the bits is a float
+// max that keeps NaN.
+__device__ __forceinline__ void atomic_max_scale(float* scale_out, float amax) {
+  atomicMax(reinterpret_cast<int*>(scale_out), __float_as_int(dynamic_scale(amax)));
+}
+
+// The grid-stride kernels' end of the amax pass: each warp reduces its
+// threads' maxima and publishes one scale.
+__device__ __forceinline__ void publish_warp_amax(float* scale_out, float thread_amax) {
+  const float amax = device::warp_allreduce(thread_amax, device::AbsMaxOp{});
+  if (threadIdx.x % 32 == 0) atomic_max_scale(scale_out, amax);
+}
+
 // y <- act(y) * up for the gated prologues (y holds the gate on entry).
 template <Prologue kPrologue, class TIn>
 __device__ __forceinline__ void apply_gate(float (&y)[8], const device::Packed8<TIn>& up) {
@@ -290,13 +305,11 @@ __global__ void __launch_bounds__(max_threads_for_vecs(kVecs), min_ctas_for_vecs
       amax = device::row_allreduce(amax, device::AbsMaxOp{}, scratch, p.warps_per_row, row_in_cta,
                                    warp_in_row);
     }
-    const float scale = dynamic_scale(amax);
     if (epilogue == Epilogue::kAmaxOnly) {
-      // Non-negative floats order like their bit patterns (NaN above +inf), so
-      // an integer max over the bits is a float max that keeps NaN.
-      if (active && tid == 0) atomicMax(reinterpret_cast<int*>(p.scale_out), __float_as_int(scale));
+      if (active && tid == 0) atomic_max_scale(p.scale_out, amax);
       continue;
     }
+    const float scale = dynamic_scale(amax);
     if (active && tid == 0) scale_row[0] = scale;
     const float inv_scale = __frcp_rn(scale);
     fresh_inputs();

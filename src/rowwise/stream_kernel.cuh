@@ -117,12 +117,8 @@ __global__ void __launch_bounds__(kStreamThreads, 3)
       }
     }
   }
-  if (p.epilogue == Epilogue::kAmaxOnly) {
-    const float amax = device::warp_allreduce(amax_acc, device::AbsMaxOp{});
-    if (lane == 0 && items > 0) {
-      atomicMax(reinterpret_cast<int*>(p.scale_out), __float_as_int(dynamic_scale(amax)));
-    }
-  }
+  // The launcher never runs an empty problem, so every warp has a maximum to give.
+  if (p.epilogue == Epilogue::kAmaxOnly) publish_warp_amax(p.scale_out, amax_acc);
 }
 
 // NOTE: grid = enough CTAs for one pass at full occupancy at most; the
