@@ -59,6 +59,12 @@ RowwiseConfig choose_rowwise_config(int64_t cols, int64_t rows, int num_sms, int
   return c;
 }
 
+int choose_stream_slots(int64_t rows, int64_t groups_per_row, int num_sms) {
+  const int64_t full_chunks = rows * ((groups_per_row + 2 * kStreamUnroll - 1) / (2 * kStreamUnroll));
+  const int64_t resident_warps = int64_t{std::max(num_sms, 1)} * kStreamMinCtas * (kStreamThreads / 32);
+  return full_chunks >= resident_warps ? kStreamUnroll : 1;
+}
+
 std::string BulkConfig::to_string() const {
   if (!usable) return "bulk: unusable";
   return "bulk: chunk_cols=" + std::to_string(chunk_cols) + " stages=" + std::to_string(stages) +

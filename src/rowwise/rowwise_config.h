@@ -33,6 +33,26 @@ struct RowwiseConfig {
 RowwiseConfig choose_rowwise_config(int64_t cols, int64_t rows, int num_sms, int inputs = 1,
                                     int force_vecs = 0);
 
+// The streaming kernel (stream_kernel.cuh): a warp takes a chunk of
+// 2 x slots consecutive 1x128 groups of one row per iteration, one group per
+// half-warp per slot.
+// NOTE: per-row chunks replaced a grid-stride over single groups, where every
+// slot paid its own (row, group) division and 64-bit addressing: ncu counted
+// 25 instructions per element on SiLU-and-mul + FP8 at C = 14336 (67% issue
+// utilization) against ~11 of arithmetic; 16384 x 14336 static FP8 went from
+// 312 to 282 us. Up to 4 slots (4 loads per input in flight per thread), 3
+// CTAs of 256 threads per SM (85 registers; 68 used): 6 slots x 3 CTAs took
+// 287 us and 8 slots x 2 CTAs 292 us in the same session.
+constexpr int kStreamUnroll = 4;
+constexpr int kStreamMinCtas = 3;
+constexpr int kStreamThreads = 256;
+
+// Slots (pairs of groups) per chunk: kStreamUnroll when the chunks fill every
+// resident warp, else 1 (more warps, each with a shorter instruction chain).
+// NOTE: one row of C = 14336 took 2.58 us with 4 slots per chunk and 2.05 us
+// with one group per half-warp.
+int choose_stream_slots(int64_t rows, int64_t groups_per_row, int num_sms);
+
 // Geometry of the bulk-copy kernel (bulk_kernel.cuh): work items are row
 // chunks staged in shared memory by the copy engine, `stages` per CTA in flight.
 struct BulkConfig {

@@ -205,7 +205,12 @@ void launch(const detail::Checker& check, const KernelTable& table, Prologue pro
   }
   // Otherwise outputs that need no row statistic stream (no row held in registers).
   const bool streaming = !whole_row;
-  if (!bulk && streaming) p.items_per_row_div = FastDivmod(static_cast<uint32_t>((p.cols / 8 + 15) / 16));
+  if (!bulk && streaming) {
+    p.stream_slots = choose_stream_slots(total_rows, groups_per_row, sms);
+    const int64_t groups_per_chunk = 2 * p.stream_slots;
+    p.items_per_row_div =
+        FastDivmod(static_cast<uint32_t>((groups_per_row + groups_per_chunk - 1) / groups_per_chunk));
+  }
   const int vecs = bulk ? kBulkKernel : streaming ? kStreamingKernel : config.row.vecs_per_thread;
   for (int i = 0; i < table.size; ++i) {
     const KernelKey& k = table.entries[i].key;

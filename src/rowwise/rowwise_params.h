@@ -69,6 +69,9 @@ struct RowwiseParams {
   int32_t warps_per_row = 1;
   int32_t rows_per_cta = 1;
 
+  // Streaming kernel: slots (pairs of 1x128 groups) per chunk, 1..kStreamUnroll.
+  int32_t stream_slots = 1;
+
   // Geometry of the bulk-copy kernel (bulk_kernel.cuh), filled from BulkConfig.
   int32_t chunk_cols = 0;      // columns per work item (cols for row statistics)
   int32_t stages = 0;          // items in flight per CTA

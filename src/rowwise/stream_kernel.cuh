@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // The streaming kernel: gated activations and FP8 quantization whose output
 // needs no whole-row statistic (bf16, static FP8, per-1x128-group FP8, and the
-// amax pass of dynamic per-tensor FP8). Nothing is held per row: a half-warp
-// owns one 1x128 group (16 vectors of 8 elements) of one row at a time, and a
-// grid-stride loop walks (row, group) items, four per thread per iteration so
-// four loads per input are in flight before any use.
+// amax pass of dynamic per-tensor FP8). Nothing is held per row. Work is cut
+// into chunks of 2 x stream_slots consecutive 1x128 groups of one row; a
+// warp takes one chunk per iteration (grid-stride), each half-warp one group
+// (16 vectors of 8 elements) per unrolled slot, and every load of the chunk is
+// issued before any use. The row and its addresses are worked out once per
+// chunk; slots differ by a constant offset.
 // NOTE: the row-resident kernel reached 47-73% of the bandwidth ceiling on
 // SiLU-and-mul at C = 14336 (8 vectors x 224 threads, 2 CTAs per SM);
 // torch.compile's streaming kernel reached ~99%. Per-token scales need the row
@@ -19,93 +21,89 @@
 
 namespace hpc_ops::rowwise {
 
-constexpr int kStreamThreads = 256;
-// NOTE: 4 items per thread per iteration (4 loads per input in flight); at 2,
-// SiLU-and-mul at C = 14336 read at 2.3 TB/s, latency-bound. The register cap
-// of 85 (3 CTAs of 256 threads per SM) avoids the 24-64 byte spills of a 64 cap.
-constexpr int kStreamUnroll = 4;  // (row, group) items per thread per iteration
-
 template <Prologue kPrologue, class TIn>
-__global__ void __launch_bounds__(kStreamThreads, 3)
+__global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
     stream_kernel(const __grid_constant__ RowwiseParams p) {
   using device::kVecElems;
   using device::Packed8;
   constexpr bool kGated = kPrologue == Prologue::kSiluMul || kPrologue == Prologue::kGeluTanhMul;
   static_assert(kGated || kPrologue == Prologue::kIdentity, "norms need the row kernel");
+  constexpr int kVecsPerGroup = 16;  // 128 columns
 
   const int nvec = p.cols / kVecElems;
-  const int64_t items = p.num_batches * p.rows_per_batch * p.items_per_row_div.divisor;
+  // Below 2^31 (the launcher checks rows x groups).
+  const uint32_t chunks =
+      static_cast<uint32_t>(p.num_batches * p.rows_per_batch) * p.items_per_row_div.divisor;
   const int lane = threadIdx.x % 32;
-  const int half = lane / 16;      // which item of the warp's pair
-  const int lane16 = lane % 16;    // vector within the 1x128 group
-  const int64_t warps = static_cast<int64_t>(gridDim.x) * (kStreamThreads / 32);
-  const int64_t warp0 = static_cast<int64_t>(blockIdx.x) * (kStreamThreads / 32) + threadIdx.x / 32;
+  const int half = lane / 16;  // which group of a slot's pair
+  const int lane16 = lane % 16;
+  const uint32_t warps = gridDim.x * (kStreamThreads / 32);
   const float static_inv_scale =
       p.epilogue == Epilogue::kFp8Static ? 1.0f / *p.static_scale : 1.0f;
   float amax_acc = 0.0f;  // kAmaxOnly
 
   // The loop bound is uniform per warp so that every lane reaches the shuffles.
-  for (int64_t w = warp0; w * 2 < items; w += warps * kStreamUnroll) {
+  for (uint32_t chunk = blockIdx.x * (kStreamThreads / 32) + threadIdx.x / 32; chunk < chunks;
+       chunk += warps) {
+    uint32_t row, c, batch, m;
+    p.items_per_row_div.divmod(chunk, row, c);
+    p.rows_per_batch_div.divmod(row, batch, m);
+    bool row_ok = true;
+    if (p.batch_row_counts != nullptr) row_ok = static_cast<int>(m) < p.batch_row_counts[batch];
+    // Vector index of this lane in slot 0; slot u adds u * 2 groups.
+    const int groups_per_chunk = 2 * p.stream_slots;
+    const int j0 = (static_cast<int>(c) * groups_per_chunk + half) * kVecsPerGroup + lane16;
+    // Slots whose first group starts past the row end are skipped warp-uniformly
+    // (not executed predicated off: a 1-row problem is latency-bound on them).
+    const int first_vec0 = static_cast<int>(c) * groups_per_chunk * kVecsPerGroup;
+    const TIn* in = static_cast<const TIn*>(p.in.ptr) + batch * p.in.batch_stride +
+                    m * p.in.row_stride;
     Packed8<TIn> x[kStreamUnroll], up[kStreamUnroll];
-    bool valid[kStreamUnroll];
-    int64_t row_offset_out[kStreamUnroll];
-    float* scale_at[kStreamUnroll];
-    int j_of[kStreamUnroll];
-    // ---- loads of both items first ----------------------------------------------
+    // ---- every load of the chunk first -------------------------------------------
 #pragma unroll
     for (int u = 0; u < kStreamUnroll; ++u) {
-      valid[u] = false;
-      // Warp-uniform: slots past the end are skipped, not executed predicated
-      // off (a 1-row problem was latency-bound on those instructions).
-      if ((w + u * warps) * 2 >= items) continue;
-      const int64_t item = (w + u * warps) * 2 + half;
-      // Past the end: item 0's indices (the loads are predicated off).
-      const uint32_t item32 = item < items ? static_cast<uint32_t>(item) : 0u;
-      uint32_t row, g, batch, m;
-      p.items_per_row_div.divmod(item32, row, g);
-      p.rows_per_batch_div.divmod(row, batch, m);
-      const int j = static_cast<int>(g) * 16 + lane16;
-      bool ok = item < items && j < nvec;
-      if (ok && p.batch_row_counts != nullptr) ok = static_cast<int>(m) < p.batch_row_counts[batch];
-      valid[u] = ok;
-      j_of[u] = j;
-      row_offset_out[u] = batch * p.out.batch_stride + m * p.out.row_stride;
-      scale_at[u] = p.scale_out == nullptr ? nullptr
-                                           : p.scale_out + batch * p.scale_batch_stride +
-                                                 m * p.scale_row_stride + g * p.scale_group_stride;
-      const TIn* in = static_cast<const TIn*>(p.in.ptr) + batch * p.in.batch_stride +
-                      m * p.in.row_stride + j * kVecElems;
-      x[u] = ok ? device::load_packed(in) : device::zero_packed<TIn>();
+      if (u >= p.stream_slots || first_vec0 + u * 2 * kVecsPerGroup >= nvec) break;
+      const int j = j0 + u * 2 * kVecsPerGroup;
+      const bool ok = row_ok && j < nvec;
+      x[u] = ok ? device::load_packed(in + j * kVecElems) : device::zero_packed<TIn>();
       if constexpr (kGated) {
-        up[u] = ok ? device::load_packed(in + p.cols) : device::zero_packed<TIn>();
+        up[u] = ok ? device::load_packed(in + p.cols + j * kVecElems) : device::zero_packed<TIn>();
       }
     }
     // ---- compute and store ---------------------------------------------------------
+    const int64_t out_row = batch * p.out.batch_stride + m * p.out.row_stride;
+    float* scale_row = p.scale_out == nullptr
+                           ? nullptr
+                           : p.scale_out + batch * p.scale_batch_stride + m * p.scale_row_stride;
 #pragma unroll
     for (int u = 0; u < kStreamUnroll; ++u) {
-      if ((w + u * warps) * 2 >= items) continue;  // warp-uniform, as above
+      // Warp-uniform, as above.
+      if (u >= p.stream_slots || first_vec0 + u * 2 * kVecsPerGroup >= nvec) break;
+      const int j = j0 + u * 2 * kVecsPerGroup;
+      const bool ok = row_ok && j < nvec;
       float y[8];
       device::unpack(x[u], y);
       if constexpr (kGated) apply_gate<kPrologue>(y, up[u]);
-      const int64_t out_index = row_offset_out[u] + static_cast<int64_t>(j_of[u]) * kVecElems;
+      const int64_t out_index = out_row + static_cast<int64_t>(j) * kVecElems;
       switch (p.epilogue) {
         case Epilogue::kStoreBf16:
-          if (valid[u]) {
+          if (ok) {
             device::store_packed(static_cast<__nv_bfloat16*>(p.out.ptr) + out_index,
                                  device::pack_bf16(y));
           }
           break;
         case Epilogue::kFp8Static:
-          if (valid[u]) {
+          if (ok) {
             device::store8_fp8(static_cast<__nv_fp8_e4m3*>(p.out.ptr) + out_index, y,
                                static_inv_scale);
           }
           break;
         case Epilogue::kFp8PerGroup: {
+          // All 32 lanes take part; lanes past the row end hold zeros.
           const float amax = device::warp_allreduce<16>(abs_max8(y), device::AbsMaxOp{});
           const float scale = dynamic_scale(amax);
-          if (valid[u]) {
-            if (lane16 == 0) *scale_at[u] = scale;
+          if (ok) {
+            if (lane16 == 0) scale_row[(j / kVecsPerGroup) * p.scale_group_stride] = scale;
             device::store8_fp8(static_cast<__nv_fp8_e4m3*>(p.out.ptr) + out_index, y,
                                __frcp_rn(scale));
           }
@@ -136,13 +134,13 @@ void launch_stream_kernel(const RowwiseParams& params, const LaunchConfig& launc
     }
     resident = std::max(n, 1);
   }
-  const int64_t items =
+  const int64_t chunks =
       params.num_batches * params.rows_per_batch * params.items_per_row_div.divisor;
-  // NOTE: small problems get one item per half-warp (one CTA per 16 items) so
-  // that each thread runs one slot of the unrolled loop: the latency of a
-  // 1-row problem is the instruction chain of one thread (ncu, C = 14336, one
-  // row on 2 CTAs: 7.9 us, 134 active cycles per SM, issue-bound per warp).
-  const int64_t needed = (items * 16 + kStreamThreads - 1) / kStreamThreads;
+  // NOTE: small problems get one chunk per warp (one CTA per 8 chunks), so no
+  // warp walks a second chunk: the latency of a 1-row problem is one warp's
+  // instruction chain (ncu, C = 14336, one row on 2 CTAs: 7.9 us, 134 active
+  // cycles per SM, issue-bound per warp).
+  const int64_t needed = (chunks * 32 + kStreamThreads - 1) / kStreamThreads;
   const int64_t grid = std::max<int64_t>(1, std::min<int64_t>(needed, int64_t{resident} * config.num_sms));
   kernel<<<static_cast<unsigned>(grid), kStreamThreads, 0, stream>>>(params);
 }

@@ -7,6 +7,8 @@
 using hpc_ops::rowwise::BulkConfig;
 using hpc_ops::rowwise::choose_bulk_config;
 using hpc_ops::rowwise::choose_rowwise_config;
+using hpc_ops::rowwise::choose_stream_slots;
+using hpc_ops::rowwise::kStreamUnroll;
 using hpc_ops::rowwise::kBulkMaxStages;
 using hpc_ops::rowwise::kBulkStaticSmem;
 using hpc_ops::rowwise::kSmemPerCtaMax;
@@ -83,6 +85,17 @@ TEST(forced_vectors_apply_only_when_the_row_fits) {
   EXPECT_EQ(c.vecs_per_thread, 2);
   c = choose_rowwise_config(7168, 64, 132, 2, 3);  // not a compiled variant, ignored
   EXPECT_EQ(c.vecs_per_thread, 2);
+}
+
+// Streaming chunks: full 4-slot chunks once they fill every resident warp
+// (132 SMs x 3 CTAs x 8 warps = 3168), otherwise one slot per chunk.
+TEST(stream_slots_follow_the_problem_size) {
+  EXPECT_EQ(choose_stream_slots(1, 112, 132), 1);        // one row of C = 14336
+  EXPECT_EQ(choose_stream_slots(16384, 112, 132), kStreamUnroll);
+  EXPECT_EQ(choose_stream_slots(3168, 8, 132), kStreamUnroll);  // exactly one chunk per warp
+  EXPECT_EQ(choose_stream_slots(3167, 8, 132), 1);
+  EXPECT_EQ(choose_stream_slots(0, 8, 132), 1);
+  EXPECT_EQ(choose_stream_slots(100000, 1, 0), kStreamUnroll);  // unknown SM count: one SM
 }
 
 TEST(zero_rows_launch_nothing) {
