@@ -3,6 +3,7 @@
 #pragma once
 
 #include "hpc_ops/activation.h"
+#include "hpc_ops/attention.h"
 #include "hpc_ops/core/dtype.h"
 #include "hpc_ops/core/error.h"
 #include "hpc_ops/core/tensor.h"

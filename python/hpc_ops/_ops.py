@@ -7,7 +7,7 @@ _tensor.direct_call_ok) because the custom-op dispatcher adds ~10 us per call.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import Tensor
@@ -77,4 +77,28 @@ def quantize_fp8_op(x: Tensor, out: Tensor, scaling: int, scale: Optional[Tensor
 
 @quantize_fp8_op.register_fake
 def _(x, out, scaling, scale, scale_out):
+    return None
+
+
+@torch.library.custom_op("hpc_ops::plan_decode_attention", mutates_args=("workspace",))
+def plan_decode_attention_op(kv_lens: Tensor, info: List[int], workspace: Tensor) -> None:
+    _C.plan_decode_attention(desc(kv_lens), tuple(info), desc(workspace), stream_of(kv_lens))
+
+
+@plan_decode_attention_op.register_fake
+def _(kv_lens, info, workspace):
+    return None
+
+
+@torch.library.custom_op("hpc_ops::decode_attention", mutates_args=("out", "lse"))
+def decode_attention_op(q: Tensor, k_cache: Tensor, v_cache: Tensor, page_table: Tensor,
+                        kv_lens: Tensor, info: List[int], workspace: Tensor, softmax_scale: float,
+                        soft_cap: float, out: Tensor, lse: Optional[Tensor]) -> None:
+    _C.decode_attention(desc(q), desc(k_cache), desc(v_cache), desc(page_table), desc(kv_lens),
+                        tuple(info), desc(workspace), softmax_scale, soft_cap, desc(out),
+                        desc_or_none(lse), stream_of(q))
+
+
+@decode_attention_op.register_fake
+def _(q, k_cache, v_cache, page_table, kv_lens, info, workspace, softmax_scale, soft_cap, out, lse):
     return None

@@ -12,9 +12,11 @@
 #include <Python.h>
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 
 #include <cstdint>
 #include <string>
+#include <tuple>
 
 #include "hpc_ops/hpc_ops.h"
 #include "rowwise/rowwise_config.h"
@@ -72,6 +74,28 @@ Fp8Output to_quant(int scaling, nb::handle scale) {
 
 cudaStream_t to_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
+#ifdef HPC_OPS_HAS_ATTENTION
+// A DecodePlanInfo crosses as a tuple of its fields, in declaration order.
+using PlanTuple = std::tuple<int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t,
+                             int32_t, int64_t, int64_t>;
+
+PlanTuple from_info(const DecodePlanInfo& i) {
+  return {i.batch, i.num_q_heads, i.num_kv_heads, i.head_dim, i.q_len, i.sliding_window,
+          i.num_bins, i.num_slots, i.workspace_bytes, i.schedule_words};
+}
+
+DecodePlanInfo to_info(const PlanTuple& t) {
+  DecodePlanInfo i;
+  std::tie(i.batch, i.num_q_heads, i.num_kv_heads, i.head_dim, i.q_len, i.sliding_window,
+           i.num_bins, i.num_slots, i.workspace_bytes, i.schedule_words) = t;
+  return i;
+}
+
+Tensor optional_tensor(nb::handle h, const char* name) {
+  return h.is_none() ? Tensor{} : to_tensor(h, name);
+}
+#endif
+
 }  // namespace
 
 NB_MODULE(_C, m) {
@@ -97,6 +121,9 @@ NB_MODULE(_C, m) {
 #endif
 #ifdef HPC_OPS_HAS_QUANTIZATION
     f += "quantization ";
+#endif
+#ifdef HPC_OPS_HAS_ATTENTION
+    f += "attention ";
 #endif
     return f;
   });
@@ -139,5 +166,36 @@ NB_MODULE(_C, m) {
     quantize_fp8(to_tensor(x, "x"), to_tensor(out, "out"), to_quant(scaling, scale),
                  to_stream(stream));
   }, "x"_a, "out"_a, "scaling"_a, "scale"_a.none(), "stream"_a);
+#endif
+#ifdef HPC_OPS_HAS_ATTENTION
+  m.def("make_decode_plan_info", [](int32_t batch, int32_t q_heads, int32_t kv_heads,
+                                    int32_t head_dim, int32_t q_len, int32_t window, int device) {
+    return from_info(make_decode_plan_info(batch, q_heads, kv_heads, head_dim, q_len, window, device));
+  }, "batch"_a, "num_q_heads"_a, "num_kv_heads"_a, "head_dim"_a, "q_len"_a, "sliding_window"_a,
+     "device"_a);
+  m.def("plan_decode_attention", [](nb::handle kv_lens, const PlanTuple& info, nb::handle workspace,
+                                    uintptr_t stream) {
+    plan_decode_attention(to_tensor(kv_lens, "kv_lens"), to_info(info),
+                          to_tensor(workspace, "workspace"), to_stream(stream));
+  }, "kv_lens"_a, "info"_a, "workspace"_a, "stream"_a);
+  m.def("decode_attention_schedule_host", [](nb::handle kv_lens, const PlanTuple& info,
+                                             nb::handle schedule) {
+    decode_attention_schedule_host(to_tensor(kv_lens, "kv_lens"), to_info(info),
+                                   to_tensor(schedule, "schedule"));
+  }, "kv_lens"_a, "info"_a, "schedule"_a);
+  m.def("decode_attention",
+        [](nb::handle q, nb::handle k_cache, nb::handle v_cache, nb::handle page_table,
+           nb::handle kv_lens, const PlanTuple& info, nb::handle workspace, float softmax_scale,
+           float soft_cap, nb::handle out, nb::handle lse, uintptr_t stream) {
+          DecodeAttentionOptions options;
+          options.softmax_scale = softmax_scale;
+          options.soft_cap = soft_cap;
+          decode_attention(to_tensor(q, "q"), to_tensor(k_cache, "k_cache"),
+                           to_tensor(v_cache, "v_cache"), to_tensor(page_table, "page_table"),
+                           to_tensor(kv_lens, "kv_lens"), to_info(info),
+                           to_tensor(workspace, "workspace"), options, to_tensor(out, "out"),
+                           optional_tensor(lse, "lse_out"), to_stream(stream));
+        }, "q"_a, "k_cache"_a, "v_cache"_a, "page_table"_a, "kv_lens"_a, "info"_a, "workspace"_a,
+        "softmax_scale"_a, "soft_cap"_a, "out"_a, "lse"_a.none(), "stream"_a);
 #endif
 }

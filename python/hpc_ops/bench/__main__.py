@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-FAMILIES = ("norm", "activation", "quantization", "overhead")
+FAMILIES = ("norm", "activation", "quantization", "attention", "overhead")
 NO_GPU = "hpc_ops.bench: no CUDA GPU available; the benchmark needs an sm_90 GPU"
 
 # (timed replays per implementation, rounds they are split into for alternation)
@@ -57,9 +57,9 @@ def selected(args):
 
 
 def family_cases(name: str, quick: bool, filt):
-    from . import cases_activation, cases_norm, cases_quantization
+    from . import cases_activation, cases_attention, cases_norm, cases_quantization
     make = {"norm": cases_norm.cases, "activation": cases_activation.cases,
-            "quantization": cases_quantization.cases}[name]
+            "quantization": cases_quantization.cases, "attention": cases_attention.cases}[name]
     cases = make(quick)
     return [c for c in cases if not filt or filt in c.op]
 

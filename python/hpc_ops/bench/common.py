@@ -52,12 +52,13 @@ class Case:
     impls: Callable[[], list]        # built lazily: compiled wrappers are created on demand
     reference: Callable[[dict], Any]
     check: Callable[[Any, Any], "Check"]
-    config_dims: tuple               # (cols, rows) given to hpc_ops._C.rowwise_config
+    config_dims: Optional[tuple]     # (cols, rows) given to hpc_ops._C.rowwise_config, or None
     plot_group: str                  # one subplot per group
     plot_x: float                    # x coordinate within the subplot
     plot_xlabel: str = "rows"
     inplace: bool = False            # an impl writes into its inputs: check on clones
     note: str = ""
+    config_text: Optional[Callable[[int], str]] = None  # (SM count) -> config column, if no dims
 
 
 @dataclass

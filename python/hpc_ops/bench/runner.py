@@ -40,7 +40,8 @@ def run_case(case: Case, ctx: Context) -> list:
     from hpc_ops import _C
 
     plan = timing.make_plan(case.bytes, ctx.l2_bytes, ctx.ceiling_tbps * 1e12)
-    config = _C.rowwise_config(case.config_dims[0], case.config_dims[1], ctx.sm_count)
+    config = (_C.rowwise_config(case.config_dims[0], case.config_dims[1], ctx.sm_count)
+              if case.config_dims is not None else case.config_text(ctx.sm_count))
     torch.manual_seed(zlib.crc32(f"{case.op} {case.label}".encode()))
     inputs = [case.make_inputs(i) for i in range(plan.slots)]
     ref = case.reference(inputs[0])

@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: Apache-2.0
+// Paged decode attention: validation of every argument against the plan,
+// then the attention and merge launches (decode_attention_kernels.cu).
+#include <cmath>
+
+#include "attention/decode_kernels.h"
+#include "common/check.h"
+#include "common/cuda_check.h"
+
+namespace hpc_ops {
+namespace attention {
+
+void check_workspace(const detail::Checker& check, const Tensor& workspace,
+                     const DecodePlanInfo& info, const Tensor& kv_lens) {
+  check.dtype(workspace, "workspace", {DType::kUInt8});
+  check.ndim(workspace, "workspace", 1, "[workspace_bytes]");
+  check.contiguous(workspace, "workspace");
+  if (workspace.shape[0] < info.workspace_bytes) {
+    check.invalid("workspace has ", workspace.shape[0], " bytes, the plan needs ",
+                  info.workspace_bytes);
+  }
+  if (reinterpret_cast<uintptr_t>(workspace.data) % 256 != 0) {
+    check.invalid("workspace must be 256-byte aligned");
+  }
+  check.on_cuda(kv_lens, "kv_lens");
+  check.on_cuda(workspace, "workspace");
+  check.same_device(workspace, "workspace", kv_lens, "kv_lens");
+}
+
+}  // namespace attention
+
+namespace {
+
+using detail::Checker;
+
+bool is_supported_page_size(int64_t n) { return n == 1 || n == 16 || n == 32 || n == 64 || n == 128; }
+
+void check_cache(const Checker& check, const Tensor& c, const char* name) {
+  check.dtype(c, name, {DType::kBFloat16});
+  check.ndim(c, name, 4, "[num_pages, page_size, num_kv_heads, head_dim]");
+  check.last_dim_contiguous(c, name);
+  check.non_negative_strides(c, name);
+  check.aligned(c, name, 16);
+}
+
+}  // namespace
+
+void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                      const Tensor& page_table, const Tensor& kv_lens, const DecodePlanInfo& info,
+                      const Tensor& workspace, const DecodeAttentionOptions& options,
+                      const Tensor& out, const Tensor& lse, cudaStream_t stream) {
+  const Checker check("decode_attention");
+  // q
+  check.dtype(q, "q", {DType::kBFloat16});
+  check.ndim(q, "q", 3, "[batch * q_len, num_q_heads, head_dim]");
+  check.last_dim_contiguous(q, "q");
+  check.aligned(q, "q", 16);
+  if (q.shape[2] != attention::kDecodeHeadDim) {
+    check.unsupported("head_dim (q.shape[2]) = ", q.shape[2], ", supported: ",
+                      attention::kDecodeHeadDim);
+  }
+  // caches
+  check_cache(check, k_cache, "k_cache");
+  check_cache(check, v_cache, "v_cache");
+  check.same_shape(v_cache, "v_cache", k_cache, "k_cache");
+  const int64_t page_size = k_cache.shape[1], kv_heads = k_cache.shape[2];
+  if (!is_supported_page_size(page_size)) {
+    check.unsupported("page_size (k_cache.shape[1]) = ", page_size,
+                      ", supported: 1, 16, 32, 64, 128");
+  }
+  check.dim(k_cache, "k_cache", 3, q.shape[2], "the head dim, q.shape[2]");
+  if (kv_heads < 1 || q.shape[1] % kv_heads != 0) {
+    check.invalid("num_q_heads (q.shape[1]) = ", q.shape[1],
+                  " is not a multiple of num_kv_heads (k_cache.shape[2]) = ", kv_heads);
+  }
+  // page table and lengths
+  check.dtype(page_table, "page_table", {DType::kInt32});
+  check.ndim(page_table, "page_table", 2, "[batch, max_pages]");
+  check.last_dim_contiguous(page_table, "page_table");
+  check.non_negative_strides(page_table, "page_table");
+  check.dtype(kv_lens, "kv_lens", {DType::kInt32});
+  check.ndim(kv_lens, "kv_lens", 1, "[batch]");
+  check.contiguous(kv_lens, "kv_lens");
+  const int64_t batch = kv_lens.shape[0];
+  check.dim(page_table, "page_table", 0, batch, "the batch, kv_lens.shape[0]");
+  if (page_table.shape[1] > INT32_MAX) check.unsupported("page_table has more than 2^31 pages per request");
+  // the plan
+  if (info.batch != batch || info.num_q_heads != q.shape[1] || info.num_kv_heads != kv_heads ||
+      info.head_dim != q.shape[2]) {
+    check.invalid("the plan was made for batch ", info.batch, ", ", info.num_q_heads, " q heads, ",
+                  info.num_kv_heads, " kv heads, head_dim ", info.head_dim, "; this call has batch ",
+                  batch, ", ", q.shape[1], " q heads, ", kv_heads, " kv heads, head_dim ", q.shape[2]);
+  }
+  if (q.shape[0] != batch * info.q_len) {
+    check.invalid("q.shape[0] = ", q.shape[0], ", expected batch * q_len = ", batch, " * ",
+                  info.q_len);
+  }
+  // outputs
+  check.dtype(out, "out", {DType::kBFloat16});
+  check.ndim(out, "out", 3, "[batch * q_len, num_q_heads, head_dim]");
+  check.same_shape(out, "out", q, "q");
+  check.last_dim_contiguous(out, "out");
+  check.aligned(out, "out", 8);
+  const bool has_lse = lse.data != nullptr;
+  if (has_lse) {
+    check.dtype(lse, "lse_out", {DType::kFloat32});
+    check.ndim(lse, "lse_out", 2, "[batch * q_len, num_q_heads]");
+    check.dim(lse, "lse_out", 0, q.shape[0], "q.shape[0]");
+    check.dim(lse, "lse_out", 1, q.shape[1], "q.shape[1]");
+    check.non_negative_strides(lse, "lse_out");
+  }
+  // options
+  if (!std::isfinite(options.softmax_scale) || options.softmax_scale < 0.0f) {
+    check.invalid("softmax_scale = ", options.softmax_scale, ", expected a finite value > 0");
+  }
+  if (!std::isfinite(options.soft_cap) || options.soft_cap < 0.0f) {
+    check.invalid("soft_cap = ", options.soft_cap, ", expected a finite value > 0 (or 0: off)");
+  }
+  // devices (structure first, so host tensors get the structural messages too)
+  check.on_cuda(q, "q");
+  for (const auto& [t, name] : {std::pair<const Tensor*, const char*>{&k_cache, "k_cache"},
+                                {&v_cache, "v_cache"}, {&page_table, "page_table"},
+                                {&kv_lens, "kv_lens"}, {&out, "out"}}) {
+    check.same_device(*t, name, q, "q");
+  }
+  if (has_lse) check.same_device(lse, "lse_out", q, "q");
+  attention::check_workspace(check, workspace, info, kv_lens);
+  if (batch == 0) return;
+
+  attention::DecodeParams p;
+  p.q = static_cast<const __nv_bfloat16*>(q.data);
+  p.q_row_stride = q.strides[0];
+  p.q_head_stride = q.strides[1];
+  p.k = static_cast<const __nv_bfloat16*>(k_cache.data);
+  p.v = static_cast<const __nv_bfloat16*>(v_cache.data);
+  for (int d = 0; d < 3; ++d) {
+    p.k_strides[d] = k_cache.strides[d];
+    p.v_strides[d] = v_cache.strides[d];
+  }
+  p.page_table = static_cast<const int32_t*>(page_table.data);
+  p.page_table_stride = page_table.strides[0];
+  p.max_pages = static_cast<int32_t>(page_table.shape[1]);
+  p.page_shift = 0;
+  while ((int64_t{1} << p.page_shift) < page_size) ++p.page_shift;
+  p.kv_lens = static_cast<const int32_t*>(kv_lens.data);
+  p.out = static_cast<__nv_bfloat16*>(out.data);
+  p.out_row_stride = out.strides[0];
+  p.out_head_stride = out.strides[1];
+  if (has_lse) {
+    p.lse = static_cast<float*>(lse.data);
+    p.lse_row_stride = lse.strides[0];
+    p.lse_head_stride = lse.strides[1];
+  }
+  p.batch = static_cast<int32_t>(batch);
+  p.kv_heads = static_cast<int32_t>(kv_heads);
+  p.group = static_cast<int32_t>(q.shape[1] / kv_heads);
+  p.q_len = info.q_len;
+  p.rows = p.q_len * p.group;
+  p.sliding_window = info.sliding_window;
+  p.softmax_scale = options.softmax_scale > 0.0f ? options.softmax_scale
+                                                 : 1.0f / std::sqrt(static_cast<float>(q.shape[2]));
+  p.soft_cap = options.soft_cap;
+  auto* ws = static_cast<uint8_t*>(workspace.data);
+  const int64_t schedule_bytes = (info.schedule_words * 4 + 255) / 256 * 256;
+  p.schedule = reinterpret_cast<const int32_t*>(ws);
+  p.partial_out = reinterpret_cast<float*>(ws + schedule_bytes);
+  p.partial_lse = p.partial_out + int64_t{info.num_slots} * p.rows * attention::kDecodeHeadDim;
+  p.num_bins = info.num_bins;
+
+  detail::DeviceGuard guard(q.device.index, check.op());
+  attention::launch_decode_attention(p, stream);
+  HPC_OPS_CUDA_CHECK(check.op(), cudaGetLastError());
+}
+
+}  // namespace hpc_ops

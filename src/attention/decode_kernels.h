@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: Apache-2.0
+// Host-side interface of the decode-attention kernels: the parameter block and
+// the launchers (decode_plan_kernel.cu, decode_attention_kernels.cu).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "attention/decode_plan.h"
+#include "common/check.h"
+#include "hpc_ops/attention.h"
+
+namespace hpc_ops::attention {
+
+struct DecodeParams {
+  const __nv_bfloat16* q = nullptr;
+  int64_t q_row_stride = 0, q_head_stride = 0;  // elements
+  const __nv_bfloat16* k = nullptr;
+  const __nv_bfloat16* v = nullptr;
+  int64_t k_strides[3] = {};  // page, slot, head (elements)
+  int64_t v_strides[3] = {};
+  const int32_t* page_table = nullptr;
+  int64_t page_table_stride = 0;
+  int32_t max_pages = 0;
+  int32_t page_shift = 0;  // log2(page_size)
+  const int32_t* kv_lens = nullptr;
+  __nv_bfloat16* out = nullptr;
+  int64_t out_row_stride = 0, out_head_stride = 0;
+  float* lse = nullptr;  // may be null
+  int64_t lse_row_stride = 0, lse_head_stride = 0;
+
+  int32_t batch = 0, kv_heads = 0, group = 0, q_len = 0, rows = 0;  // rows = q_len * group
+  int32_t sliding_window = 0;
+  float softmax_scale = 0.0f;
+  float soft_cap = 0.0f;  // 0: off
+
+  const int32_t* schedule = nullptr;
+  float* partial_out = nullptr;  // [slots][rows][128]
+  float* partial_lse = nullptr;  // [slots][rows], log2 domain
+  int32_t num_bins = 0;
+};
+
+// workspace: uint8, on kv_lens's device, at least info.workspace_bytes, 256-byte aligned.
+void check_workspace(const detail::Checker& check, const Tensor& workspace,
+                     const DecodePlanInfo& info, const Tensor& kv_lens);
+
+void launch_plan_kernel(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* schedule,
+                        cudaStream_t stream);
+
+void launch_decode_attention(const DecodeParams& p, cudaStream_t stream);
+
+}  // namespace hpc_ops::attention

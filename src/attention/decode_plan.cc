@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: Apache-2.0
+// Decode-attention plans: the host heuristic (bins, workspace size), the CPU
+// planner and the entry points that check their arguments.
+#include "attention/decode_plan.h"
+
+#include <algorithm>
+
+#include "attention/decode_kernels.h"
+#include "common/check.h"
+#include "common/cuda_check.h"
+
+namespace hpc_ops {
+namespace attention {
+
+void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* schedule) {
+  const int64_t batch = info.batch, heads = info.num_kv_heads, units = batch * heads;
+  const ScheduleLayout l = schedule_layout(batch, heads, info.num_bins);
+  std::fill(schedule, schedule + l.words, 0);
+  int64_t total = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    int32_t first = 0, count = 0;
+    request_tiles(kv_lens[b], info.q_len, info.sliding_window, first, count);
+    schedule[l.first_tile + b] = first;
+    for (int64_t h = 0; h < heads; ++h) {
+      schedule[l.tile_start + b * heads + h] = static_cast<int32_t>(total);
+      total += count;
+    }
+  }
+  schedule[l.tile_start + units] = static_cast<int32_t>(total);
+  const int32_t per_bin = tiles_per_bin(total, info.num_bins);
+  int64_t slots = 0;
+  for (int64_t u = 0; u < units; ++u) {
+    schedule[l.slot_start + u] = static_cast<int32_t>(slots);
+    const int64_t start = schedule[l.tile_start + u];
+    const int32_t pieces = unit_pieces(start, schedule[l.tile_start + u + 1] - start, per_bin);
+    if (pieces >= 2) slots += pieces;
+  }
+  schedule[l.slot_start + units] = static_cast<int32_t>(slots);
+  // The unit whose tiles hold each bin's first tile (so a CTA needs no search).
+  std::fill(schedule + l.bin_unit, schedule + l.bin_unit + info.num_bins, -1);
+  for (int64_t u = 0; u < units; ++u) {
+    const int64_t ts = schedule[l.tile_start + u], te = schedule[l.tile_start + u + 1];
+    for (int64_t c = (ts + per_bin - 1) / per_bin; c * per_bin < te; ++c) {
+      schedule[l.bin_unit + c] = static_cast<int32_t>(u);
+    }
+  }
+  schedule[0] = per_bin;
+  schedule[1] = static_cast<int32_t>(total);
+  schedule[2] = static_cast<int32_t>(units);
+  schedule[3] = static_cast<int32_t>(slots);
+}
+
+}  // namespace attention
+
+using detail::Checker;
+
+DecodePlanInfo make_decode_plan_info(int32_t batch, int32_t num_q_heads, int32_t num_kv_heads,
+                                     int32_t head_dim, int32_t q_len, int32_t sliding_window,
+                                     int device) {
+  const Checker check("plan_decode_attention");
+  if (batch < 0) check.invalid("batch = ", batch, ", expected >= 0");
+  if (num_kv_heads < 1) check.invalid("num_kv_heads = ", num_kv_heads, ", expected >= 1");
+  if (num_q_heads < 1 || num_q_heads % num_kv_heads != 0) {
+    check.invalid("num_q_heads = ", num_q_heads, " is not a multiple of num_kv_heads = ",
+                  num_kv_heads);
+  }
+  const int32_t group = num_q_heads / num_kv_heads;
+  if (group > attention::kMaxGroup) {
+    check.unsupported("num_q_heads / num_kv_heads = ", group, ", supported: 1..",
+                      attention::kMaxGroup);
+  }
+  if (head_dim != attention::kDecodeHeadDim) {
+    check.unsupported("head_dim = ", head_dim, ", supported: ", attention::kDecodeHeadDim);
+  }
+  if (q_len < 1 || q_len > attention::kMaxQLen) {
+    check.unsupported("q_len = ", q_len, ", supported: 1..", attention::kMaxQLen);
+  }
+  if (sliding_window < 0) check.invalid("sliding_window = ", sliding_window, ", expected >= 1 (or 0: off)");
+  // Tile positions index with int32 (see kMaxKvLen).
+  if (int64_t{batch} * num_kv_heads > attention::kMaxUnits) {
+    check.unsupported("batch x num_kv_heads = ", int64_t{batch} * num_kv_heads,
+                      ", supported: up to ", attention::kMaxUnits);
+  }
+  DecodePlanInfo info;
+  info.batch = batch;
+  info.num_q_heads = num_q_heads;
+  info.num_kv_heads = num_kv_heads;
+  info.head_dim = head_dim;
+  info.q_len = q_len;
+  info.sliding_window = sliding_window;
+  const int rows = q_len * group;
+  if (device >= 0) {
+    int sms = 0;
+    HPC_OPS_CUDA_CHECK(check.op(),
+                       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    info.num_bins = std::max(1, sms * attention::decode_ctas_per_sm(rows, device));
+  } else {
+    info.num_bins = 1;  // no device: a description for argument checks only
+  }
+  // Each bin boundary cuts at most one unit, and a unit cut into p pieces
+  // crosses p - 1 boundaries with p <= 2 (p - 1): at most 2 x bins slots.
+  info.num_slots = 2 * info.num_bins;
+  const attention::ScheduleLayout l = attention::schedule_layout(batch, num_kv_heads, info.num_bins);
+  info.schedule_words = l.words;
+  const int64_t schedule_bytes = (l.words * 4 + 255) / 256 * 256;
+  const int64_t partial_bytes = int64_t{info.num_slots} * rows * head_dim * 4;
+  const int64_t lse_bytes = int64_t{info.num_slots} * rows * 4;
+  info.workspace_bytes = schedule_bytes + partial_bytes + lse_bytes;
+  return info;
+}
+
+namespace {
+
+void check_plan_info(const Checker& check, const DecodePlanInfo& info) {
+  if (info.batch < 0 || info.num_kv_heads < 1 || info.num_q_heads % info.num_kv_heads != 0 ||
+      info.num_bins < 1 || info.num_slots < 2 * info.num_bins ||
+      info.schedule_words !=
+          attention::schedule_layout(info.batch, info.num_kv_heads, info.num_bins).words) {
+    check.invalid("the plan description is inconsistent (make it with make_decode_plan_info)");
+  }
+}
+
+void check_kv_lens(const Checker& check, const Tensor& kv_lens, const DecodePlanInfo& info) {
+  check.dtype(kv_lens, "kv_lens", {DType::kInt32});
+  check.ndim(kv_lens, "kv_lens", 1, "[batch]");
+  check.dim(kv_lens, "kv_lens", 0, info.batch, "the batch the plan was made for");
+  check.contiguous(kv_lens, "kv_lens");
+}
+
+}  // namespace
+
+void decode_attention_schedule_host(const Tensor& kv_lens, const DecodePlanInfo& info,
+                                    const Tensor& schedule) {
+  const Checker check("decode_attention_schedule_host");
+  check_plan_info(check, info);
+  check_kv_lens(check, kv_lens, info);
+  if (kv_lens.device.type != DeviceType::kCPU) check.invalid("kv_lens must be in host memory");
+  check.dtype(schedule, "schedule", {DType::kInt32});
+  check.ndim(schedule, "schedule", 1, "[schedule_words]");
+  check.dim(schedule, "schedule", 0, info.schedule_words, "the plan's schedule_words");
+  check.contiguous(schedule, "schedule");
+  if (schedule.device.type != DeviceType::kCPU) check.invalid("schedule must be in host memory");
+  attention::plan_on_host(static_cast<const int32_t*>(kv_lens.data), info,
+                          static_cast<int32_t*>(schedule.data));
+}
+
+void plan_decode_attention(const Tensor& kv_lens, const DecodePlanInfo& info,
+                           const Tensor& workspace, cudaStream_t stream) {
+  const Checker check("plan_decode_attention");
+  check_plan_info(check, info);
+  check_kv_lens(check, kv_lens, info);
+  check.on_cuda(kv_lens, "kv_lens");
+  attention::check_workspace(check, workspace, info, kv_lens);
+  if (info.batch == 0) return;
+  detail::DeviceGuard guard(kv_lens.device.index, check.op());
+  attention::launch_plan_kernel(static_cast<const int32_t*>(kv_lens.data), info,
+                                static_cast<int32_t*>(workspace.data), stream);
+  HPC_OPS_CUDA_CHECK(check.op(), cudaGetLastError());
+}
+
+}  // namespace hpc_ops

@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: Apache-2.0
+// The decode-attention schedule: its layout in the workspace, the host
+// heuristic that sizes it, and the CPU planner (the GPU planner in
+// decode_plan_kernel.cu computes the same words).
+//
+// KV is cut into tiles of kDecodeTileTokens tokens. Unit u = b * Hkv + h owns
+// the tiles of request b from first_tile[b] (0, or the first tile a sliding
+// window reaches) to ceil(L / 64). Units are laid end to end; bin c (CTA c)
+// takes the global tiles [c*T, (c+1)*T), T = max(ceil(total / bins),
+// kMinTilesPerBin), cutting units at bin boundaries into pieces. A unit cut
+// into p >= 2 pieces writes p partial results (slots slot_start[u] ..) that
+// the merge kernel combines; a unit of one piece writes its output directly.
+//
+// Schedule words (int32):
+//   [0] T   [1] total tiles   [2] units   [3] slots used   [4..7] 0
+//   [8 ..]              tile_start[units + 1]  (exclusive scan of tiles per unit)
+//   [9 + units ..]      slot_start[units + 1]  (exclusive scan of pieces of cut units)
+//   [10 + 2 units ..]   first_tile[batch]
+//   [.. + batch ..]     bin_unit[bins]  (the unit holding tile c*T; -1 past the end)
+#pragma once
+
+#include <cstdint>
+
+#include "hpc_ops/attention.h"
+
+#if defined(__CUDACC__)
+#define HPC_OPS_HOST_DEVICE __host__ __device__
+#else
+#define HPC_OPS_HOST_DEVICE
+#endif
+
+namespace hpc_ops::attention {
+
+constexpr int kDecodeTileTokens = 64;
+constexpr int kDecodeHeadDim = 128;
+constexpr int kMaxGroup = 16;
+constexpr int kMaxQLen = 8;
+// NOTE: at least 2 tiles (128 tokens) per bin, so a piece's partial result
+// (rows x 512 B) stays small next to the 64 KB of K and V it summarizes.
+constexpr int kMinTilesPerBin = 2;
+constexpr int kScheduleHeaderWords = 8;
+// Longest request the schedule counts (2M tokens = 2^15 tiles); with at most
+// kMaxUnits units every tile position fits in int32. Longer kv_lens are read
+// as this length.
+constexpr int32_t kMaxKvLen = 1 << 21;
+constexpr int64_t kMaxUnits = (int64_t{1} << 16) - 1;
+
+struct ScheduleLayout {
+  int64_t tile_start = 0, slot_start = 0, first_tile = 0, bin_unit = 0, words = 0;
+};
+
+HPC_OPS_HOST_DEVICE inline ScheduleLayout schedule_layout(int64_t batch, int64_t kv_heads,
+                                                          int64_t bins) {
+  const int64_t units = batch * kv_heads;
+  ScheduleLayout l;
+  l.tile_start = kScheduleHeaderWords;
+  l.slot_start = l.tile_start + units + 1;
+  l.first_tile = l.slot_start + units + 1;
+  l.bin_unit = l.first_tile + batch;
+  l.words = l.bin_unit + bins;
+  return l;
+}
+
+// Tiles of request b's units, and the first tile (window start).
+HPC_OPS_HOST_DEVICE inline void request_tiles(int32_t kv_len, int32_t q_len, int32_t window, int32_t& first,
+                          int32_t& count) {
+  const int32_t len = kv_len <= 0 ? 0 : kv_len < kMaxKvLen ? kv_len : kMaxKvLen;
+  first = 0;
+  if (window > 0 && len > 0) {
+    // Row 0 (position len - q_len) reaches back to len - q_len - window + 1.
+    const int64_t lowest = int64_t{len} - q_len - window + 1;
+    first = lowest > 0 ? static_cast<int32_t>(lowest / kDecodeTileTokens) : 0;
+  }
+  const int32_t end = (len + kDecodeTileTokens - 1) / kDecodeTileTokens;
+  count = end > first ? end - first : 0;
+}
+
+HPC_OPS_HOST_DEVICE inline int32_t tiles_per_bin(int64_t total, int32_t bins) {
+  const int64_t even = (total + bins - 1) / bins;  // bins >= 1
+  return static_cast<int32_t>(even > kMinTilesPerBin ? even : kMinTilesPerBin);
+}
+
+// Pieces of a unit whose tiles are [start, start + tiles) in the global order.
+HPC_OPS_HOST_DEVICE inline int32_t unit_pieces(int64_t start, int64_t tiles, int32_t per_bin) {
+  if (tiles <= 0) return 0;
+  return static_cast<int32_t>((start + tiles - 1) / per_bin - start / per_bin + 1);
+}
+
+// Rows of one unit's output tile: q_len query tokens x group heads.
+inline int32_t unit_rows(const DecodePlanInfo& info) {
+  return info.q_len * (info.num_q_heads / info.num_kv_heads);
+}
+
+// Attention CTAs per SM for a unit of `rows` rows (the kernel variant's
+// occupancy). Defined with the kernels (decode_attention_kernels.cu).
+int decode_ctas_per_sm(int rows, int device);
+
+// The CPU planner: schedule (schedule_layout(...).words int32) from kv_lens.
+void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* schedule);
+
+}  // namespace hpc_ops::attention

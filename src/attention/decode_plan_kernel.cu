@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: Apache-2.0
+// The GPU planner: one CTA computes the schedule of decode_plan.h from
+// kv_lens, word for word what plan_on_host computes, so that the plan can be
+// refreshed inside a captured CUDA graph.
+#include <cub/block/block_scan.cuh>
+
+#include "attention/decode_kernels.h"
+#include "common/cuda_check.h"
+
+namespace hpc_ops::attention {
+namespace {
+
+constexpr int kPlanThreads = 1024;
+
+__global__ void __launch_bounds__(kPlanThreads)
+    decode_plan_kernel(const int32_t* kv_lens, int32_t batch, int32_t heads, int32_t q_len,
+                       int32_t window, int32_t bins, int32_t* sched) {
+  using Scan = cub::BlockScan<int32_t, kPlanThreads>;
+  __shared__ typename Scan::TempStorage scan_storage;
+  __shared__ int32_t carry;
+  const ScheduleLayout layout = schedule_layout(batch, heads, bins);
+  const int32_t units = batch * heads;
+  if (threadIdx.x == 0) carry = 0;
+  __syncthreads();
+  // Pass 1: tile_start (and first_tile per request).
+  for (int32_t base = 0; base < units; base += kPlanThreads) {
+    const int32_t u = base + static_cast<int32_t>(threadIdx.x);
+    int32_t first = 0, count = 0;
+    if (u < units) {
+      const int32_t b = u / heads;
+      request_tiles(kv_lens[b], q_len, window, first, count);
+      if (u - b * heads == 0) sched[layout.first_tile + b] = first;
+    }
+    int32_t before = 0, sum = 0;
+    Scan(scan_storage).ExclusiveSum(count, before, sum);
+    if (u < units) sched[layout.tile_start + u] = carry + before;
+    __syncthreads();
+    if (threadIdx.x == 0) carry += sum;
+    __syncthreads();
+  }
+  const int32_t total = carry;
+  const int32_t per_bin = tiles_per_bin(total, bins);
+  __syncthreads();
+  if (threadIdx.x == 0) carry = 0;
+  __syncthreads();
+  // Pass 2: slot_start over the units cut into >= 2 pieces (tile_start of this
+  // CTA's own earlier writes is visible after the barriers).
+  for (int32_t base = 0; base < units; base += kPlanThreads) {
+    const int32_t u = base + static_cast<int32_t>(threadIdx.x);
+    int32_t slots = 0;
+    if (u < units) {
+      const int32_t start = sched[layout.tile_start + u];
+      const int32_t next = u + 1 < units ? sched[layout.tile_start + u + 1] : total;
+      const int32_t pieces = unit_pieces(start, next - start, per_bin);
+      slots = pieces >= 2 ? pieces : 0;
+    }
+    int32_t before = 0, sum = 0;
+    Scan(scan_storage).ExclusiveSum(slots, before, sum);
+    if (u < units) sched[layout.slot_start + u] = carry + before;
+    __syncthreads();
+    if (threadIdx.x == 0) carry += sum;
+    __syncthreads();
+  }
+  // Pass 3: bin_unit (every bin first -1, then the unit holding its first tile).
+  for (int32_t c = static_cast<int32_t>(threadIdx.x); c < bins; c += kPlanThreads) {
+    sched[layout.bin_unit + c] = -1;
+  }
+  __syncthreads();
+  for (int32_t u = static_cast<int32_t>(threadIdx.x); u < units; u += kPlanThreads) {
+    const int32_t ts = sched[layout.tile_start + u];
+    const int32_t te = u + 1 < units ? sched[layout.tile_start + u + 1] : total;
+    for (int32_t c = (ts + per_bin - 1) / per_bin; int64_t{c} * per_bin < te; ++c) {
+      sched[layout.bin_unit + c] = u;
+    }
+  }
+  if (threadIdx.x == 0) {
+    sched[layout.tile_start + units] = total;
+    sched[layout.slot_start + units] = carry;
+    sched[0] = per_bin;
+    sched[1] = total;
+    sched[2] = units;
+    sched[3] = carry;
+    for (int i = 4; i < kScheduleHeaderWords; ++i) sched[i] = 0;
+  }
+}
+
+}  // namespace
+
+void launch_plan_kernel(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* schedule,
+                        cudaStream_t stream) {
+  decode_plan_kernel<<<1, kPlanThreads, 0, stream>>>(kv_lens, info.batch, info.num_kv_heads,
+                                                     info.q_len, info.sliding_window,
+                                                     info.num_bins, schedule);
+}
+
+}  // namespace hpc_ops::attention

@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: Apache-2.0
+// The decode-attention schedule (CPU planner): walking it the way the
+// attention kernel does covers every tile of every unit exactly once, the
+// bins hold equal runs, partial slots are distinct and within the workspace,
+// and the merge sees the pieces the kernel wrote.
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "attention/decode_plan.h"
+#include "test_harness.h"
+
+using namespace hpc_ops;
+using namespace hpc_ops::attention;
+
+namespace {
+
+DecodePlanInfo info_for(int batch, int kv_heads, int group, int q_len, int window, int bins) {
+  DecodePlanInfo info;
+  info.batch = batch;
+  info.num_kv_heads = kv_heads;
+  info.num_q_heads = kv_heads * group;
+  info.q_len = q_len;
+  info.sliding_window = window;
+  info.num_bins = bins;
+  info.num_slots = 2 * bins;
+  info.schedule_words = schedule_layout(batch, kv_heads, bins).words;
+  return info;
+}
+
+// Replays decode_attention_kernel's walk over the bins; checks every invariant.
+bool walk_is_exact(const std::vector<int32_t>& lens, const DecodePlanInfo& info) {
+  const ScheduleLayout l = schedule_layout(info.batch, info.num_kv_heads, info.num_bins);
+  std::vector<int32_t> s(l.words);
+  plan_on_host(lens.data(), info, s.data());
+  const int64_t per_bin = s[0], total = s[1], units = s[2];
+  if (per_bin < kMinTilesPerBin || (total + per_bin - 1) / per_bin > info.num_bins) return false;
+  if (s[3] > info.num_slots) return false;
+  std::vector<int> covered(total, 0);
+  std::vector<int> slot_used(info.num_slots, 0);
+  std::vector<int> pieces_seen(units, 0);
+  for (int64_t c = 0; c < info.num_bins; ++c) {
+    const int64_t begin = c * per_bin, end = std::min(begin + per_bin, total);
+    if (begin >= total) continue;
+    int64_t u = std::upper_bound(s.begin() + l.tile_start, s.begin() + l.tile_start + units, begin) -
+                (s.begin() + l.tile_start) - 1;
+    if (s[l.bin_unit + c] != u) return false;  // the kernel starts at bin_unit
+    for (int64_t pos = begin; pos < end && u < units; ++u) {
+      const int64_t ts = s[l.tile_start + u], te = s[l.tile_start + u + 1];
+      if (te <= pos) continue;
+      const int64_t piece_end = std::min(te, end);
+      for (int64_t t = pos; t < piece_end; ++t) covered[t]++;
+      const int pieces = unit_pieces(ts, te - ts, static_cast<int32_t>(per_bin));
+      if (pieces >= 2) {
+        const int64_t slot = s[l.slot_start + u] + (c - ts / per_bin);
+        if (slot < 0 || slot >= info.num_slots || slot >= s[l.slot_start + u + 1]) return false;
+        slot_used[slot]++;
+      }
+      pieces_seen[u]++;
+      pos = piece_end;
+    }
+  }
+  for (int64_t c = (total + per_bin - 1) / per_bin; c < info.num_bins; ++c) {
+    if (s[l.bin_unit + c] != -1) return false;
+  }
+  for (int v : covered) if (v != 1) return false;
+  for (int v : slot_used) if (v > 1) return false;
+  for (int64_t u = 0; u < units; ++u) {
+    const int64_t ts = s[l.tile_start + u], te = s[l.tile_start + u + 1];
+    if (pieces_seen[u] != unit_pieces(ts, te - ts, static_cast<int32_t>(per_bin))) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST(request_tiles_follow_length_and_window) {
+  int32_t first = -1, count = -1;
+  request_tiles(0, 1, 0, first, count);
+  EXPECT_EQ(count, 0);
+  request_tiles(1, 1, 0, first, count);
+  EXPECT_EQ(first, 0);
+  EXPECT_EQ(count, 1);
+  request_tiles(64, 1, 0, first, count);
+  EXPECT_EQ(count, 1);
+  request_tiles(65, 1, 0, first, count);
+  EXPECT_EQ(count, 2);
+  // Window 100 at length 1000, q_len 4: row 0 at position 996 sees 897..996.
+  request_tiles(1000, 4, 100, first, count);
+  EXPECT_EQ(first, 897 / 64);
+  EXPECT_EQ(count, 16 - 897 / 64);
+  request_tiles(-5, 1, 0, first, count);  // negative lengths read as 0
+  EXPECT_EQ(count, 0);
+  request_tiles(INT32_MAX, 1, 0, first, count);  // clamped to kMaxKvLen
+  EXPECT_EQ(count, kMaxKvLen / 64);
+}
+
+TEST(bins_split_a_long_request_among_short_ones) {
+  // 1 x 64K + 31 x 4K, 8 kv heads, 264 bins.
+  std::vector<int32_t> lens(32, 4096);
+  lens[0] = 65536;
+  const DecodePlanInfo info = info_for(32, 8, 8, 1, 0, 264);
+  std::vector<int32_t> s(info.schedule_words);
+  plan_on_host(lens.data(), info, s.data());
+  const int64_t total = 8 * (1024 + 31 * 64);
+  EXPECT_EQ(s[1], total);
+  EXPECT_EQ(s[0], (total + 263) / 264);
+  EXPECT_TRUE(walk_is_exact(lens, info));
+}
+
+TEST(walk_covers_every_tile_once) {
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 300; ++trial) {
+    const int batch = 1 + static_cast<int>(rng() % 200);
+    const int kv_heads = 1 + static_cast<int>(rng() % 8);
+    const int q_len = 1 + static_cast<int>(rng() % 8);
+    const int window = trial % 3 == 0 ? 1 + static_cast<int>(rng() % 3000) : 0;
+    const int bins = 1 + static_cast<int>(rng() % 600);
+    std::vector<int32_t> lens(batch);
+    for (auto& v : lens) {
+      const int kind = static_cast<int>(rng() % 6);
+      v = kind == 0 ? 0 : kind == 1 ? 64 * (1 + static_cast<int>(rng() % 64))
+                                    : static_cast<int>(rng() % (kind == 5 ? 70000 : 8192)) + 1;
+    }
+    EXPECT_TRUE(walk_is_exact(lens, info_for(batch, kv_heads, 4, q_len, window, bins)));
+  }
+}
+
+TEST(empty_and_tiny_batches) {
+  EXPECT_TRUE(walk_is_exact({0, 0, 0}, info_for(3, 2, 8, 1, 0, 264)));
+  EXPECT_TRUE(walk_is_exact({1}, info_for(1, 1, 8, 1, 0, 264)));
+  EXPECT_TRUE(walk_is_exact({1024}, info_for(1, 8, 8, 1, 0, 264)));
+  EXPECT_TRUE(walk_is_exact({1 << 21}, info_for(1, 1, 16, 8, 0, 1)));
+}
+
+TEST_MAIN()
