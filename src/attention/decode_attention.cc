@@ -19,9 +19,7 @@ void check_workspace(const detail::Checker& check, const Tensor& workspace,
     check.invalid("workspace has ", workspace.shape[0], " bytes, the plan needs ",
                   info.workspace_bytes);
   }
-  if (reinterpret_cast<uintptr_t>(workspace.data) % 256 != 0) {
-    check.invalid("workspace must be 256-byte aligned");
-  }
+  check.aligned(workspace, "workspace", 256);
   check.on_cuda(kv_lens, "kv_lens");
   check.on_cuda(workspace, "workspace");
   check.same_device(workspace, "workspace", kv_lens, "kv_lens");

@@ -76,7 +76,7 @@ struct DecodeCta {
   // Issues the cp.async copies of KV tile `tile` (absolute within the request)
   // into ring stage `stage`; tokens at or past len are zero-filled.
   __device__ void load_tile(int b, int h, int tile, int len, int stage) const {
-    const uint32_t k_base = device::smem_address(smem + G::kQBytes + stage * G::kStageBytes);
+    const uint32_t k_base = device::shared_address(smem + G::kQBytes + stage * G::kStageBytes);
     const uint32_t v_base = k_base + kTileBytes;
     const int32_t* pages = p.page_table + b * p.page_table_stride;
     const int page_mask = (1 << p.page_shift) - 1;
@@ -102,7 +102,7 @@ struct DecodeCta {
 
   // Q rows of unit (b, h) into shared memory (rows past q_len x group: zeros).
   __device__ void load_q(int b, int h) const {
-    const uint32_t base = device::smem_address(smem);
+    const uint32_t base = device::shared_address(smem);
     for (int idx = threadIdx.x; idx < G::kRows * kChunksPerRow; idx += G::kThreads) {
       const int row = idx / kChunksPerRow, chunk = idx % kChunksPerRow;
       const bool ok = row < p.rows;
@@ -158,7 +158,7 @@ struct DecodeCta {
       }
       device::cp_async_commit();
       if (i == 0) {
-        const uint32_t q_base = device::smem_address(smem);
+        const uint32_t q_base = device::shared_address(smem);
 #pragma unroll
         for (int ks = 0; ks < kDecodeHeadDim / 16; ++ks) {
           const int row = m_tile * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
@@ -166,7 +166,7 @@ struct DecodeCta {
         }
       }
       const uint32_t k_base =
-          device::smem_address(smem + G::kQBytes + (i % kStages) * G::kStageBytes);
+          device::shared_address(smem + G::kQBytes + (i % kStages) * G::kStageBytes);
       const uint32_t v_base = k_base + kTileBytes;
 
       // ---- S = Q K^T over this warp's token slice ---------------------------

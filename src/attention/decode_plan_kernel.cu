@@ -12,55 +12,60 @@ namespace {
 
 constexpr int kPlanThreads = 1024;
 
-__global__ void __launch_bounds__(kPlanThreads)
-    decode_plan_kernel(const int32_t* kv_lens, int32_t batch, int32_t heads, int32_t q_len,
-                       int32_t window, int32_t bins, int32_t* sched) {
-  using Scan = cub::BlockScan<int32_t, kPlanThreads>;
-  __shared__ typename Scan::TempStorage scan_storage;
-  __shared__ int32_t carry;
-  const ScheduleLayout layout = schedule_layout(batch, heads, bins);
-  const int32_t units = batch * heads;
+using PlanScan = cub::BlockScan<int32_t, kPlanThreads>;
+
+// out[u] = carry + exclusive prefix sum of count(u) over u < units, in
+// chunks of kPlanThreads; returns the total. count(u) is called with u < units.
+template <class Count>
+__device__ int32_t scan_units(int32_t units, Count count, int32_t* out,
+                              typename PlanScan::TempStorage& storage, int32_t& carry) {
   if (threadIdx.x == 0) carry = 0;
   __syncthreads();
-  // Pass 1: tile_start (and first_tile per request).
   for (int32_t base = 0; base < units; base += kPlanThreads) {
     const int32_t u = base + static_cast<int32_t>(threadIdx.x);
-    int32_t first = 0, count = 0;
-    if (u < units) {
-      const int32_t b = u / heads;
-      request_tiles(kv_lens[b], q_len, window, first, count);
-      if (u - b * heads == 0) sched[layout.first_tile + b] = first;
-    }
+    const int32_t n = u < units ? count(u) : 0;
     int32_t before = 0, sum = 0;
-    Scan(scan_storage).ExclusiveSum(count, before, sum);
-    if (u < units) sched[layout.tile_start + u] = carry + before;
+    PlanScan(storage).ExclusiveSum(n, before, sum);
+    if (u < units) out[u] = carry + before;
     __syncthreads();
     if (threadIdx.x == 0) carry += sum;
     __syncthreads();
   }
   const int32_t total = carry;
+  __syncthreads();  // every thread has read carry before the next scan resets it
+  return total;
+}
+
+__global__ void __launch_bounds__(kPlanThreads)
+    decode_plan_kernel(const int32_t* kv_lens, int32_t batch, int32_t heads, int32_t q_len,
+                       int32_t window, int32_t bins, int32_t* sched) {
+  __shared__ typename PlanScan::TempStorage scan_storage;
+  __shared__ int32_t carry;
+  const ScheduleLayout layout = schedule_layout(batch, heads, bins);
+  const int32_t units = batch * heads;
+  // Pass 1: tile_start (and first_tile per request).
+  const int32_t total = scan_units(
+      units,
+      [&](int32_t u) {
+        const int32_t b = u / heads;
+        int32_t first = 0, count = 0;
+        request_tiles(kv_lens[b], q_len, window, first, count);
+        if (u - b * heads == 0) sched[layout.first_tile + b] = first;
+        return count;
+      },
+      sched + layout.tile_start, scan_storage, carry);
   const int32_t per_bin = tiles_per_bin(total, bins);
-  __syncthreads();
-  if (threadIdx.x == 0) carry = 0;
-  __syncthreads();
-  // Pass 2: slot_start over the units cut into >= 2 pieces (tile_start of this
-  // CTA's own earlier writes is visible after the barriers).
-  for (int32_t base = 0; base < units; base += kPlanThreads) {
-    const int32_t u = base + static_cast<int32_t>(threadIdx.x);
-    int32_t slots = 0;
-    if (u < units) {
-      const int32_t start = sched[layout.tile_start + u];
-      const int32_t next = u + 1 < units ? sched[layout.tile_start + u + 1] : total;
-      const int32_t pieces = unit_pieces(start, next - start, per_bin);
-      slots = pieces >= 2 ? pieces : 0;
-    }
-    int32_t before = 0, sum = 0;
-    Scan(scan_storage).ExclusiveSum(slots, before, sum);
-    if (u < units) sched[layout.slot_start + u] = carry + before;
-    __syncthreads();
-    if (threadIdx.x == 0) carry += sum;
-    __syncthreads();
-  }
+  // Pass 2: slot_start over the units cut into >= 2 pieces (this CTA's own
+  // tile_start writes are visible after the barriers of pass 1).
+  const int32_t slots = scan_units(
+      units,
+      [&](int32_t u) {
+        const int32_t start = sched[layout.tile_start + u];
+        const int32_t next = u + 1 < units ? sched[layout.tile_start + u + 1] : total;
+        const int32_t pieces = unit_pieces(start, next - start, per_bin);
+        return pieces >= 2 ? pieces : 0;
+      },
+      sched + layout.slot_start, scan_storage, carry);
   // Pass 3: bin_unit (every bin first -1, then the unit holding its first tile).
   for (int32_t c = static_cast<int32_t>(threadIdx.x); c < bins; c += kPlanThreads) {
     sched[layout.bin_unit + c] = -1;
@@ -75,11 +80,11 @@ __global__ void __launch_bounds__(kPlanThreads)
   }
   if (threadIdx.x == 0) {
     sched[layout.tile_start + units] = total;
-    sched[layout.slot_start + units] = carry;
+    sched[layout.slot_start + units] = slots;
     sched[0] = per_bin;
     sched[1] = total;
     sched[2] = units;
-    sched[3] = carry;
+    sched[3] = slots;
     for (int i = 4; i < kScheduleHeaderWords; ++i) sched[i] = 0;
   }
 }

@@ -12,11 +12,9 @@
 
 #include <cstdint>
 
-namespace hpc_ops::device {
+#include "common/bulk_copy.cuh"  // shared_address
 
-__device__ __forceinline__ uint32_t smem_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
+namespace hpc_ops::device {
 
 // 16 bytes global -> shared, bypassing L1; src_bytes = 0 writes zeros.
 __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int src_bytes) {
