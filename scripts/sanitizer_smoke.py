@@ -66,8 +66,11 @@ for dtype in (BF16, torch.float16, torch.float32):
 
 if "attention" in hpc_ops.built_families():
     # Decode attention: ragged lengths (0, 1, page + 1, a cut long request), shuffled
-    # pages of 16 tokens, GQA 4, q_len 2 and 1; the reference is float32 per request.
-    for q_len, lens in ((1, [0, 1, 17, 700]), (2, [2, 65, 3000])):
+    # pages of 16 tokens, GQA 4, q_len 2 and 1, BF16 and FP8 caches (FP8: fp8 q,
+    # per-token k scales, per-head v scales); the reference is float32 per request.
+    FP8 = torch.float8_e4m3fn
+    for fp8, q_len, lens in ((False, 1, [0, 1, 17, 700]), (False, 2, [2, 65, 3000]),
+                             (True, 1, [0, 1, 17, 700]), (True, 2, [2, 65, 3000])):
         hkv, group, page = 2, 4, 16
         pages = [(n + page - 1) // page for n in lens]
         kc = torch.randn(sum(pages) + 3, page, hkv, 128, dtype=BF16, device=dev)
@@ -80,7 +83,22 @@ if "attention" in hpc_ops.built_families():
             at += n
         kv_lens = torch.tensor(lens, dtype=torch.int32, device=dev)
         q = torch.randn(len(lens) * q_len, hkv * group, 128, dtype=BF16, device=dev)
-        out = hpc_ops.decode_attention(q, kc, vc, table, kv_lens, q_len=q_len)
+        if fp8:
+            k_scale = kc.float().abs().amax(-1) / 448 + 1e-6            # [pages, page, Hkv]
+            # [Hkv]; fixed (torch's multi-dim amax trips racecheck inside torch itself)
+            v_scale = torch.tensor([8.0, 16.0], device=dev) / 448
+            q_scale = q.float().abs().amax(-1) / 448 + 1e-6             # [rows, Hq]
+            kq = (kc.float() / k_scale[..., None]).to(FP8)
+            vq = (vc.float() / v_scale[:, None]).to(FP8)
+            qq = (q.float() / q_scale[..., None]).to(FP8)
+            out = hpc_ops.decode_attention(qq, kq, vq, table, kv_lens, q_len=q_len,
+                                           scheme="qk_token_head__v_head", q_scale=q_scale,
+                                           k_scale=k_scale, v_scale=v_scale)
+            kc = (kq.float() * k_scale[..., None])
+            vc = (vq.float() * v_scale[:, None])
+            q = qq.float() * q_scale[..., None]
+        else:
+            out = hpc_ops.decode_attention(q, kc, vc, table, kv_lens, q_len=q_len)
         for b, n in enumerate(lens):
             if n == 0:
                 continue
@@ -91,8 +109,9 @@ if "attention" in hpc_ops.built_families():
             logits = torch.einsum("qhd,khd->hqk", qb, k) / 128 ** 0.5
             visible = torch.arange(n, device=dev).view(1, n) <= (n - q_len + torch.arange(q_len, device=dev)).view(-1, 1)
             p = torch.softmax(logits.masked_fill(~visible, float("-inf")), -1)
-            check(f"decode_attention q_len {q_len} request {b}", out[b * q_len:(b + 1) * q_len],
-                  torch.einsum("hqk,khd->qhd", p, v), tol=0.04, floor=0.5)  # P is bf16 in P @ V
+            check(f"decode_attention {'fp8' if fp8 else 'bf16'} q_len {q_len} request {b}",
+                  out[b * q_len:(b + 1) * q_len], torch.einsum("hqk,khd->qhd", p, v), tol=0.04,
+                  floor=0.5)  # P is bf16 / fp16 in P @ V
 
 torch.cuda.synchronize()
 print("\n".join(failures) if failures else "all sanitizer smoke checks matched")

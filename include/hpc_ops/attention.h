@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Paged decode attention (BF16 KV), with MTP/speculative query tokens, any GQA
-// ratio 1..16, split-KV and a load-balancing plan.
+// Paged decode attention (BF16 or FP8 KV), with MTP/speculative query tokens,
+// any GQA ratio 1..16, split-KV and a load-balancing plan.
 //
 // Per request b with L = kv_lens[b] tokens in the cache (this step's included)
 // and q_len query tokens (the request's last q_len positions), query i at
@@ -12,15 +12,26 @@
 // final logits per (query row, head); requests with L == 0 give zeros and -inf.
 //
 // Tensors (last dim contiguous everywhere, 16-byte aligned rows):
-//   q          bf16  [B * q_len, Hq, D]          D = 128
+//   q          bf16  [B * q_len, Hq, D]          D = 128 (fp8 e4m3 with an FP8 cache)
 //   k_cache    bf16  [num_pages, page_size, Hkv, D]  any strides on dims 0-2
-//   v_cache    bf16  same shape as k_cache (NHD, HND or one interleaved allocation)
+//              (or fp8 e4m3, see FP8 below)
+//   v_cache    same dtype and shape as k_cache (NHD, HND or one interleaved allocation)
 //   page_table int32 [B, max_pages]             row stride may exceed max_pages
 //   kv_lens    int32 [B]                        0 <= L <= max_pages * page_size
 //   out        bf16  [B * q_len, Hq, D]
 //   lse_out    fp32  [B * q_len, Hq] or empty
 // page_size in {1, 16, 32, 64, 128}; Hq = group * Hkv with group 1..16;
 // q_len 1..8.
+//
+// FP8 (k_cache and v_cache float8_e4m3fn): logits are
+// softmax_scale * (q * q_scale) . (k * k_scale) and the output
+// sum(p * v * v_scale); the scales (float32, on the GPU) follow the scheme:
+//   scheme                  q_scale (fp8 q only)  k_scale                       v_scale
+//   kPerTensor              [1] or []             [1] or []                     [1] or []
+//   kQTokenHeadKvTensor     [B * q_len, Hq]       [1] or []                     [1] or []
+//   kQkTokenHeadVHead       [B * q_len, Hq]       [num_pages, page_size, Hkv]   [Hkv]
+// (any strides). K and V enter the tensor cores as exact fp16 and P as fp16;
+// a bf16 q is rounded to fp16, saturating at +-65504.
 //
 // The plan: KV is cut into tiles of 64 tokens; the tiles of all (request, kv
 // head) units are laid end to end and dealt to `num_bins` CTAs in equal
@@ -50,14 +61,17 @@ struct DecodePlanInfo {
   int32_t num_slots = 0;        // partial results the workspace can hold
   int64_t workspace_bytes = 0;  // device workspace (16-byte aligned)
   int64_t schedule_words = 0;   // int32 words of the schedule at the start of the workspace
+  DType kv_dtype = DType::kBFloat16;  // the cache dtype the bins were sized for
 };
 
 // Chooses the bins for `device` and sizes the workspace. Throws Error for
 // unsupported shapes (head_dim, group, q_len) with the reason. device < 0
 // gives a one-bin description without touching a GPU (argument checks only).
+// kv_dtype (bf16 or fp8 e4m3): the cache the plan will serve (the kernels of
+// the two differ in CTAs per SM, hence in bins).
 DecodePlanInfo make_decode_plan_info(int32_t batch, int32_t num_q_heads, int32_t num_kv_heads,
                                      int32_t head_dim, int32_t q_len, int32_t sliding_window,
-                                     int device);
+                                     int device, DType kv_dtype = DType::kBFloat16);
 
 // Writes the schedule for kv_lens (int32 [batch], on the GPU) into workspace
 // (uint8 [info.workspace_bytes] on the same GPU). One small kernel.
@@ -70,9 +84,19 @@ void plan_decode_attention(const Tensor& kv_lens, const DecodePlanInfo& info,
 void decode_attention_schedule_host(const Tensor& kv_lens, const DecodePlanInfo& info,
                                     const Tensor& schedule);
 
+// The scaling schemes of an FP8 KV cache (see above).
+enum class Fp8Scheme : int32_t {
+  kPerTensor = 0,
+  kQTokenHeadKvTensor = 1,
+  kQkTokenHeadVHead = 2,
+};
+
 struct DecodeAttentionOptions {
   float softmax_scale = 0.0f;  // 0: 1 / sqrt(head_dim)
   float soft_cap = 0.0f;       // 0: off
+  // FP8 caches only (empty Tensors otherwise; q_scale only with an fp8 q).
+  Fp8Scheme scheme = Fp8Scheme::kPerTensor;
+  Tensor q_scale, k_scale, v_scale;
 };
 
 // Runs attention with a workspace that plan_decode_attention filled for the

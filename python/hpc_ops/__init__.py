@@ -15,7 +15,7 @@ except ImportError as e:  # pragma: no cover - a broken install
     raise ImportError("hpc_ops: the compiled module hpc_ops._C is missing or does not load "
                       f"({e}); reinstall with `pip install .` from the repository") from e
 
-from .attention import DecodePlan, decode_attention, decode_schedule_cpu, plan_decode_attention
+from .attention import DecodePlan, Fp8Scheme, decode_attention, decode_schedule_cpu, plan_decode_attention
 from .activation import gelu_tanh_and_mul, gelu_tanh_and_mul_masked, silu_and_mul
 from .activation import silu_and_mul_masked
 from .norm import fused_add_rms_norm, rms_norm
@@ -35,6 +35,7 @@ __all__ = [
     "plan_decode_attention",
     "decode_schedule_cpu",
     "DecodePlan",
+    "Fp8Scheme",
     "built_families",
 ]
 

@@ -93,12 +93,16 @@ def _(kv_lens, info, workspace):
 @torch.library.custom_op("hpc_ops::decode_attention", mutates_args=("out", "lse"))
 def decode_attention_op(q: Tensor, k_cache: Tensor, v_cache: Tensor, page_table: Tensor,
                         kv_lens: Tensor, info: List[int], workspace: Tensor, softmax_scale: float,
-                        soft_cap: float, out: Tensor, lse: Optional[Tensor]) -> None:
+                        soft_cap: float, scheme: int, q_scale: Optional[Tensor],
+                        k_scale: Optional[Tensor], v_scale: Optional[Tensor], out: Tensor,
+                        lse: Optional[Tensor]) -> None:
     _C.decode_attention(desc(q), desc(k_cache), desc(v_cache), desc(page_table), desc(kv_lens),
-                        tuple(info), desc(workspace), softmax_scale, soft_cap, desc(out),
-                        desc_or_none(lse), stream_of(q))
+                        tuple(info), desc(workspace), softmax_scale, soft_cap, scheme,
+                        desc_or_none(q_scale), desc_or_none(k_scale), desc_or_none(v_scale),
+                        desc(out), desc_or_none(lse), stream_of(q))
 
 
 @decode_attention_op.register_fake
-def _(q, k_cache, v_cache, page_table, kv_lens, info, workspace, softmax_scale, soft_cap, out, lse):
+def _(q, k_cache, v_cache, page_table, kv_lens, info, workspace, softmax_scale, soft_cap, scheme,
+      q_scale, k_scale, v_scale, out, lse):
     return None

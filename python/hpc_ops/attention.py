@@ -1,15 +1,17 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Paged decode attention (BF16 KV cache) with MTP query tokens, GQA, split-KV
-and a load-balancing plan that can be refreshed inside a CUDA graph."""
+"""Paged decode attention (BF16 or FP8 KV cache) with MTP query tokens, GQA,
+split-KV and a load-balancing plan that can be refreshed inside a CUDA graph."""
 from __future__ import annotations
 
+import enum
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
 from . import _C, _ops
-from ._tensor import as_tensor, desc, desc_or_none, direct_call_ok, stream_of
+from ._tensor import _DTYPE_CODES, _UNKNOWN_DTYPE, as_tensor, desc, desc_or_none, direct_call_ok
+from ._tensor import stream_of
 
 _HEAD_DIM = 128
 
@@ -36,11 +38,47 @@ def _positive_float(op, name, value):
     return v
 
 
+class Fp8Scheme(str, enum.Enum):
+    """How an FP8 KV cache (and an FP8 q) is scaled; scales are float32
+    dequantization multipliers (real = fp8 * scale) on the GPU.
+
+    ============================  ==========================  ==================  ============
+    scheme                        q_scale (FP8 q only)        k_scale             v_scale
+    ============================  ==========================  ==================  ============
+    ``per_tensor``                one element                 one element         one element
+    ``q_token_head__kv_tensor``   ``[B * q_len, Hq]``         one element         one element
+    ``qk_token_head__v_head``     ``[B * q_len, Hq]``         ``[num_pages,       ``[Hkv]``
+                                                              page_size, Hkv]``
+    ============================  ==========================  ==================  ============
+
+    "One element" is shape ``[]`` or ``[1]``. Per-token k scales are indexed
+    like the cache (any strides). A bf16 q takes no q_scale.
+    """
+
+    PER_TENSOR = "per_tensor"
+    Q_TOKEN_HEAD__KV_TENSOR = "q_token_head__kv_tensor"
+    QK_TOKEN_HEAD__V_HEAD = "qk_token_head__v_head"
+
+
+_SCHEME_CODES = {Fp8Scheme.PER_TENSOR: 0, Fp8Scheme.Q_TOKEN_HEAD__KV_TENSOR: 1,
+                 Fp8Scheme.QK_TOKEN_HEAD__V_HEAD: 2}
+
+
+def _scheme_code(op, scheme) -> int:
+    if scheme is None:
+        return 0
+    try:
+        return _SCHEME_CODES[Fp8Scheme(scheme)]
+    except ValueError:
+        names = ", ".join(s.value for s in Fp8Scheme)
+        raise ValueError(f"hpc_ops.{op}: scheme = {scheme!r}, expected one of {names}") from None
+
+
 class DecodePlan:
     """A decode-attention schedule and its workspace on the GPU.
 
     Made by :func:`plan_decode_attention` for one batch size, head layout,
-    q_len and sliding window. ``update(kv_lens)`` recomputes the schedule on the
+    q_len, sliding window and KV-cache dtype (``kv_dtype``). ``update(kv_lens)`` recomputes the schedule on the
     GPU (one small kernel, no host synchronization), so capturing
     ``plan.update(kv_lens); decode_attention(..., plan=plan)`` in a CUDA graph
     serves every step whatever the lengths. Workspace:
@@ -53,7 +91,7 @@ class DecodePlan:
         self.info = tuple(int(v) for v in info)
         (self.batch, self.num_q_heads, self.num_kv_heads, self.head_dim, self.q_len,
          self.sliding_window, self.num_bins, self.num_slots, self.workspace_bytes,
-         self.schedule_words) = self.info
+         self.schedule_words, self.kv_dtype_code) = self.info
         self.workspace = workspace
 
     def update(self, kv_lens) -> "DecodePlan":
@@ -71,14 +109,27 @@ class DecodePlan:
 
     def __repr__(self):
         return (f"DecodePlan(batch={self.batch}, heads={self.num_q_heads}/{self.num_kv_heads}, "
-                f"q_len={self.q_len}, window={self.sliding_window}, bins={self.num_bins}, "
+                f"q_len={self.q_len}, window={self.sliding_window}, kv_dtype code "
+                f"{self.kv_dtype_code}, bins={self.num_bins}, "
                 f"workspace={self.workspace_bytes} B)")
 
 
+def _plannable(dtype):
+    """A cache dtype a plan can be made for (others are the call's error to name)."""
+    return dtype if dtype in (torch.bfloat16, torch.float8_e4m3fn) else torch.bfloat16
+
+
+def _kv_dtype_code(kv_dtype) -> int:
+    return _DTYPE_CODES.get(kv_dtype, _UNKNOWN_DTYPE)
+
+
 def plan_decode_attention(kv_lens, *, num_q_heads: int, num_kv_heads: int, head_dim: int = 128,
-                          q_len: int = 1, sliding_window: Optional[int] = None) -> DecodePlan:
+                          q_len: int = 1, sliding_window: Optional[int] = None,
+                          kv_dtype: torch.dtype = torch.bfloat16) -> DecodePlan:
     """Allocate a :class:`DecodePlan` for ``kv_lens`` (int32 [B] on the GPU)
-    and compute its schedule. Reuse it across layers and steps with
+    and compute its schedule. ``kv_dtype``: the cache's dtype (bfloat16 or
+    float8_e4m3fn; the FP8 kernel runs more CTAs per SM, so it gets more
+    bins). Reuse the plan across layers and steps with
     ``plan.update(new_kv_lens)``."""
     op = "plan_decode_attention"
     kv_lens = as_tensor(kv_lens, op, "kv_lens")
@@ -92,7 +143,7 @@ def plan_decode_attention(kv_lens, *, num_q_heads: int, num_kv_heads: int, head_
     _int_arg(op, "q_len", q_len, 1)
     window = _window_code(op, sliding_window)
     info = _C.make_decode_plan_info(kv_lens.shape[0], num_q_heads, num_kv_heads, head_dim, q_len,
-                                    window, kv_lens.get_device())
+                                    window, kv_lens.get_device(), _kv_dtype_code(kv_dtype))
     workspace = torch.empty(info[8], dtype=torch.uint8, device=kv_lens.device)
     return DecodePlan(info, workspace).update(kv_lens)
 
@@ -108,7 +159,7 @@ def decode_schedule_cpu(kv_lens, *, num_q_heads: int, num_kv_heads: int, head_di
     batch = kv_lens.shape[0] if kv_lens.dim() >= 1 else 0
     # Validates heads, head_dim, q_len and window; then takes the given bins.
     info = list(_C.make_decode_plan_info(batch, num_q_heads, num_kv_heads, head_dim, q_len,
-                                         _window_code(op, sliding_window), -1))
+                                         _window_code(op, sliding_window), -1, 2))
     words = 8 + 2 * (batch * num_kv_heads + 1) + batch + num_bins
     info[6], info[7], info[9] = num_bins, 2 * num_bins, words
     schedule = torch.empty(words, dtype=torch.int32)
@@ -117,20 +168,28 @@ def decode_schedule_cpu(kv_lens, *, num_q_heads: int, num_kv_heads: int, head_di
 
 
 def decode_attention(q, k_cache, v_cache, page_table, kv_lens, *, q_len: int = 1,
+                     scheme: Union[Fp8Scheme, str, None] = None, q_scale=None, k_scale=None,
+                     v_scale=None,
                      softmax_scale: Optional[float] = None, sliding_window: Optional[int] = None,
                      soft_cap: Optional[float] = None, plan: Optional[DecodePlan] = None,
                      out=None, return_lse: bool = False, lse_out=None):
-    """Attention of this step's query tokens over a paged BF16 KV cache.
+    """Attention of this step's query tokens over a paged BF16 or FP8 KV cache.
 
     Parameters
     ----------
-    q : bfloat16 ``[B * q_len, Hq, 128]``; rows ``b*q_len .. b*q_len + q_len - 1``
-        are request b's query tokens, its last q_len positions (causal among
-        themselves). ``q_len`` 1..8.
-    k_cache, v_cache : bfloat16 ``[num_pages, page_size, Hkv, 128]``, last dim
-        contiguous, any strides otherwise (NHD, HND, or views of one
-        interleaved allocation). page_size in {1, 16, 32, 64, 128}; Hq = group
-        * Hkv with group 1..16.
+    q : bfloat16 ``[B * q_len, Hq, 128]`` (float8_e4m3fn with an FP8 cache);
+        rows ``b*q_len .. b*q_len + q_len - 1`` are request b's query tokens,
+        its last q_len positions (causal among themselves). ``q_len`` 1..8.
+    k_cache, v_cache : both bfloat16 or both float8_e4m3fn
+        ``[num_pages, page_size, Hkv, 128]``, last dim contiguous, any strides
+        otherwise (NHD, HND, or views of one interleaved allocation).
+        page_size in {1, 16, 32, 64, 128}; Hq = group * Hkv with group 1..16.
+    scheme, q_scale, k_scale, v_scale : FP8 caches only: the scaling scheme
+        (:class:`Fp8Scheme` or its name; default ``per_tensor``) and float32
+        dequantization scales on the GPU, shaped as that class lists. Logits
+        are ``softmax_scale * (q * q_scale) . (k * k_scale)`` and the output
+        ``sum(p * v * v_scale)``. K and V enter the tensor cores as exact
+        fp16, P as fp16; a bf16 q is rounded to fp16 (saturating at 65504).
     page_table : int32 ``[B, max_pages]`` (row stride may exceed max_pages):
         token t of request b is in page ``page_table[b, t // page_size]``.
     kv_lens : int32 ``[B]`` on the GPU: tokens in the cache per request, this
@@ -158,6 +217,9 @@ def decode_attention(q, k_cache, v_cache, page_table, kv_lens, *, q_len: int = 1
     window = _window_code(op, sliding_window)
     scale = _positive_float(op, "softmax_scale", softmax_scale)
     cap = _positive_float(op, "soft_cap", soft_cap)
+    scheme_code = _scheme_code(op, scheme)
+    scales = [None if s is None else as_tensor(s, op, name)
+              for s, name in ((q_scale, "q_scale"), (k_scale, "k_scale"), (v_scale, "v_scale"))]
     if q.dim() != 3 or k_cache.dim() != 4:
         raise ValueError(f"hpc_ops.{op}: q must be [batch * q_len, num_q_heads, head_dim] and "
                          f"k_cache [num_pages, page_size, num_kv_heads, head_dim], got q "
@@ -176,13 +238,15 @@ def decode_attention(q, k_cache, v_cache, page_table, kv_lens, *, q_len: int = 1
         if usable:
             plan = plan_decode_attention(kv_lens, num_q_heads=q.shape[1],
                                          num_kv_heads=k_cache.shape[2], head_dim=q.shape[2],
-                                         q_len=q_len, sliding_window=sliding_window)
+                                         q_len=q_len, sliding_window=sliding_window,
+                                         kv_dtype=_plannable(k_cache.dtype))
         else:
             # No plan can be made: a device-free description lets the core
             # name what is wrong (it raises before any launch).
             batch = kv_lens.shape[0] if kv_lens.dim() >= 1 else 0
             info = _C.make_decode_plan_info(batch, q.shape[1], k_cache.shape[2], q.shape[2],
-                                            q_len, window, -1)
+                                            q_len, window, -1,
+                                            _kv_dtype_code(_plannable(k_cache.dtype)))
             plan = DecodePlan(info, torch.empty(info[8], dtype=torch.uint8))
     elif not isinstance(plan, DecodePlan):
         raise ValueError(f"hpc_ops.{op}: plan must be a DecodePlan, got {type(plan).__name__}")
@@ -192,9 +256,10 @@ def decode_attention(q, k_cache, v_cache, page_table, kv_lens, *, q_len: int = 1
                          f"sliding_window={sliding_window}")
     if direct_call_ok(q):
         _C.decode_attention(desc(q), desc(k_cache), desc(v_cache), desc(page_table), desc(kv_lens),
-                            plan.info, desc(plan.workspace), scale, cap, desc(out),
-                            desc_or_none(lse), stream_of(q))
+                            plan.info, desc(plan.workspace), scale, cap, scheme_code,
+                            *(desc_or_none(s) for s in scales), desc(out), desc_or_none(lse),
+                            stream_of(q))
     else:
         _ops.decode_attention_op(q, k_cache, v_cache, page_table, kv_lens, list(plan.info),
-                                 plan.workspace, scale, cap, out, lse)
+                                 plan.workspace, scale, cap, scheme_code, *scales, out, lse)
     return (out, lse) if lse is not None and (return_lse or lse_out is not None) else out

@@ -34,11 +34,96 @@ using detail::Checker;
 bool is_supported_page_size(int64_t n) { return n == 1 || n == 16 || n == 32 || n == 64 || n == 128; }
 
 void check_cache(const Checker& check, const Tensor& c, const char* name) {
-  check.dtype(c, name, {DType::kBFloat16});
+  check.dtype(c, name, {DType::kBFloat16, DType::kFloat8E4M3});
   check.ndim(c, name, 4, "[num_pages, page_size, num_kv_heads, head_dim]");
   check.last_dim_contiguous(c, name);
   check.non_negative_strides(c, name);
   check.aligned(c, name, 16);
+}
+
+const char* scheme_name(Fp8Scheme s) {
+  switch (s) {
+    case Fp8Scheme::kPerTensor: return "per_tensor";
+    case Fp8Scheme::kQTokenHeadKvTensor: return "q_token_head__kv_tensor";
+    case Fp8Scheme::kQkTokenHeadVHead: return "qk_token_head__v_head";
+  }
+  return "?";
+}
+
+bool has(const Tensor& t) { return t.data != nullptr; }
+
+// A float32 scale tensor of exactly one element (shape [] or [1], or any
+// shape of one element).
+void check_one_scale(const Checker& check, const Tensor& t, const char* name, Fp8Scheme scheme) {
+  check.dtype(t, name, {DType::kFloat32});
+  if (t.numel() != 1) {
+    check.invalid(name, " must hold one element for scheme ", scheme_name(scheme), ", got shape ",
+                  detail::shape_string(t));
+  }
+}
+
+// A float32 scale tensor of the given rank and sizes (any non-negative strides).
+void check_scale_shape(const Checker& check, const Tensor& t, const char* name, Fp8Scheme scheme,
+                       std::initializer_list<int64_t> sizes, const char* layout) {
+  check.dtype(t, name, {DType::kFloat32});
+  bool ok = t.ndim == static_cast<int>(sizes.size());
+  int d = 0;
+  for (const int64_t n : sizes) ok = ok && t.shape[d++] == n;
+  if (!ok) {
+    check.invalid(name, " must be ", layout, " for scheme ", scheme_name(scheme), ", got shape ",
+                  detail::shape_string(t));
+  }
+  check.non_negative_strides(t, name);
+}
+
+// The FP8 scales against the scheme, filled into p. Structural checks only.
+void check_fp8_scales(const Checker& check, const DecodeAttentionOptions& o, const Tensor& q,
+                      const Tensor& k_cache, bool q_fp8, bool kv_fp8, attention::DecodeParams& p) {
+  const int s = static_cast<int>(o.scheme);
+  if (s < 0 || s > 2) check.invalid("scheme = ", s, ", expected 0, 1 or 2 (an Fp8Scheme)");
+  if (!kv_fp8) {
+    for (const auto& [t, name] : {std::pair<const Tensor*, const char*>{&o.q_scale, "q_scale"},
+                                  {&o.k_scale, "k_scale"}, {&o.v_scale, "v_scale"}}) {
+      if (has(*t)) check.invalid(name, " was given, but the KV cache is bfloat16 (scales are for an FP8 cache)");
+    }
+    if (o.scheme != Fp8Scheme::kPerTensor) {
+      check.invalid("scheme ", scheme_name(o.scheme), " was given, but the KV cache is bfloat16");
+    }
+    return;
+  }
+  if (!has(o.k_scale)) check.invalid("k_scale is required with an FP8 KV cache");
+  if (!has(o.v_scale)) check.invalid("v_scale is required with an FP8 KV cache");
+  if (q_fp8 && !has(o.q_scale)) check.invalid("q_scale is required with an FP8 q");
+  if (!q_fp8 && has(o.q_scale)) {
+    check.invalid("q_scale was given, but q is bfloat16 (q_scale is for an FP8 q)");
+  }
+  const int64_t kv_heads = k_cache.shape[2];
+  if (q_fp8) {
+    if (o.scheme == Fp8Scheme::kPerTensor) {
+      check_one_scale(check, o.q_scale, "q_scale", o.scheme);
+    } else {
+      check_scale_shape(check, o.q_scale, "q_scale", o.scheme, {q.shape[0], q.shape[1]},
+                        "[batch * q_len, num_q_heads] (q.shape[:2])");
+      p.q_scale_strides[0] = o.q_scale.strides[0];
+      p.q_scale_strides[1] = o.q_scale.strides[1];
+    }
+    p.q_scale = static_cast<const float*>(o.q_scale.data);
+  }
+  if (o.scheme == Fp8Scheme::kQkTokenHeadVHead) {
+    check_scale_shape(check, o.k_scale, "k_scale", o.scheme,
+                      {k_cache.shape[0], k_cache.shape[1], kv_heads},
+                      "[num_pages, page_size, num_kv_heads] (k_cache.shape[:3])");
+    check_scale_shape(check, o.v_scale, "v_scale", o.scheme, {kv_heads},
+                      "[num_kv_heads] (k_cache.shape[2])");
+    p.k_scale_per_token = true;
+    for (int d = 0; d < 3; ++d) p.k_scale_strides[d] = o.k_scale.strides[d];
+    p.v_scale_stride = o.v_scale.strides[0];
+  } else {
+    check_one_scale(check, o.k_scale, "k_scale", o.scheme);
+    check_one_scale(check, o.v_scale, "v_scale", o.scheme);
+  }
+  p.k_scale = static_cast<const float*>(o.k_scale.data);
+  p.v_scale = static_cast<const float*>(o.v_scale.data);
 }
 
 }  // namespace
@@ -48,8 +133,9 @@ void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
                       const Tensor& workspace, const DecodeAttentionOptions& options,
                       const Tensor& out, const Tensor& lse, cudaStream_t stream) {
   const Checker check("decode_attention");
+  attention::DecodeParams p;
   // q
-  check.dtype(q, "q", {DType::kBFloat16});
+  check.dtype(q, "q", {DType::kBFloat16, DType::kFloat8E4M3});
   check.ndim(q, "q", 3, "[batch * q_len, num_q_heads, head_dim]");
   check.last_dim_contiguous(q, "q");
   check.aligned(q, "q", 16);
@@ -61,6 +147,15 @@ void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
   check_cache(check, k_cache, "k_cache");
   check_cache(check, v_cache, "v_cache");
   check.same_shape(v_cache, "v_cache", k_cache, "k_cache");
+  if (v_cache.dtype != k_cache.dtype) {
+    check.invalid("v_cache is ", dtype_name(v_cache.dtype), " but k_cache is ",
+                  dtype_name(k_cache.dtype), "; both must be bfloat16 or both float8_e4m3fn");
+  }
+  const bool kv_fp8 = k_cache.dtype == DType::kFloat8E4M3;
+  const bool q_fp8 = q.dtype == DType::kFloat8E4M3;
+  if (q_fp8 && !kv_fp8) {
+    check.invalid("q is float8_e4m3fn but the KV cache is bfloat16; an FP8 q needs an FP8 cache");
+  }
   const int64_t page_size = k_cache.shape[1], kv_heads = k_cache.shape[2];
   if (!is_supported_page_size(page_size)) {
     check.unsupported("page_size (k_cache.shape[1]) = ", page_size,
@@ -89,6 +184,10 @@ void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
                   info.num_kv_heads, " kv heads, head_dim ", info.head_dim, "; this call has batch ",
                   batch, ", ", q.shape[1], " q heads, ", kv_heads, " kv heads, head_dim ", q.shape[2]);
   }
+  if (info.kv_dtype != k_cache.dtype) {
+    check.invalid("the plan was made for a ", dtype_name(info.kv_dtype), " KV cache; k_cache is ",
+                  dtype_name(k_cache.dtype), " (pass kv_dtype when planning)");
+  }
   if (q.shape[0] != batch * info.q_len) {
     check.invalid("q.shape[0] = ", q.shape[0], ", expected batch * q_len = ", batch, " * ",
                   info.q_len);
@@ -114,6 +213,7 @@ void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
   if (!std::isfinite(options.soft_cap) || options.soft_cap < 0.0f) {
     check.invalid("soft_cap = ", options.soft_cap, ", expected a finite value > 0 (or 0: off)");
   }
+  check_fp8_scales(check, options, q, k_cache, q_fp8, kv_fp8, p);
   // devices (structure first, so host tensors get the structural messages too)
   check.on_cuda(q, "q");
   for (const auto& [t, name] : {std::pair<const Tensor*, const char*>{&k_cache, "k_cache"},
@@ -122,15 +222,20 @@ void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
     check.same_device(*t, name, q, "q");
   }
   if (has_lse) check.same_device(lse, "lse_out", q, "q");
+  for (const auto& [t, name] : {std::pair<const Tensor*, const char*>{&options.q_scale, "q_scale"},
+                                {&options.k_scale, "k_scale"}, {&options.v_scale, "v_scale"}}) {
+    if (has(*t)) check.same_device(*t, name, q, "q");
+  }
   attention::check_workspace(check, workspace, info, kv_lens);
   if (batch == 0) return;
 
-  attention::DecodeParams p;
-  p.q = static_cast<const __nv_bfloat16*>(q.data);
+  p.q = q.data;
+  p.q_fp8 = q_fp8;
+  p.kv_fp8 = kv_fp8;
   p.q_row_stride = q.strides[0];
   p.q_head_stride = q.strides[1];
-  p.k = static_cast<const __nv_bfloat16*>(k_cache.data);
-  p.v = static_cast<const __nv_bfloat16*>(v_cache.data);
+  p.k = k_cache.data;
+  p.v = v_cache.data;
   for (int d = 0; d < 3; ++d) {
     p.k_strides[d] = k_cache.strides[d];
     p.v_strides[d] = v_cache.strides[d];

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The paged decode-attention kernel (BF16 KV, head dim 128).
+// The paged decode-attention kernel, head dim 128, for a BF16 or FP8 KV cache
+// (the format-specific fragment code is in decode_kv_formats.cuh).
 //
 // Grid: one CTA per bin of the schedule (decode_plan.h); a CTA walks its run
 // of 64-token tiles, which may cover the end of one (request, kv head) unit,
@@ -12,10 +13,12 @@
 // each KV tile (64 / kWarpsN tokens), so all four warps of a small-group CTA
 // stream KV; their softmax states meet in shared memory at the end.
 // Per tile: S = Q K^T with mma.sync m16n8k16 (Q fragments held in registers
-// for the whole piece, K via ldmatrix), base-2 online softmax in registers,
-// O += P V with P re-packed from the S accumulators and V via ldmatrix.trans.
-// K and V pages arrive through a 3-stage cp.async ring (16-byte copies from
-// any page / slot / head strides; page sizes 1-128 cost the same).
+// for the whole piece), scaling (FP8 scales folded into one multiplier per
+// row, per-token k scales from shared memory), base-2 online softmax in
+// registers, O += P V with P re-packed from the S accumulators.
+// K and V pages (and per-token k scales) arrive through a cp.async ring
+// (16-byte copies from any page / slot / head strides; page sizes 1-128 cost
+// the same).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -24,16 +27,14 @@
 #include <cstdint>
 
 #include "attention/decode_kernels.h"
+#include "attention/decode_kv_formats.cuh"
 #include "common/mma_sm80.cuh"
 
 namespace hpc_ops::attention {
 
-constexpr int kStages = 3;
-constexpr int kRowBytes = kDecodeHeadDim * 2;           // one token's K (or V) of one head
-constexpr int kChunksPerRow = kRowBytes / 16;           // 16
-constexpr int kTileBytes = kDecodeTileTokens * kRowBytes;  // 16 KB
+constexpr float kLog2e = 1.4426950408889634f;
 
-template <int kMTiles>
+template <int kMTiles, class Kv>
 struct DecodeGeometry {
   static constexpr int kWarpsN = kMTiles >= 4 ? 1 : 4 / kMTiles;
   static constexpr int kWarps = kMTiles * kWarpsN;
@@ -41,19 +42,16 @@ struct DecodeGeometry {
   static constexpr int kTokensPerWarp = kDecodeTileTokens / kWarpsN;  // 16, 32 or 64
   static constexpr int kNTiles = kTokensPerWarp / 8;                  // S columns of 8
   static constexpr int kRows = 16 * kMTiles;
-  static constexpr int kQBytes = kRows * kRowBytes;
-  static constexpr int kStageBytes = 2 * kTileBytes;  // K and V
+  static constexpr int kChunksPerToken = Kv::kTokenBytes / 16;
+  static constexpr int kQBytes = Kv::kQInSharedMemory ? kRows * Kv::kTokenBytes : 0;
+  static constexpr int kTileBytes = kDecodeTileTokens * Kv::kTokenBytes;
+  static constexpr int kScaleBytes = Kv::kFp8 ? kDecodeTileTokens * 4 : 0;  // per-token k scales
+  static constexpr int kStageBytes = 2 * kTileBytes + kScaleBytes;          // K, V, k scales
   static constexpr int kCombineBytes = kWarps * 16 * kDecodeHeadDim * 4;
-  static constexpr int kRingBytes = kStages * kStageBytes;
+  static constexpr int kRingBytes = Kv::kStages * kStageBytes;
   static_assert(kCombineBytes <= kRingBytes, "the combine buffer reuses the ring");
   static constexpr int kSmemBytes = kQBytes + kRingBytes;
 };
-
-// Byte offset of (row, 16-byte chunk) in a [rows][256 B] tile; the XOR swizzle
-// makes the 8 rows an ldmatrix reads fall in 8 different bank groups.
-__device__ __forceinline__ uint32_t swizzled(int row, int chunk) {
-  return static_cast<uint32_t>(row * kRowBytes + ((chunk ^ (row & 7)) << 4));
-}
 
 // The usable length of request b: kv_lens clamped to the page table's reach.
 __device__ __forceinline__ int32_t usable_len(const DecodeParams& p, int b) {
@@ -64,55 +62,103 @@ __device__ __forceinline__ int32_t usable_len(const DecodeParams& p, int b) {
   return static_cast<int32_t>(len < kMaxKvLen ? len : kMaxKvLen);
 }
 
-template <int kMTiles>
+template <int kMTiles, class Kv>
 struct DecodeCta {
-  using G = DecodeGeometry<kMTiles>;
+  using G = DecodeGeometry<kMTiles, Kv>;
+  static constexpr int kStages = Kv::kStages;
   const DecodeParams& p;
   uint8_t* smem;
   float (*row_max)[16];
   float (*row_sum)[16];
   int warp, lane, m_tile, n_part;
 
-  // Issues the cp.async copies of KV tile `tile` (absolute within the request)
-  // into ring stage `stage`; tokens at or past len are zero-filled.
-  __device__ void load_tile(int b, int h, int tile, int len, int stage) const {
-    const uint32_t k_base = device::shared_address(smem + G::kQBytes + stage * G::kStageBytes);
-    const uint32_t v_base = k_base + kTileBytes;
-    const int32_t* pages = p.page_table + b * p.page_table_stride;
-    const int page_mask = (1 << p.page_shift) - 1;
-    constexpr int kCopies = kDecodeTileTokens * kChunksPerRow / G::kThreads;
+  __device__ uint8_t* stage_ptr(int stage) const { return smem + G::kQBytes + stage * G::kStageBytes; }
+
+  // The tile copies: a thread always moves the same 16-byte chunk of its
+  // rows row0 + i * kRowStep (i < kCopies) of every tile, K and V. Lanes run
+  // along a row, so each warp-wide copy reads whole 128-byte lines (one row
+  // per thread with 16 copies each was 1.8x slower: half-used sectors).
+  static constexpr int kRowStep = G::kThreads / G::kChunksPerToken;
+  static constexpr int kCopies = kDecodeTileTokens / kRowStep;
+  static_assert(G::kThreads % G::kChunksPerToken == 0 && kDecodeTileTokens % kRowStep == 0,
+                "whole rows per pass");
+
+  // What stays fixed over a piece: the request's page-table row and this
+  // thread's chunk of head h at page 0, slot 0.
+  struct CopySource {
+    const int32_t* pages;
+    const uint8_t* k;
+    const uint8_t* v;
+    const float* k_scale;  // head h, page 0, slot 0 (per-token k scales; chunk-0 threads)
+    int row0, chunk;
+  };
+
+  __device__ CopySource copy_source(int b, int h) const {
+    CopySource c;
+    c.row0 = threadIdx.x / G::kChunksPerToken;
+    c.chunk = threadIdx.x % G::kChunksPerToken;
+    c.pages = p.page_table + b * p.page_table_stride;
+    c.k = static_cast<const uint8_t*>(p.k) + h * p.k_strides[2] * Kv::kElementBytes + c.chunk * 16;
+    c.v = static_cast<const uint8_t*>(p.v) + h * p.v_strides[2] * Kv::kElementBytes + c.chunk * 16;
+    c.k_scale = p.k_scale_per_token && c.chunk == 0 ? p.k_scale + h * p.k_scale_strides[2] : nullptr;
+    return c;
+  }
+
+  // Page ids of this thread's rows of tile `tile` (rows past len take the
+  // last token's page: always a valid entry, never copied from). Fetched a
+  // tile ahead of issue_tile so the page-table round trip overlaps the math
+  // (fetched at issue time, 64 x 4K took 277 us instead of 266).
+  __device__ void fetch_pages(const CopySource& c, int tile, int len, int32_t (&page)[kCopies]) const {
 #pragma unroll
     for (int i = 0; i < kCopies; ++i) {
-      const int idx = threadIdx.x + i * G::kThreads;
-      const int row = idx / kChunksPerRow, chunk = idx % kChunksPerRow;
+      const int token = tile * kDecodeTileTokens + c.row0 + i * kRowStep;
+      page[i] = c.pages[(token < len ? token : len - 1) >> p.page_shift];
+    }
+  }
+
+  // Issues the cp.async copies of KV tile `tile` (absolute within the request)
+  // into ring stage `stage`; tokens at or past len are zero-filled.
+  __device__ void issue_tile(const CopySource& c, int tile, int len, const int32_t (&page)[kCopies],
+                             int stage) const {
+    const uint32_t k_base = device::shared_address(stage_ptr(stage));
+    const uint32_t v_base = k_base + G::kTileBytes;
+    const uint32_t scale_base = v_base + G::kTileBytes;
+    const int page_mask = (1 << p.page_shift) - 1;
+#pragma unroll
+    for (int i = 0; i < kCopies; ++i) {
+      const int row = c.row0 + i * kRowStep;
       const int token = tile * kDecodeTileTokens + row;
-      const bool ok = token < len;
-      const __nv_bfloat16* k_src = p.k;
-      const __nv_bfloat16* v_src = p.v;
-      if (ok) {
-        const int64_t page = pages[token >> p.page_shift];
-        const int64_t slot = token & page_mask;
-        k_src += page * p.k_strides[0] + slot * p.k_strides[1] + h * p.k_strides[2] + chunk * 8;
-        v_src += page * p.v_strides[0] + slot * p.v_strides[1] + h * p.v_strides[2] + chunk * 8;
+      const int bytes = token < len ? 16 : 0;
+      const int64_t pg = page[i], slot = token & page_mask;
+      device::cp_async_16(k_base + Kv::k_offset(row, c.chunk),
+                          c.k + (pg * p.k_strides[0] + slot * p.k_strides[1]) * Kv::kElementBytes,
+                          bytes);
+      device::cp_async_16(v_base + Kv::v_offset(row, c.chunk),
+                          c.v + (pg * p.v_strides[0] + slot * p.v_strides[1]) * Kv::kElementBytes,
+                          bytes);
+      if constexpr (Kv::kFp8) {
+        if (c.k_scale != nullptr) {
+          device::cp_async_4(scale_base + row * 4,
+                             c.k_scale + pg * p.k_scale_strides[0] + slot * p.k_scale_strides[1],
+                             bytes / 4);
+        }
       }
-      device::cp_async_16(k_base + swizzled(row, chunk), k_src, ok ? 16 : 0);
-      device::cp_async_16(v_base + swizzled(row, chunk), v_src, ok ? 16 : 0);
     }
   }
 
   // Q rows of unit (b, h) into shared memory (rows past q_len x group: zeros).
-  __device__ void load_q(int b, int h) const {
+  __device__ void stage_q(int b, int h) const {
     const uint32_t base = device::shared_address(smem);
-    for (int idx = threadIdx.x; idx < G::kRows * kChunksPerRow; idx += G::kThreads) {
-      const int row = idx / kChunksPerRow, chunk = idx % kChunksPerRow;
+    for (int idx = threadIdx.x; idx < G::kRows * G::kChunksPerToken; idx += G::kThreads) {
+      const int row = idx / G::kChunksPerToken, chunk = idx % G::kChunksPerToken;
       const bool ok = row < p.rows;
-      const __nv_bfloat16* src = p.q;
+      const __nv_bfloat16* src = static_cast<const __nv_bfloat16*>(p.q);
       if (ok) {
         const int qi = row / p.group, hi = row - qi * p.group;
         src += (int64_t{b} * p.q_len + qi) * p.q_row_stride +
                (int64_t{h} * p.group + hi) * p.q_head_stride + chunk * 8;
       }
-      device::cp_async_16(base + swizzled(row, chunk), src, ok ? 16 : 0);
+      device::cp_async_16(base + Kv::q_offset(row, chunk), src, ok ? 16 : 0);
     }
   }
 
@@ -123,30 +169,52 @@ struct DecodeCta {
     const int g = lane / 4, t = lane % 4;
     const int n_tiles = tile_end - tile_begin;
 
-    load_q(b, h);
+    uint32_t qf[kDecodeDimSteps][4];
+    if constexpr (Kv::kQInSharedMemory) {
+      stage_q(b, h);
+    } else {
+      Kv::q_fragments(qf, p, b, h, m_tile, lane);
+    }
+    const CopySource copies = copy_source(b, h);
+    int32_t pages[kCopies];
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
-      if (s < n_tiles) load_tile(b, h, tile_begin + s, len, s);
+      if (s < n_tiles) {
+        fetch_pages(copies, tile_begin + s, len, pages);
+        issue_tile(copies, tile_begin + s, len, pages, s);
+      }
       device::cp_async_commit();
     }
+    if (kStages - 1 < n_tiles) fetch_pages(copies, tile_begin + kStages - 1, len, pages);
 
     // This thread's two rows (g and g + 8 of its m-tile): the last position
-    // each may attend to, and the first (sliding window).
+    // each may attend to, the first (sliding window), and the factor taking
+    // q.k to a log2 logit (to logit / soft_cap with a soft cap): the softmax
+    // scale and every FP8 scale but the per-token k scale folded together.
     int last_pos[2], first_pos[2];
+    float row_mult[2];
+    const float cap_log2 = p.soft_cap * kLog2e;
+    float scale = p.softmax_scale * (p.soft_cap > 0.0f ? 1.0f / p.soft_cap : kLog2e);
+    if (p.k_scale != nullptr && !p.k_scale_per_token) scale *= p.k_scale[0];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = m_tile * 16 + g + 8 * r;
-      const int qi = row < p.rows ? row / p.group : p.q_len - 1;
+      const bool ok = row < p.rows;
+      const int qi = ok ? row / p.group : p.q_len - 1;
       last_pos[r] = len - p.q_len + qi;
       first_pos[r] = p.sliding_window > 0 ? last_pos[r] - p.sliding_window + 1 : 0;
+      row_mult[r] = scale;
+      if (p.q_scale != nullptr && ok) {
+        const int hi = row - qi * p.group;
+        row_mult[r] *= p.q_scale[(int64_t{b} * p.q_len + qi) * p.q_scale_strides[0] +
+                                 (int64_t{h} * p.group + hi) * p.q_scale_strides[1]];
+      }
     }
 
-    uint32_t qf[kDecodeHeadDim / 16][4];
-    float o[kDecodeHeadDim / 8][4];
+    float o[kDecodeDimTiles][4];
 #pragma unroll
-    for (int n = 0; n < kDecodeHeadDim / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    for (int n = 0; n < kDecodeDimTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
-    const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
     const int tok0 = n_part * G::kTokensPerWarp;
 
     for (int i = 0; i < n_tiles; ++i) {
@@ -154,36 +222,23 @@ struct DecodeCta {
       __syncthreads();
       // The stage read in iteration i - 1 is free once every warp passed the barrier.
       if (i + kStages - 1 < n_tiles) {
-        load_tile(b, h, tile_begin + i + kStages - 1, len, (i + kStages - 1) % kStages);
+        issue_tile(copies, tile_begin + i + kStages - 1, len, pages, (i + kStages - 1) % kStages);
       }
       device::cp_async_commit();
-      if (i == 0) {
-        const uint32_t q_base = device::shared_address(smem);
-#pragma unroll
-        for (int ks = 0; ks < kDecodeHeadDim / 16; ++ks) {
-          const int row = m_tile * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
-          device::ldmatrix_x4(qf[ks], q_base + swizzled(row, 2 * ks + lane / 16));
-        }
+      if (i + kStages < n_tiles) fetch_pages(copies, tile_begin + i + kStages, len, pages);
+      if constexpr (Kv::kQInSharedMemory) {
+        if (i == 0) Kv::q_fragments(qf, device::shared_address(smem), m_tile, lane);
       }
-      const uint32_t k_base =
-          device::shared_address(smem + G::kQBytes + (i % kStages) * G::kStageBytes);
-      const uint32_t v_base = k_base + kTileBytes;
+      uint8_t* stage = stage_ptr(i % kStages);
+      const uint32_t k_base = device::shared_address(stage);
+      const uint32_t v_base = k_base + G::kTileBytes;
+      const float* k_scales = reinterpret_cast<const float*>(stage + 2 * G::kTileBytes);
 
       // ---- S = Q K^T over this warp's token slice ---------------------------
       float s[G::kNTiles][4];
 #pragma unroll
       for (int j = 0; j < G::kNTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-#pragma unroll
-      for (int ks = 0; ks < kDecodeHeadDim / 16; ++ks) {
-#pragma unroll
-        for (int j = 0; j < G::kNTiles; j += 2) {
-          uint32_t kb[4];
-          const int row = tok0 + j * 8 + (lane / 16) * 8 + (lane % 8);
-          device::ldmatrix_x4(kb, k_base + swizzled(row, 2 * ks + (lane / 8) % 2));
-          device::mma_bf16_16816(s[j], qf[ks], kb[0], kb[1]);
-          device::mma_bf16_16816(s[j + 1], qf[ks], kb[2], kb[3]);
-        }
-      }
+      Kv::template qk<G::kNTiles>(s, qf, k_base, tok0, lane);
 
       // ---- scale, soft cap, mask; online softmax (base 2) -------------------
       const int tile_pos0 = (tile_begin + i) * kDecodeTileTokens + tok0;
@@ -192,16 +247,27 @@ struct DecodeCta {
       for (int j = 0; j < G::kNTiles; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
+          s[j][e] *= row_mult[e / 2];
+          if constexpr (Kv::kFp8) {
+            if (p.k_scale_per_token) s[j][e] *= k_scales[tok0 + j * 8 + 2 * t + (e & 1)];
+          }
+        }
+      }
+      if (p.soft_cap > 0.0f) {  // one uniform branch per tile, not per element
+#pragma unroll
+        for (int j = 0; j < G::kNTiles; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[j][e] = cap_log2 * tanhf(s[j][e]);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < G::kNTiles; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
           const int r = e / 2;
           const int pos = tile_pos0 + j * 8 + 2 * t + (e & 1);
-          float x = s[j][e];
-          if (p.soft_cap > 0.0f) {
-            x = p.soft_cap * 1.4426950408889634f * tanhf(x * (p.softmax_scale / p.soft_cap));
-          } else {
-            x *= scale_log2;
-          }
           const bool ok = pos < len && pos <= last_pos[r] && pos >= first_pos[r];
-          s[j][e] = ok ? x : -INFINITY;
+          s[j][e] = ok ? s[j][e] : -INFINITY;
           tile_max[r] = fmaxf(tile_max[r], s[j][e]);
         }
       }
@@ -213,40 +279,31 @@ struct DecodeCta {
         const float m_new = fmaxf(m_run[r], tile_max[r]);
         // A row with nothing visible yet keeps m = -inf; exponents use 0 then.
         const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-        alpha[r] = exp2f(m_run[r] - m_use);
+        alpha[r] = device::fast_exp2(m_run[r] - m_use);
         m_run[r] = m_new;
         l_run[r] *= alpha[r];
 #pragma unroll
         for (int j = 0; j < G::kNTiles; ++j) {
-          s[j][2 * r] = exp2f(s[j][2 * r] - m_use);
-          s[j][2 * r + 1] = exp2f(s[j][2 * r + 1] - m_use);
+          s[j][2 * r] = device::fast_exp2(s[j][2 * r] - m_use);
+          s[j][2 * r + 1] = device::fast_exp2(s[j][2 * r + 1] - m_use);
           l_run[r] += s[j][2 * r] + s[j][2 * r + 1];
         }
       }
+      // (Skipping this when every alpha of the warp is 1, or the masking of
+      // fully visible tiles, made the FP8 kernel 7% slower: the branches cut
+      // the compiler's interleaving of the tile's math.)
+      {
 #pragma unroll
-      for (int n = 0; n < kDecodeHeadDim / 8; ++n) {
-        o[n][0] *= alpha[0];
-        o[n][1] *= alpha[0];
-        o[n][2] *= alpha[1];
-        o[n][3] *= alpha[1];
+        for (int n = 0; n < kDecodeDimTiles; ++n) {
+          o[n][0] *= alpha[0];
+          o[n][1] *= alpha[0];
+          o[n][2] *= alpha[1];
+          o[n][3] *= alpha[1];
+        }
       }
 
       // ---- O += P V -----------------------------------------------------------
-#pragma unroll
-      for (int kk = 0; kk < G::kNTiles / 2; ++kk) {
-        const uint32_t a[4] = {device::pack_bf16x2(s[2 * kk][0], s[2 * kk][1]),
-                               device::pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
-                               device::pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                               device::pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-        const int row = tok0 + kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
-#pragma unroll
-        for (int n = 0; n < kDecodeHeadDim / 8; n += 2) {
-          uint32_t vb[4];
-          device::ldmatrix_x4_trans(vb, v_base + swizzled(row, n + lane / 16));
-          device::mma_bf16_16816(o[n], a, vb[0], vb[1]);
-          device::mma_bf16_16816(o[n + 1], a, vb[2], vb[3]);
-        }
-      }
+      Kv::template pv<G::kNTiles>(o, s, v_base, tok0, lane);
     }
     device::cp_async_wait<0>();
     __syncthreads();  // every warp is done with the ring: it becomes the combine buffer
@@ -261,17 +318,10 @@ struct DecodeCta {
         row_sum[warp][g + 8 * r] = l_run[r];
       }
     }
-    float* combine = reinterpret_cast<float*>(smem + G::kQBytes);  // [warp][16][128]
-#pragma unroll
-    for (int n = 0; n < kDecodeHeadDim / 8; ++n) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float2* dst = reinterpret_cast<float2*>(combine + (warp * 16 + g + 8 * r) * kDecodeHeadDim +
-                                                n * 8 + 2 * t);
-        *dst = make_float2(o[n][2 * r], o[n][2 * r + 1]);
-      }
-    }
+    float* combine = reinterpret_cast<float*>(smem + G::kQBytes);  // [warp * 16 + row][128]
+    Kv::store_o(combine, warp * 16, o, lane);
     __syncthreads();
+    const float v_mult = p.v_scale != nullptr ? p.v_scale[h * p.v_scale_stride] : 1.0f;
     constexpr int kQuads = kDecodeHeadDim / 4;  // float4 columns per row
     for (int idx = threadIdx.x; idx < G::kRows * kQuads; idx += G::kThreads) {
       const int row = idx / kQuads, col = (idx % kQuads) * 4;
@@ -288,14 +338,14 @@ struct DecodeCta {
           const int wi = mt * G::kWarpsN + w;
           const float f = exp2f(row_max[wi][rr] - m_all);
           den += f * row_sum[wi][rr];
-          const float4 v = *reinterpret_cast<const float4*>(combine + (wi * 16 + rr) * kDecodeHeadDim + col);
+          const float4 v = *reinterpret_cast<const float4*>(combine + combine_offset(wi * 16 + rr, col));
           acc.x += f * v.x;
           acc.y += f * v.y;
           acc.z += f * v.z;
           acc.w += f * v.w;
         }
       }
-      const float inv = den > 0.0f ? 1.0f / den : 0.0f;
+      const float inv = den > 0.0f ? v_mult / den : 0.0f;
       acc.x *= inv;
       acc.y *= inv;
       acc.z *= inv;
@@ -320,14 +370,13 @@ struct DecodeCta {
   }
 };
 
-template <int kMTiles>
-__global__ void __launch_bounds__(DecodeGeometry<kMTiles>::kThreads)
+template <int kMTiles, class Kv>
+__global__ void __launch_bounds__(DecodeGeometry<kMTiles, Kv>::kThreads)
     decode_attention_kernel(const __grid_constant__ DecodeParams p) {
-  using G = DecodeGeometry<kMTiles>;
+  using G = DecodeGeometry<kMTiles, Kv>;
   extern __shared__ __align__(128) uint8_t smem[];
   __shared__ float row_max[G::kWarps][16];
   __shared__ float row_sum[G::kWarps][16];
-
   // The schedule (and the caller's inputs) come from earlier kernels; the
   // merge kernel may be scheduled as soon as every CTA got here.
   device::pdl_wait_for_previous();
@@ -342,7 +391,7 @@ __global__ void __launch_bounds__(DecodeGeometry<kMTiles>::kThreads)
   if (begin >= total || first_unit < 0) return;
   const int64_t end = begin + per_bin < total ? begin + per_bin : total;
   const int32_t* tile_start = sched + layout.tile_start;
-  DecodeCta<kMTiles> cta{p, smem, row_max, row_sum, static_cast<int>(threadIdx.x / 32),
+  DecodeCta<kMTiles, Kv> cta{p, smem, row_max, row_sum, static_cast<int>(threadIdx.x / 32),
                          static_cast<int>(threadIdx.x % 32), 0, 0};
   cta.m_tile = cta.warp / G::kWarpsN;
   cta.n_part = cta.warp % G::kWarpsN;

@@ -60,35 +60,40 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const __gri
   }
 }
 
-template <int kMTiles>
-const void* kernel_of() {
-  return reinterpret_cast<const void*>(&decode_attention_kernel<kMTiles>);
-}
-
 int m_tiles_for(int rows) { return rows <= 16 ? 1 : rows <= 32 ? 2 : rows <= 64 ? 4 : 8; }
 
 // Opts the variant into its dynamic shared memory on the current device (once).
-template <int kMTiles>
+template <int kMTiles, class Kv>
 void prepare_variant(const char* op) {
   constexpr int kMaxDevices = 64;
   static bool done[kMaxDevices] = {};  // benign race: the attribute set is idempotent
   int device = 0;
   HPC_OPS_CUDA_CHECK(op, cudaGetDevice(&device));
   if (device >= 0 && device < kMaxDevices && done[device]) return;
-  HPC_OPS_CUDA_CHECK(op, cudaFuncSetAttribute(decode_attention_kernel<kMTiles>,
+  HPC_OPS_CUDA_CHECK(op, cudaFuncSetAttribute(decode_attention_kernel<kMTiles, Kv>,
                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              DecodeGeometry<kMTiles>::kSmemBytes));
+                                              DecodeGeometry<kMTiles, Kv>::kSmemBytes));
   if (device >= 0 && device < kMaxDevices) done[device] = true;
 }
 
-template <int kMTiles>
+template <int kMTiles, class Kv>
 int ctas_per_sm_of(const char* op) {
-  prepare_variant<kMTiles>(op);
+  using G = DecodeGeometry<kMTiles, Kv>;
+  prepare_variant<kMTiles, Kv>(op);
   int n = 0;
   HPC_OPS_CUDA_CHECK(op, cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                             &n, decode_attention_kernel<kMTiles>, DecodeGeometry<kMTiles>::kThreads,
-                             DecodeGeometry<kMTiles>::kSmemBytes));
+                             &n, decode_attention_kernel<kMTiles, Kv>, G::kThreads, G::kSmemBytes));
   return std::max(n, 1);
+}
+
+template <class Kv>
+int ctas_per_sm_for(int rows, const char* op) {
+  switch (m_tiles_for(rows)) {
+    case 1: return ctas_per_sm_of<1, Kv>(op);
+    case 2: return ctas_per_sm_of<2, Kv>(op);
+    case 4: return ctas_per_sm_of<4, Kv>(op);
+    default: return ctas_per_sm_of<8, Kv>(op);
+  }
 }
 
 // Launches with programmatic stream serialization (PDL), so a kernel's launch
@@ -111,33 +116,40 @@ void launch_pdl(Kernel kernel, unsigned grid, unsigned threads, size_t smem, cud
   HPC_OPS_CUDA_CHECK("decode_attention", cudaLaunchKernelEx(&config, kernel, p));
 }
 
-template <int kMTiles>
+template <int kMTiles, class Kv>
 void launch_variant(const DecodeParams& p, cudaStream_t stream) {
-  using G = DecodeGeometry<kMTiles>;
-  prepare_variant<kMTiles>("decode_attention");
-  launch_pdl(decode_attention_kernel<kMTiles>, static_cast<unsigned>(p.num_bins), G::kThreads,
+  using G = DecodeGeometry<kMTiles, Kv>;
+  prepare_variant<kMTiles, Kv>("decode_attention");
+  launch_pdl(decode_attention_kernel<kMTiles, Kv>, static_cast<unsigned>(p.num_bins), G::kThreads,
              G::kSmemBytes, stream, p);
+}
+
+template <class Kv>
+void launch_format(const DecodeParams& p, cudaStream_t stream) {
+  switch (m_tiles_for(p.rows)) {
+    case 1: launch_variant<1, Kv>(p, stream); break;
+    case 2: launch_variant<2, Kv>(p, stream); break;
+    case 4: launch_variant<4, Kv>(p, stream); break;
+    default: launch_variant<8, Kv>(p, stream); break;
+  }
 }
 
 }  // namespace
 
-int decode_ctas_per_sm(int rows, int device) {
+// The FP8 kernel (4 x 16.6 KB ring, ~165 registers at 1-2 m-tiles) fits 3
+// CTAs per SM where the BF16 one (3 x 32 KB) fits 2: 12 warps instead of 8
+// to hide its conversion and mma latencies.
+int decode_ctas_per_sm(int rows, bool kv_fp8, int device) {
   const char* op = "plan_decode_attention";
   detail::DeviceGuard guard(device, op);
-  switch (m_tiles_for(rows)) {
-    case 1: return ctas_per_sm_of<1>(op);
-    case 2: return ctas_per_sm_of<2>(op);
-    case 4: return ctas_per_sm_of<4>(op);
-    default: return ctas_per_sm_of<8>(op);
-  }
+  return kv_fp8 ? ctas_per_sm_for<KvFp8>(rows, op) : ctas_per_sm_for<KvBf16>(rows, op);
 }
 
 void launch_decode_attention(const DecodeParams& p, cudaStream_t stream) {
-  switch (m_tiles_for(p.rows)) {
-    case 1: launch_variant<1>(p, stream); break;
-    case 2: launch_variant<2>(p, stream); break;
-    case 4: launch_variant<4>(p, stream); break;
-    default: launch_variant<8>(p, stream); break;
+  if (p.kv_fp8) {
+    launch_format<KvFp8>(p, stream);
+  } else {
+    launch_format<KvBf16>(p, stream);
   }
   const int64_t warps = int64_t{p.batch} * p.kv_heads * p.rows;
   const int64_t blocks = (warps * 32 + kMergeThreads - 1) / kMergeThreads;

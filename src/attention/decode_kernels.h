@@ -15,12 +15,22 @@
 namespace hpc_ops::attention {
 
 struct DecodeParams {
-  const __nv_bfloat16* q = nullptr;
+  const void* q = nullptr;  // bf16, or e4m3 when q_fp8
+  bool q_fp8 = false;
   int64_t q_row_stride = 0, q_head_stride = 0;  // elements
-  const __nv_bfloat16* k = nullptr;
-  const __nv_bfloat16* v = nullptr;
+  const void* k = nullptr;  // bf16, or e4m3 when kv_fp8
+  const void* v = nullptr;
+  bool kv_fp8 = false;
   int64_t k_strides[3] = {};  // page, slot, head (elements)
   int64_t v_strides[3] = {};
+  // FP8 dequantization scales (nullptr: 1). A per-tensor scale has zero strides.
+  const float* q_scale = nullptr;
+  int64_t q_scale_strides[2] = {};  // q row, q head
+  const float* k_scale = nullptr;
+  bool k_scale_per_token = false;   // else k_scale[0]
+  int64_t k_scale_strides[3] = {};  // page, slot, kv head
+  const float* v_scale = nullptr;
+  int64_t v_scale_stride = 0;       // per kv head
   const int32_t* page_table = nullptr;
   int64_t page_table_stride = 0;
   int32_t max_pages = 0;

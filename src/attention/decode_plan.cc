@@ -56,8 +56,11 @@ using detail::Checker;
 
 DecodePlanInfo make_decode_plan_info(int32_t batch, int32_t num_q_heads, int32_t num_kv_heads,
                                      int32_t head_dim, int32_t q_len, int32_t sliding_window,
-                                     int device) {
+                                     int device, DType kv_dtype) {
   const Checker check("plan_decode_attention");
+  if (kv_dtype != DType::kBFloat16 && kv_dtype != DType::kFloat8E4M3) {
+    check.unsupported("kv_dtype = ", dtype_name(kv_dtype), ", supported: bfloat16, float8_e4m3fn");
+  }
   if (batch < 0) check.invalid("batch = ", batch, ", expected >= 0");
   if (num_kv_heads < 1) check.invalid("num_kv_heads = ", num_kv_heads, ", expected >= 1");
   if (num_q_heads < 1 || num_q_heads % num_kv_heads != 0) {
@@ -88,12 +91,13 @@ DecodePlanInfo make_decode_plan_info(int32_t batch, int32_t num_q_heads, int32_t
   info.head_dim = head_dim;
   info.q_len = q_len;
   info.sliding_window = sliding_window;
+  info.kv_dtype = kv_dtype;
   const int rows = q_len * group;
   if (device >= 0) {
     int sms = 0;
     HPC_OPS_CUDA_CHECK(check.op(),
                        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    info.num_bins = std::max(1, sms * attention::decode_ctas_per_sm(rows, device));
+    info.num_bins = std::max(1, sms * attention::decode_ctas_per_sm(rows, kv_dtype == DType::kFloat8E4M3, device));
   } else {
     info.num_bins = 1;  // no device: a description for argument checks only
   }

@@ -93,7 +93,7 @@ inline int32_t unit_rows(const DecodePlanInfo& info) {
 
 // Attention CTAs per SM for a unit of `rows` rows (the kernel variant's
 // occupancy). Defined with the kernels (decode_attention_kernels.cu).
-int decode_ctas_per_sm(int rows, int device);
+int decode_ctas_per_sm(int rows, bool kv_fp8, int device);
 
 // The CPU planner: schedule (schedule_layout(...).words int32) from kv_lens.
 void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* schedule);

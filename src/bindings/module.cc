@@ -77,17 +77,20 @@ cudaStream_t to_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); 
 #ifdef HPC_OPS_HAS_ATTENTION
 // A DecodePlanInfo crosses as a tuple of its fields, in declaration order.
 using PlanTuple = std::tuple<int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t,
-                             int32_t, int64_t, int64_t>;
+                             int32_t, int64_t, int64_t, int32_t>;
 
 PlanTuple from_info(const DecodePlanInfo& i) {
   return {i.batch, i.num_q_heads, i.num_kv_heads, i.head_dim, i.q_len, i.sliding_window,
-          i.num_bins, i.num_slots, i.workspace_bytes, i.schedule_words};
+          i.num_bins, i.num_slots, i.workspace_bytes, i.schedule_words,
+          static_cast<int32_t>(i.kv_dtype)};
 }
 
 DecodePlanInfo to_info(const PlanTuple& t) {
   DecodePlanInfo i;
+  int32_t kv_dtype = 0;
   std::tie(i.batch, i.num_q_heads, i.num_kv_heads, i.head_dim, i.q_len, i.sliding_window,
-           i.num_bins, i.num_slots, i.workspace_bytes, i.schedule_words) = t;
+           i.num_bins, i.num_slots, i.workspace_bytes, i.schedule_words, kv_dtype) = t;
+  i.kv_dtype = static_cast<DType>(kv_dtype);
   return i;
 }
 
@@ -169,10 +172,12 @@ NB_MODULE(_C, m) {
 #endif
 #ifdef HPC_OPS_HAS_ATTENTION
   m.def("make_decode_plan_info", [](int32_t batch, int32_t q_heads, int32_t kv_heads,
-                                    int32_t head_dim, int32_t q_len, int32_t window, int device) {
-    return from_info(make_decode_plan_info(batch, q_heads, kv_heads, head_dim, q_len, window, device));
+                                    int32_t head_dim, int32_t q_len, int32_t window, int device,
+                                    int32_t kv_dtype) {
+    return from_info(make_decode_plan_info(batch, q_heads, kv_heads, head_dim, q_len, window, device,
+                                           static_cast<DType>(kv_dtype)));
   }, "batch"_a, "num_q_heads"_a, "num_kv_heads"_a, "head_dim"_a, "q_len"_a, "sliding_window"_a,
-     "device"_a);
+     "device"_a, "kv_dtype"_a);
   m.def("plan_decode_attention", [](nb::handle kv_lens, const PlanTuple& info, nb::handle workspace,
                                     uintptr_t stream) {
     plan_decode_attention(to_tensor(kv_lens, "kv_lens"), to_info(info),
@@ -186,16 +191,22 @@ NB_MODULE(_C, m) {
   m.def("decode_attention",
         [](nb::handle q, nb::handle k_cache, nb::handle v_cache, nb::handle page_table,
            nb::handle kv_lens, const PlanTuple& info, nb::handle workspace, float softmax_scale,
-           float soft_cap, nb::handle out, nb::handle lse, uintptr_t stream) {
+           float soft_cap, int scheme, nb::handle q_scale, nb::handle k_scale, nb::handle v_scale,
+           nb::handle out, nb::handle lse, uintptr_t stream) {
           DecodeAttentionOptions options;
           options.softmax_scale = softmax_scale;
           options.soft_cap = soft_cap;
+          options.scheme = static_cast<Fp8Scheme>(scheme);
+          options.q_scale = optional_tensor(q_scale, "q_scale");
+          options.k_scale = optional_tensor(k_scale, "k_scale");
+          options.v_scale = optional_tensor(v_scale, "v_scale");
           decode_attention(to_tensor(q, "q"), to_tensor(k_cache, "k_cache"),
                            to_tensor(v_cache, "v_cache"), to_tensor(page_table, "page_table"),
                            to_tensor(kv_lens, "kv_lens"), to_info(info),
                            to_tensor(workspace, "workspace"), options, to_tensor(out, "out"),
                            optional_tensor(lse, "lse_out"), to_stream(stream));
         }, "q"_a, "k_cache"_a, "v_cache"_a, "page_table"_a, "kv_lens"_a, "info"_a, "workspace"_a,
-        "softmax_scale"_a, "soft_cap"_a, "out"_a, "lse"_a.none(), "stream"_a);
+        "softmax_scale"_a, "soft_cap"_a, "scheme"_a, "q_scale"_a.none(), "k_scale"_a.none(),
+        "v_scale"_a.none(), "out"_a, "lse"_a.none(), "stream"_a);
 #endif
 }

@@ -21,9 +21,28 @@ Paged caches
     request's pages hold -1 or random, valid-looking page ids. A kernel that
     lets any of it into a result gives NaN (or a huge error) there.
 
+FP8 caches
+    quantize_paged_kv turns such a (bf16) paged cache into float8_e4m3fn codes
+    of the same layout plus the scales of an FP8 scheme (float32 dequantization
+    multipliers, real = fp8 * scale, amax / 448 over the tokens the scale
+    covers):
+      per_tensor, q_token_head__kv_tensor   k_scale, v_scale one element each;
+      qk_token_head__v_head                 k_scale [num_pages, page_size, Hkv]
+                                            (one per token and kv head), v_scale
+                                            [Hkv].
+    The garbage stays garbage: NaN slots become fp8 NaN, and a per-token
+    k_scale is NaN in every slot without a token, so a kernel that reads the
+    scale (or the code) of a slot it must skip gives NaN. quantize_q makes an
+    fp8 q with one scale or one per (row, head). make_fp8_paged_kv builds a
+    cache with token and head magnitudes spread over a few octaves (so that a
+    scale applied to the wrong token or head shows) and quantizes it.
+    dequantized() gives the float32 values the kernel must attend over, to be
+    handed to decode_attention_ref unchanged.
+
 Invalid calls
     INVALID_CALLS lists argument errors shared by the CPU and GPU tests; each
-    builds the call's arguments on a given device.
+    builds the call's arguments on a given device (BF16 cache, or an FP8 one
+    with the scales of a scheme).
 """
 from __future__ import annotations
 
@@ -31,10 +50,18 @@ import math
 
 import torch
 
+from reference import FP8, FP8_MAX, to_fp8_saturating
+
 BF16 = torch.bfloat16
+F32 = torch.float32
 INT32 = torch.int32
 
 LAYOUTS = ("NHD", "HND", "interleaved")
+# hpc_ops.Fp8Scheme values.
+PER_TENSOR = "per_tensor"
+Q_TOKEN_HEAD = "q_token_head__kv_tensor"
+QK_TOKEN_HEAD = "qk_token_head__v_head"
+FP8_SCHEMES = (PER_TENSOR, Q_TOKEN_HEAD, QK_TOKEN_HEAD)
 PAGE_SIZES = (1, 16, 32, 64, 128)
 HEAD_DIM = 128
 
@@ -171,21 +198,22 @@ def make_page_table(gen, kv_lens, page_size: int, *, extra_pages: int = 3, shuff
     return table.to(INT32)[:, :max_pages], num_pages
 
 
-def alloc_kv(num_pages: int, page_size: int, num_kv_heads: int, head_dim: int, layout: str):
+def alloc_kv(num_pages: int, page_size: int, num_kv_heads: int, head_dim: int, layout: str,
+             dtype=BF16):
     """Uninitialized k_cache, v_cache [num_pages, page_size, Hkv, D] in the layout:
     NHD          each contiguous;
     HND          each x.transpose(1, 2).contiguous().transpose(1, 2) (heads outside slots);
     interleaved  kv[:, 0] and kv[:, 1] of one [num_pages, 2, page_size, Hkv, D] allocation."""
     shape = (num_pages, page_size, num_kv_heads, head_dim)
     if layout == "NHD":
-        return (torch.empty(shape, dtype=BF16, device="cuda"),
-                torch.empty(shape, dtype=BF16, device="cuda"))
+        return (torch.empty(shape, dtype=dtype, device="cuda"),
+                torch.empty(shape, dtype=dtype, device="cuda"))
     if layout == "HND":
         hnd = (num_pages, num_kv_heads, page_size, head_dim)
-        return (torch.empty(hnd, dtype=BF16, device="cuda").transpose(1, 2),
-                torch.empty(hnd, dtype=BF16, device="cuda").transpose(1, 2))
+        return (torch.empty(hnd, dtype=dtype, device="cuda").transpose(1, 2),
+                torch.empty(hnd, dtype=dtype, device="cuda").transpose(1, 2))
     if layout == "interleaved":
-        kv = torch.empty(num_pages, 2, page_size, num_kv_heads, head_dim, dtype=BF16,
+        kv = torch.empty(num_pages, 2, page_size, num_kv_heads, head_dim, dtype=dtype,
                          device="cuda")
         return kv[:, 0], kv[:, 1]
     raise ValueError(layout)
@@ -233,11 +261,184 @@ def make_paged_kv(gen, batch: int, kv_lens, page_size: int, num_kv_heads: int,
 
 
 # ----------------------------------------------------------------------------
+# FP8 inputs
+# ----------------------------------------------------------------------------
+def _amax_scale(amax: torch.Tensor) -> torch.Tensor:
+    """amax / 448 as float32 (an amax of 0 gives 1 / 448, never a zero scale);
+    NaN stays NaN."""
+    amax = amax.double()
+    return (torch.where(amax == 0, 1.0, amax) / FP8_MAX).float()
+
+
+def _amax(x: torch.Tensor) -> torch.Tensor:
+    """|x| max over everything (0 for an empty x), a 0-d float32 tensor."""
+    if x.numel() == 0:
+        return torch.zeros((), dtype=F32, device=x.device)
+    return x.float().abs().amax()
+
+
+def _factor(scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A scale as a factor of x [..., D]: one element -> a 0-d tensor, otherwise
+    [*scale.shape, 1] (q_scale [rows, Hq], k_scale [pages, slots, Hkv] and
+    v_scale [Hkv] all line up with x's dims before D). Any strides."""
+    if scale.numel() == 1:
+        return scale.reshape(())
+    assert scale.shape == x.shape[x.dim() - 1 - scale.dim():-1], \
+        f"scale {tuple(scale.shape)} does not fit {tuple(x.shape)}"
+    return scale[..., None]
+
+
+def quantize_fp8(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """float8_e4m3fn codes of x / scale (contiguous, shaped like x): rounded to
+    nearest even, saturating at +-448; NaN in x or the scale gives NaN."""
+    return to_fp8_saturating(x.double() / _factor(scale, x).double())
+
+
+def dequantize_fp8(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """codes * scale (broadcast as in quantize_fp8), float32."""
+    return codes.float() * _factor(scale, codes).float()
+
+
+def _restrided(scale: torch.Tensor, one_element: bool) -> torch.Tensor:
+    """The same scale values in another layout: a one-element scale as shape []
+    (instead of [1]); a scale of 2+ dims as the transpose of a contiguous
+    tensor (k_scale [pages, slots, Hkv] with slots innermost, q_scale [rows, Hq]
+    column-major); v_scale [Hkv] as is."""
+    if one_element:
+        return scale.reshape(()).clone()
+    if scale.dim() >= 2:
+        return scale.transpose(-1, -2).contiguous().transpose(-1, -2)
+    return scale
+
+
+def kv_scales(k_cache, v_cache, page_table, kv_lens, scheme: str):
+    """(k_scale, v_scale), float32, for the tokens below each kv_len under the
+    scheme (amax / 448 of what each scale covers):
+    per_tensor, q_token_head__kv_tensor  [1] and [1], over all tokens;
+    qk_token_head__v_head                k_scale [num_pages, page_size, Hkv], over
+                                         D per (slot, kv head), NaN in every slot
+                                         without a token; v_scale [Hkv], over all
+                                         tokens and D of each kv head."""
+    num_pages, page_size, hkv, _ = k_cache.shape
+    slots = token_slots(page_table, kv_lens, num_pages, page_size)   # [num_pages, page_size]
+    k_tokens, v_tokens = k_cache[slots], v_cache[slots]               # [T, Hkv, D]
+    if scheme in (PER_TENSOR, Q_TOKEN_HEAD):
+        return _amax_scale(_amax(k_tokens)).reshape(1), _amax_scale(_amax(v_tokens)).reshape(1)
+    if scheme == QK_TOKEN_HEAD:
+        k_scale = _amax_scale(k_cache.float().abs().amax(dim=-1))    # [num_pages, page_size, Hkv]
+        k_scale[~slots] = float("nan")
+        if v_tokens.shape[0]:
+            v_amax = v_tokens.float().abs().amax(dim=2).amax(dim=0)  # [Hkv]
+        else:
+            v_amax = torch.zeros(hkv, dtype=F32, device=v_cache.device)
+        return k_scale, _amax_scale(v_amax)
+    raise ValueError(scheme)
+
+
+def quantize_paged_kv(k_cache, v_cache, page_table, kv_lens, scheme: str, layout: str = "NHD",
+                      *, strided_scales: bool = False):
+    """(k_fp8, v_fp8, k_scale, v_scale): a paged cache (bf16 or float, e.g. from
+    make_paged_kv) as float8_e4m3fn codes in a new allocation of the given
+    layout, with the scheme's scales (kv_scales). Garbage stays garbage: NaN
+    becomes fp8 NaN, and so does every slot of a NaN per-token scale.
+    strided_scales: one-element scales as shape [], per-token k scales with
+    the slots innermost (see _restrided)."""
+    k_scale, v_scale = kv_scales(k_cache, v_cache, page_table, kv_lens, scheme)
+    num_pages, page_size, hkv, d = k_cache.shape
+    k8, v8 = alloc_kv(num_pages, page_size, hkv, d, layout, dtype=FP8)
+    k8.copy_(quantize_fp8(k_cache, k_scale))
+    v8.copy_(quantize_fp8(v_cache, v_scale))
+    if strided_scales:
+        one = scheme != QK_TOKEN_HEAD
+        k_scale, v_scale = _restrided(k_scale, one), _restrided(v_scale, one)
+    return k8, v8, k_scale, v_scale
+
+
+def spread_kv_magnitudes_(gen, k_cache, v_cache, spread: float = 1.0) -> None:
+    """Multiplies K by 2**(spread * N(0, 1)) per (page, slot, kv head) and V by
+    2**(spread * N(0, 1)) per kv head, in place, so that per-token and per-head
+    scales differ (garbage stays NaN or large)."""
+    num_pages, page_size, hkv, _ = k_cache.shape
+    k_f = torch.exp2(spread * torch.randn(num_pages, page_size, hkv, 1, generator=gen,
+                                          device="cuda"))
+    v_f = torch.exp2(spread * torch.randn(hkv, 1, generator=gen, device="cuda"))
+    k_cache.copy_(k_cache.float() * k_f)
+    v_cache.copy_(v_cache.float() * v_f)
+
+
+def fill_fp8_paged_kv_(gen, k_cache, v_cache, k_scale, v_scale, page_table, kv_lens,
+                       scheme: str, *, garbage: str = "nan", spread: float = 1.0) -> None:
+    """fill_paged_kv_ for an FP8 cache: fresh random tokens (magnitudes spread,
+    see spread_kv_magnitudes_), quantized under the scheme, written into the
+    given fp8 caches and float32 scales in place (any layouts)."""
+    k = torch.empty(k_cache.shape, dtype=BF16, device=k_cache.device)
+    v = torch.empty(v_cache.shape, dtype=BF16, device=v_cache.device)
+    fill_paged_kv_(gen, k, v, page_table, kv_lens, garbage=garbage)
+    spread_kv_magnitudes_(gen, k, v, spread)
+    ks, vs = kv_scales(k, v, page_table, kv_lens, scheme)
+    k_cache.copy_(quantize_fp8(k, ks))
+    v_cache.copy_(quantize_fp8(v, vs))
+    k_scale.copy_(ks.reshape(k_scale.shape))
+    v_scale.copy_(vs.reshape(v_scale.shape))
+
+
+def make_fp8_paged_kv(gen, batch: int, kv_lens, page_size: int, num_kv_heads: int,
+                      head_dim: int = HEAD_DIM, layout: str = "NHD", scheme: str = PER_TENSOR,
+                      *, strided_scales: bool = False, spread: float = 1.0, **kw):
+    """(k_cache, v_cache, page_table, k_scale, v_scale): make_paged_kv's cache
+    and page table (**kw go to it), magnitudes spread (spread_kv_magnitudes_),
+    quantized with quantize_paged_kv into float8_e4m3fn caches of the layout."""
+    k, v, page_table = make_paged_kv(gen, batch, kv_lens, page_size, num_kv_heads, head_dim,
+                                     layout="NHD", **kw)
+    spread_kv_magnitudes_(gen, k, v, spread)
+    k8, v8, k_scale, v_scale = quantize_paged_kv(k, v, page_table, kv_lens, scheme, layout,
+                                                 strided_scales=strided_scales)
+    return k8, v8, page_table, k_scale, v_scale
+
+
+def quantize_q(q: torch.Tensor, per_token_head: bool = False, *, strided_scale: bool = False):
+    """(q_fp8, q_scale) of a bf16 q [rows, Hq, D]: q_scale [1] (amax over q /
+    448) or, per_token_head, [rows, Hq] (amax over D / 448). A strided q (the
+    first Hq heads of a wider buffer, make_q(strided=True)) gives an fp8 q
+    strided the same way, NaN in the heads past it. strided_scale: [] instead
+    of [1], a column-major [rows, Hq]."""
+    rows, hq, d = q.shape
+    if per_token_head:
+        scale = _amax_scale(q.float().abs().amax(dim=-1))
+    else:
+        scale = _amax_scale(_amax(q)).reshape(1)
+    codes = quantize_fp8(q, scale)
+    if q.is_contiguous():
+        q8 = codes
+    else:
+        assert q.stride(1) == d and q.stride(0) % d == 0, "q: heads of a wider row expected"
+        buf = torch.full((rows, q.stride(0) // d, d), float("nan"), device=q.device).to(FP8)
+        q8 = buf[:, :hq]
+        q8.copy_(codes)
+    if strided_scale:
+        scale = _restrided(scale, not per_token_head)
+    return q8, scale
+
+
+def dequantized(q, k_cache, v_cache, q_scale=None, k_scale=None, v_scale=None):
+    """(q, k_cache, v_cache) as the real values attention runs over, float32:
+    fp8 codes times their scales (any scheme, any strides; NaN garbage stays
+    NaN), bf16 tensors as they are. Hand them to decode_attention_ref."""
+    def real(x, scale):
+        if x.dtype != FP8:
+            return x.float()
+        assert scale is not None, "an fp8 tensor needs its scale"
+        return dequantize_fp8(x, scale)
+    return real(q, q_scale), real(k_cache, k_scale), real(v_cache, v_scale)
+
+
+# ----------------------------------------------------------------------------
 # Invalid calls
 # ----------------------------------------------------------------------------
 # A valid small call: B = 2, q_len = 1, Hq = 8, Hkv = 2, D = 128, page_size 16,
-# 4 pages, 2 table columns, kv_lens 5. Each case changes one thing; values are
-# zeros (a call is rejected before anything runs). `match` names the argument.
+# 4 pages, 2 table columns, kv_lens 5, BF16 cache (_fp8: an FP8 one). Each case
+# changes one thing; values are zeros and ones (a call is rejected before
+# anything runs). `match` names the argument.
 def _valid_call(device):
     z = dict(device=device)
     return {
@@ -284,6 +485,33 @@ def _on_cpu(name):
 
 def _nan(shape, dtype, device):
     return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+
+def _ones(*shape, dtype=F32):
+    return lambda dev: torch.ones(shape, dtype=dtype, device=dev)
+
+
+def _fp8(scheme=PER_TENSOR, q_fp8=False, **changes):
+    """A case on a valid FP8 call: float8_e4m3fn caches with the scheme and its
+    scales (k_scale [1] or [4, 16, 2], v_scale [1] or [2]), with q_fp8 an fp8 q
+    and its q_scale ([1] or [2, 8]); then `changes` replace arguments as in _set."""
+    def apply(args, device):
+        per_token_kv = scheme == QK_TOKEN_HEAD
+        args.update(k_cache=_kv(device, dtype=FP8), v_cache=_kv(device, dtype=FP8), scheme=scheme,
+                    k_scale=(_ones(4, 16, 2) if per_token_kv else _ones(1))(device),
+                    v_scale=(_ones(2) if per_token_kv else _ones(1))(device))
+        if q_fp8:
+            args["q"] = torch.zeros(2, 8, 128, dtype=FP8, device=device)
+            args["q_scale"] = (_ones(1) if scheme == PER_TENSOR else _ones(2, 8))(device)
+        _set(**changes)(args, device)
+    return apply
+
+
+def _then(*steps):
+    def apply(args, device):
+        for step in steps:
+            step(args, device)
+    return apply
 
 
 HEAD_DIM_MATCH = r"head.?dim|q\.shape\[2\]|k_cache\.shape\[3\]"
@@ -350,6 +578,24 @@ INVALID_CALLS = {
                                  lse_out=lambda dev: _nan((2, 4), torch.float32, dev)), r"lse"),
     "lse_out_bfloat16": (_set(return_lse=True, lse_out=lambda dev: _nan((2, 8), BF16, dev)),
                          r"lse.*(float32|bfloat16)"),
+    # FP8: the scheme, which scales a call needs or must not have, their shapes and dtype.
+    "scheme_unknown": (_fp8(scheme="per_block"), r"scheme"),
+    "scheme_with_bf16_cache": (_set(scheme=QK_TOKEN_HEAD), r"scheme"),
+    "k_scale_with_bf16_cache": (_set(k_scale=_ones(1)), r"k_scale"),
+    "k_scale_missing": (_fp8(k_scale=None), r"k_scale"),
+    "v_scale_missing": (_fp8(QK_TOKEN_HEAD, v_scale=None), r"v_scale"),
+    "q_scale_missing": (_fp8(q_fp8=True, q_scale=None), r"q_scale"),
+    "q_scale_with_bf16_q": (_fp8(q_scale=_ones(1)), r"q_scale"),
+    "k_scale_per_tensor_2_elements": (_fp8(k_scale=_ones(2)), r"k_scale"),
+    "k_scale_per_token_wrong_heads": (_fp8(QK_TOKEN_HEAD, k_scale=_ones(4, 16, 3)), r"k_scale"),
+    "k_scale_per_token_one_element": (_fp8(QK_TOKEN_HEAD, k_scale=_ones(1)), r"k_scale"),
+    "v_scale_per_head_wrong_heads": (_fp8(QK_TOKEN_HEAD, v_scale=_ones(3)), r"v_scale"),
+    "q_scale_per_token_transposed": (_fp8(Q_TOKEN_HEAD, q_fp8=True, q_scale=_ones(8, 2)),
+                                     r"q_scale"),
+    "k_scale_float16": (_fp8(k_scale=_ones(1, dtype=torch.float16)), r"k_scale"),
+    "q_fp8_with_bf16_cache": (_set(q=lambda dev: torch.zeros(2, 8, 128, dtype=FP8, device=dev)),
+                              r"\bq\b|k_cache"),
+    "k_fp8_v_bf16": (_fp8(v_cache=lambda dev: _kv(dev)), r"v_cache|k_cache"),
 }
 
 # Tensors on the host while the others are on the GPU (only meaningful on a GPU).
@@ -357,6 +603,12 @@ DEVICE_NAMES = ("q", "k_cache", "v_cache", "page_table", "kv_lens", "out", "lse_
 INVALID_CALLS_GPU_ONLY = {
     f"{name}_on_cpu": (_on_cpu(name), rf"{name}.*(CUDA|cuda|device|cpu)") for name in DEVICE_NAMES
 }
+# The scales of an FP8 call (fp8 q, per-token scales) on the host.
+INVALID_CALLS_GPU_ONLY.update({
+    f"{name}_on_cpu": (_then(_fp8(QK_TOKEN_HEAD, q_fp8=True), _on_cpu(name)),
+                       rf"{name}.*(CUDA|cuda|device|cpu)")
+    for name in ("q_scale", "k_scale", "v_scale")
+})
 
 POSITIONAL = ("q", "k_cache", "v_cache", "page_table", "kv_lens")
 

@@ -7,6 +7,8 @@ structural checks (dtype, rank, shape, strides, options) before the device
 check, so every message naming a bad argument can be tested here; a call that
 is valid except for living on the host is rejected naming a tensor and the
 device. A rejected call leaves the NaN-filled out= / lse_out= untouched.
+INVALID_CALLS includes the FP8 ones (scheme names; scales required, forbidden,
+mis-shaped or not float32; fp8 q or k without an FP8 cache).
 """
 import pytest
 import torch
@@ -35,6 +37,17 @@ def expect_error(fn, match, buffers=()):
 def test_invalid_arguments(name):
     args, kwargs, match, buffers = build_invalid_call(name, "cpu")
     expect_error(lambda: hpc_ops.decode_attention(*args, **kwargs), match, buffers)
+
+
+def test_fp8_scheme_names():
+    """hpc_ops.Fp8Scheme: a str enum made from its names; other names fail."""
+    names = ["per_tensor", "q_token_head__kv_tensor", "qk_token_head__v_head"]
+    assert [s.value for s in hpc_ops.Fp8Scheme] == names
+    for scheme in hpc_ops.Fp8Scheme:
+        assert hpc_ops.Fp8Scheme(scheme.value) is scheme and scheme == scheme.value
+    for bad in ("per_block", "PER_TENSOR", ""):
+        with pytest.raises(ValueError):
+            hpc_ops.Fp8Scheme(bad)
 
 
 def test_host_tensors_are_rejected():

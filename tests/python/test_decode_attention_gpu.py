@@ -1,5 +1,5 @@
-"""GPU tests of hpc_ops.decode_attention (paged decode attention over a BF16 KV
-cache) and of its plan: hpc_ops.plan_decode_attention / DecodePlan.
+"""GPU tests of hpc_ops.decode_attention (paged decode attention over a BF16 or
+FP8 KV cache) and of its plan: hpc_ops.plan_decode_attention / DecodePlan.
 
 Numerics: every case builds a paged cache with make_paged_kv (shuffled pages;
 NaN in the slots past kv_len, in unowned pages, and behind the -1 or random
@@ -11,9 +11,20 @@ inputs bit-identical afterwards. The cases are a hand-picked spread over
 batch x page size x GQA ratio x q_len x layout (not the cross product): big
 batches get short lengths, long lengths get small batches.
 
+FP8: the same checks with float8_e4m3fn caches quantized per hpc_ops.Fp8Scheme
+(make_fp8_paged_kv: token and head magnitudes spread over a few octaves; NaN
+codes, and NaN per-token k scales, wherever no token is) and a bf16 or fp8 q.
+The reference runs on the dequantized values (fp8 code x scale), which the
+kernel takes exactly (K, V as fp16; an fp8 q exact, a bf16 q rounded to fp16),
+so the BF16 tolerances apply. Each scheme x q dtype meets every batch size,
+page size, GQA ratio, q_len and layout at least once; scales also come as
+shape [] and with other strides (k_scale slots innermost, q_scale
+column-major); the scales are inputs and stay bit-identical too.
+
 Plan: the GPU planner's schedule equals the CPU planner's bit for bit, and a
 plan gives bit-identical results to planning inside the call. CUDA graph: one
-capture of plan.update + decode_attention serves new lengths on each replay.
+capture of plan.update + decode_attention serves new lengths on each replay
+(BF16, and FP8 with new per-token scales).
 """
 from __future__ import annotations
 
@@ -24,8 +35,10 @@ import pytest
 import torch
 
 import hpc_ops
-from attention_reference import (build_invalid_call, decode_attention_ref, draw_kv_lens,
-                                 fill_paged_kv_, invalid_call_names, make_paged_kv, make_q)
+from attention_reference import (PER_TENSOR, Q_TOKEN_HEAD, QK_TOKEN_HEAD, build_invalid_call,
+                                 decode_attention_ref, dequantized, draw_kv_lens,
+                                 fill_fp8_paged_kv_, fill_paged_kv_, invalid_call_names,
+                                 make_fp8_paged_kv, make_paged_kv, make_q, quantize_q)
 from hpc_test_utils import needs_family, poison_, poisoned
 from tolerances import assert_all_finite, assert_bits_equal
 
@@ -91,6 +104,9 @@ class Case:
     q_strided: bool = False
     shuffle: bool = True
     garbage: str = "nan"
+    scheme: str | None = None    # FP8 cache quantized with this Fp8Scheme (None: BF16 cache)
+    q_fp8: bool = False          # fp8 q and its q_scale (FP8 caches only)
+    strided_scales: bool = False  # one-element scales of shape [], k/q_scale transposed
 
     def kv_lens(self, gen) -> list[int]:
         if self.lens is not None:
@@ -113,9 +129,14 @@ class Case:
         parts += [f"w{self.window}"] if self.window is not None else []
         parts += [f"cap{self.cap:g}"] if self.cap is not None else []
         parts += [f"scale{self.scale:g}"] if self.scale is not None else []
-        flags = {"lse": self.lse, "pad": self.table_pad > 0, "qstrided": self.q_strided,
+        parts += [SCHEME_IDS[self.scheme]] if self.scheme is not None else []
+        flags = {"q8": self.q_fp8, "sstrided": self.strided_scales, "lse": self.lse,
+                 "pad": self.table_pad > 0, "qstrided": self.q_strided,
                  "inorder": not self.shuffle, "large": self.garbage == "large"}
         return "-".join(parts + [name for name, on in flags.items() if on])
+
+
+SCHEME_IDS = {PER_TENSOR: "fp8pt", Q_TOKEN_HEAD: "fp8qt", QK_TOKEN_HEAD: "fp8qk"}
 
 
 def C(batch, page_size, hq, hkv, q_len, layout, **kw) -> Case:
@@ -184,13 +205,30 @@ SKEWED_CASES = [
 ]
 
 
+INPUT_NAMES = ("q", "k_cache", "v_cache", "page_table", "kv_lens")
+SCALE_NAMES = ("q_scale", "k_scale", "v_scale")
+
+
 def _build(gen, case: Case):
+    """(lens, (q, k_cache, v_cache, page_table, kv_lens), fp8): fp8 holds the
+    keyword arguments of an FP8 call (scheme and scales), {} for a BF16 cache."""
     lens = case.kv_lens(gen)
-    k, v, pt = make_paged_kv(gen, len(lens), lens, case.page_size, case.hkv, D,
-                             layout=case.layout, shuffle=case.shuffle, garbage=case.garbage,
-                             table_pad=case.table_pad)
+    layout = dict(layout=case.layout, shuffle=case.shuffle, garbage=case.garbage,
+                  table_pad=case.table_pad)
+    if case.scheme is None:
+        assert not case.q_fp8, "an fp8 q needs an FP8 cache"
+        k, v, pt = make_paged_kv(gen, len(lens), lens, case.page_size, case.hkv, D, **layout)
+        fp8 = {}
+    else:
+        k, v, pt, k_scale, v_scale = make_fp8_paged_kv(
+            gen, len(lens), lens, case.page_size, case.hkv, D, scheme=case.scheme,
+            strided_scales=case.strided_scales, **layout)
+        fp8 = dict(scheme=case.scheme, q_scale=None, k_scale=k_scale, v_scale=v_scale)
     q = make_q(gen, len(lens) * case.q_len, case.hq, D, strided=case.q_strided)
-    return lens, (q, k, v, pt, _lens_tensor(lens))
+    if case.q_fp8:
+        q, fp8["q_scale"] = quantize_q(q, per_token_head=case.scheme != PER_TENSOR,
+                                       strided_scale=case.strided_scales)
+    return lens, (q, k, v, pt, _lens_tensor(lens)), fp8
 
 
 def _options(case: Case) -> dict:
@@ -198,28 +236,40 @@ def _options(case: Case) -> dict:
                 soft_cap=case.cap)
 
 
-def _reference(inputs, case: Case):
-    return decode_attention_ref(*inputs, case.q_len, case.scale, case.window, case.cap)
+def _reference(inputs, case: Case, fp8=None):
+    """The float64 loop on the values the kernel attends over (FP8: dequantized)."""
+    q, k, v, pt, kv_lens = inputs
+    if fp8:
+        q, k, v = dequantized(q, k, v, *(fp8[n] for n in SCALE_NAMES))
+    return decode_attention_ref(q, k, v, pt, kv_lens, case.q_len, case.scale, case.window,
+                                case.cap)
+
+
+def _input_tensors(inputs, fp8) -> dict:
+    """Every tensor the call reads, by name (the scales of an FP8 call included)."""
+    named = dict(zip(INPUT_NAMES, inputs))
+    named.update((n, fp8[n]) for n in SCALE_NAMES if fp8.get(n) is not None)
+    return named
 
 
 def _run_case(gen, case: Case):
-    lens, inputs = _build(gen, case)
-    before = [t.clone() for t in inputs]
-    expected, expected_lse = _reference(inputs, case)
+    lens, inputs, fp8 = _build(gen, case)
+    before = {name: t.clone() for name, t in _input_tensors(inputs, fp8).items()}
+    expected, expected_lse = _reference(inputs, case, fp8)
     rows = len(lens) * case.q_len
     out = poisoned((rows, case.hq, D), BF16)
     lse = poisoned((rows, case.hq), F32) if case.lse else None
 
-    result = hpc_ops.decode_attention(*inputs, **_options(case), out=out, return_lse=case.lse,
-                                      lse_out=lse)
+    result = hpc_ops.decode_attention(*inputs, **_options(case), **fp8, out=out,
+                                      return_lse=case.lse, lse_out=lse)
 
     if case.lse:
         assert result[0] is out and result[1] is lse
     else:
         assert result is out
     assert_attention_close(out, expected, lens, case.q_len, lse=lse, expected_lse=expected_lse)
-    for name, t, t0 in zip(("q", "k_cache", "v_cache", "page_table", "kv_lens"), inputs, before):
-        assert_bits_equal(t, t0, f"{name} (an input) was modified")
+    for name, t in _input_tensors(inputs, fp8).items():
+        assert_bits_equal(t, before[name], f"{name} (an input) was modified")
 
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
@@ -253,7 +303,7 @@ def test_default_outputs(gen):
     """Outputs allocated by hpc_ops; return_lse picks the return type; the
     default softmax_scale is 1/sqrt(D)."""
     case = C(3, 16, 8, 2, 2, "NHD", lens=[37, 2, 600])
-    lens, inputs = _build(gen, case)
+    lens, inputs, _ = _build(gen, case)
     expected, expected_lse = _reference(inputs, case)
 
     out = hpc_ops.decode_attention(*inputs, q_len=2)
@@ -275,11 +325,128 @@ def test_default_outputs(gen):
 
 
 # ----------------------------------------------------------------------------
+# FP8 KV cache
+# ----------------------------------------------------------------------------
+PT, QT, QK = PER_TENSOR, Q_TOKEN_HEAD, QK_TOKEN_HEAD
+
+# Each scheme with a bf16 q and with an fp8 q meets batch 1, 3, 64 and 200;
+# together they cover every page size, GQA ratio (1, 4, 5, 8, 16), q_len and
+# layout under each scheme, and the scale layouts (sstrided), q strides,
+# page-table padding, in-order pages and large garbage somewhere.
+FP8_CASES = [
+    # per_tensor, bf16 q
+    C(1, 16, 8, 8, 1, "NHD", lens=[8192], lse=True, scheme=PT),
+    C(3, 128, 16, 4, 4, "HND", lse=True, table_pad=3, scheme=PT),
+    C(64, 1, 10, 2, 2, "interleaved", max_len=512, scheme=PT, strided_scales=True),
+    C(200, 32, 64, 8, 8, "NHD", max_len=300, lse=True, scheme=PT),
+    # per_tensor, fp8 q
+    C(1, 64, 16, 1, 8, "HND", lens=[4097], lse=True, scheme=PT, q_fp8=True, strided_scales=True),
+    C(3, 32, 8, 8, 2, "interleaved", lse=True, scheme=PT, q_fp8=True, garbage="large"),
+    C(64, 128, 32, 8, 1, "NHD", max_len=2048, scheme=PT, q_fp8=True, shuffle=False),
+    C(200, 16, 40, 8, 4, "HND", max_len=512, lse=True, scheme=PT, q_fp8=True),
+    # q_token_head__kv_tensor, bf16 q (no q_scale: the same math as per_tensor)
+    C(1, 32, 40, 8, 4, "NHD", lens=[129], lse=True, scheme=QT),
+    C(3, 16, 16, 1, 1, "HND", scheme=QT, q_strided=True),
+    C(64, 64, 8, 1, 8, "interleaved", max_len=1024, lse=True, scheme=QT),
+    C(200, 1, 4, 4, 2, "HND", max_len=300, scheme=QT, strided_scales=True),
+    # q_token_head__kv_tensor, fp8 q
+    C(1, 128, 32, 8, 2, "interleaved", lens=[8192], lse=True, scheme=QT, q_fp8=True),
+    C(3, 1, 8, 1, 8, "NHD", max_len=2048, lse=True, scheme=QT, q_fp8=True, q_strided=True),
+    C(64, 16, 64, 4, 4, "HND", max_len=1024, lse=True, scheme=QT, q_fp8=True,
+      strided_scales=True),
+    C(200, 64, 10, 2, 1, "NHD", max_len=512, lse=True, scheme=QT, q_fp8=True, table_pad=2),
+    # qk_token_head__v_head, bf16 q
+    C(1, 1, 16, 16, 2, "HND", lens=[1000], lse=True, scheme=QK),
+    C(3, 64, 20, 4, 8, "NHD", lse=True, scheme=QK, garbage="large"),
+    C(64, 32, 16, 1, 1, "interleaved", max_len=2048, scheme=QK, strided_scales=True),
+    C(200, 128, 32, 4, 4, "interleaved", max_len=512, lse=True, scheme=QK),
+    # qk_token_head__v_head, fp8 q
+    C(1, 16, 4, 1, 4, "interleaved", lens=[3000], lse=True, scheme=QK, q_fp8=True),
+    C(3, 128, 64, 8, 1, "HND", lse=True, scheme=QK, q_fp8=True, strided_scales=True,
+      table_pad=5),
+    C(3, 16, 48, 3, 2, "NHD", lse=True, scheme=QK, q_fp8=True, q_strided=True),
+    C(64, 1, 5, 1, 8, "NHD", max_len=300, lse=True, scheme=QK, q_fp8=True),
+    C(200, 32, 8, 8, 2, "HND", max_len=512, lse=True, scheme=QK, q_fp8=True, shuffle=False),
+]
+
+FP8_WINDOW_CAP_CASES = [
+    C(3, 16, 8, 2, 1, "NHD", window=1000, lse=True, scheme=QK, q_fp8=True),
+    C(3, 64, 16, 1, 8, "HND", window=100, cap=20.0, lse=True, scheme=PT),
+    C(64, 32, 10, 2, 2, "interleaved", max_len=2048, window=64, cap=30.0, scale=0.2, scheme=QT,
+      q_fp8=True),
+    C(1, 128, 16, 2, 4, "NHD", lens=[4097], window=1, lse=True, scheme=QK),
+    C(1, 16, 32, 8, 2, "HND", lens=[8192], cap=10.0, scale=0.05, lse=True, scheme=PT, q_fp8=True),
+]
+
+FP8_ZERO_LENGTH_CASES = [
+    C(5, 16, 8, 2, 1, "NHD", lens=[0, 300, 0, 17, 0], lse=True, scheme=QK, q_fp8=True),
+    C(4, 64, 16, 2, 2, "HND", lens=[5, 0, 4096, 0], window=100, lse=True, scheme=QT, q_fp8=True),
+    C(3, 32, 8, 8, 4, "interleaved", lens=[0, 0, 0], lse=True, scheme=QK),  # every k_scale NaN
+]
+
+FP8_SKEWED_CASES = [
+    C(32, 16, 32, 4, 1, "NHD", max_len=300, long=(13, 20000), lse=True, scheme=QK, q_fp8=True),
+    C(16, 64, 8, 2, 4, "HND", max_len=300, long=(0, 20011), lse=True, garbage="large", scheme=PT),
+    C(8, 1, 16, 1, 2, "interleaved", max_len=300, long=(7, 19999), window=2048, scheme=QT,
+      q_fp8=True),
+]
+
+
+@pytest.mark.parametrize("case", FP8_CASES, ids=_case_id)
+def test_fp8_decode_attention(gen, case):
+    _run_case(gen, case)
+
+
+@pytest.mark.parametrize("case", FP8_WINDOW_CAP_CASES, ids=_case_id)
+def test_fp8_sliding_window_and_soft_cap(gen, case):
+    _run_case(gen, case)
+
+
+@pytest.mark.parametrize("case", FP8_ZERO_LENGTH_CASES, ids=_case_id)
+def test_fp8_zero_length_requests(gen, case):
+    _run_case(gen, case)
+
+
+@pytest.mark.parametrize("case", FP8_SKEWED_CASES, ids=_case_id)
+def test_fp8_skewed_batch(gen, case):
+    _run_case(gen, case)
+
+
+def test_fp8_scheme_and_scale_forms(gen):
+    """The scheme as an Fp8Scheme member, as its name or (per_tensor) None, and
+    one-element scales of shape [1] or []: the same bits. Outputs allocated by
+    hpc_ops are bfloat16 / float32 also for an fp8 q."""
+    for scheme, enum, scalars in ((PT, hpc_ops.Fp8Scheme.PER_TENSOR, SCALE_NAMES),
+                                  (QK, hpc_ops.Fp8Scheme.QK_TOKEN_HEAD__V_HEAD, ())):
+        case = C(3, 16, 8, 2, 2, "NHD", lens=[37, 2, 600], scheme=scheme, q_fp8=True)
+        lens, inputs, fp8 = _build(gen, case)
+        expected, expected_lse = _reference(inputs, case, fp8)
+        out, lse = hpc_ops.decode_attention(*inputs, q_len=2, **fp8, return_lse=True)
+        assert_attention_close(out, expected, lens, 2, lse=lse, expected_lse=expected_lse,
+                               what=f"{scheme} out")
+        variants = {f"scheme={enum!r}": dict(fp8, scheme=enum)}
+        if scheme == PT:
+            variants["scheme=None"] = dict(fp8, scheme=None)
+        if scalars:
+            variants["scales of shape []"] = dict(fp8, **{n: fp8[n].reshape(()) for n in scalars})
+        for what, kwargs in variants.items():
+            o, l = hpc_ops.decode_attention(*inputs, q_len=2, **kwargs, return_lse=True)
+            assert_bits_equal(o, out, f"{scheme}: out with {what} vs scheme={scheme!r}")
+            assert_bits_equal(l, lse, f"{scheme}: lse with {what} vs scheme={scheme!r}")
+
+
+# ----------------------------------------------------------------------------
 # The plan
 # ----------------------------------------------------------------------------
 def _plan_kwargs(case: Case) -> dict:
     return dict(num_q_heads=case.hq, num_kv_heads=case.hkv, head_dim=D, q_len=case.q_len,
                 sliding_window=case.window)
+
+
+def _plan_kwargs_for(case: Case) -> dict:
+    """_plan_kwargs plus the cache dtype (plan_decode_attention only)."""
+    kv_dtype = torch.bfloat16 if case.scheme is None else torch.float8_e4m3fn
+    return dict(_plan_kwargs(case), kv_dtype=kv_dtype)
 
 
 def _check_schedule(plan, kv_lens, kwargs, what):
@@ -331,6 +498,7 @@ PLAN_CASES = [
     C(64, 32, 16, 2, 4, "HND", max_len=1024, window=100),
     C(5, 16, 8, 1, 2, "interleaved", lens=[0, 4096, 0, 2, 77]),
     C(1, 64, 16, 1, 8, "NHD", lens=[8192], cap=30.0),
+    C(32, 32, 16, 2, 4, "HND", max_len=300, long=(5, 20000), scheme=QK_TOKEN_HEAD, q_fp8=True),
 ]
 
 
@@ -338,22 +506,23 @@ PLAN_CASES = [
 def test_plan_matches_internal_planning(gen, case):
     """decode_attention(plan=plan) is bit-identical to planning inside the call,
     and a plan can be used again."""
-    lens, inputs = _build(gen, case)
-    plan = hpc_ops.plan_decode_attention(inputs[4], **_plan_kwargs(case))
-    planned = hpc_ops.decode_attention(*inputs, **_options(case), plan=plan, return_lse=True)
-    internal = hpc_ops.decode_attention(*inputs, **_options(case), plan=None, return_lse=True)
-    again = hpc_ops.decode_attention(*inputs, **_options(case), plan=plan, return_lse=True)
+    lens, inputs, fp8 = _build(gen, case)
+    options = dict(_options(case), **fp8)
+    plan = hpc_ops.plan_decode_attention(inputs[4], **_plan_kwargs_for(case))
+    planned = hpc_ops.decode_attention(*inputs, **options, plan=plan, return_lse=True)
+    internal = hpc_ops.decode_attention(*inputs, **options, plan=None, return_lse=True)
+    again = hpc_ops.decode_attention(*inputs, **options, plan=plan, return_lse=True)
     for name, a, b, c in zip(("out", "lse"), planned, internal, again):
         assert_bits_equal(a, b, f"{name}: plan= vs planned inside the call")
         assert_bits_equal(a, c, f"{name}: the same plan used twice")
-    expected, expected_lse = _reference(inputs, case)
+    expected, expected_lse = _reference(inputs, case, fp8)
     assert_attention_close(planned[0], expected, lens, case.q_len, lse=planned[1],
                            expected_lse=expected_lse)
 
 
 def test_plan_for_other_shapes_is_rejected(gen):
     case = C(3, 16, 8, 2, 1, "NHD", lens=[100, 7, 300])
-    _, inputs = _build(gen, case)
+    _, inputs, _ = _build(gen, case)
     kv_lens = inputs[4]
     make_plan = hpc_ops.plan_decode_attention
     wrong = {
@@ -362,6 +531,8 @@ def test_plan_for_other_shapes_is_rejected(gen):
         "num_kv_heads": make_plan(kv_lens, num_q_heads=8, num_kv_heads=4),
         "q_len": make_plan(kv_lens, num_q_heads=8, num_kv_heads=2, q_len=2),
         "sliding_window": make_plan(kv_lens, num_q_heads=8, num_kv_heads=2, sliding_window=64),
+        "kv_dtype": make_plan(kv_lens, num_q_heads=8, num_kv_heads=2,
+                              kv_dtype=torch.float8_e4m3fn),
     }
     for name, p in wrong.items():
         out = poisoned((3, 8, D), BF16)
@@ -449,6 +620,71 @@ def test_cuda_graph_replay_with_new_lengths(gen):
         assert_bits_equal(lse, eager_lse, f"{what}: lse vs an eager call")
 
 
+def test_cuda_graph_replay_fp8_with_new_lengths(gen):
+    """test_cuda_graph_replay_with_new_lengths with an FP8 cache
+    (qk_token_head__v_head) and an fp8 q: each replay also reads new per-token
+    k scales (NaN past the new lengths), v scales and q scales, written into
+    the captured scale tensors in place."""
+    page_size, hq, hkv, q_len, scheme = 64, 32, 4, 4, QK
+    capacity = [16384, 2048, 1024, 512, 300, 64]
+    steps = [
+        [40, 2048, 700, 4, 300, 64],
+        [16384, 1500, 1024, 512, 5, 33],
+        [4, 0, 1024, 100, 300, 64],
+        [9000, 2048, 4, 512, 299, 4],
+    ]
+    batch, rows = len(capacity), len(capacity) * q_len
+    k, v, pt, k_scale, v_scale = make_fp8_paged_kv(gen, batch, capacity, page_size, hkv, D,
+                                                   layout="HND", scheme=scheme, table_pad=4)
+    kv_lens = _lens_tensor(steps[0])
+    q, q_scale = quantize_q(make_q(gen, rows, hq, D), per_token_head=True)
+    scales = dict(q_scale=q_scale, k_scale=k_scale, v_scale=v_scale)
+    out = poisoned((rows, hq, D), BF16)
+    lse = poisoned((rows, hq), F32)
+    plan = hpc_ops.plan_decode_attention(kv_lens, num_q_heads=hq, num_kv_heads=hkv, head_dim=D,
+                                         q_len=q_len, kv_dtype=torch.float8_e4m3fn)
+
+    def step():
+        plan.update(kv_lens)
+        hpc_ops.decode_attention(q, k, v, pt, kv_lens, q_len=q_len, scheme=scheme, **scales,
+                                 plan=plan, out=out, return_lse=True, lse_out=lse)
+
+    fill_fp8_paged_kv_(gen, k, v, k_scale, v_scale, pt, steps[0], scheme)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    torch.cuda.synchronize()
+
+    for i, lens in enumerate(steps):
+        kv_lens.copy_(_lens_tensor(lens))
+        fill_fp8_paged_kv_(gen, k, v, k_scale, v_scale, pt, lens, scheme)
+        new_q, new_q_scale = quantize_q(make_q(gen, rows, hq, D), per_token_head=True)
+        q.copy_(new_q)
+        q_scale.copy_(new_q_scale)
+        poison_(out)
+        poison_(lse)
+
+        graph.replay()
+        torch.cuda.synchronize()
+
+        what = f"replay {i} (kv_lens {lens})"
+        expected, expected_lse = decode_attention_ref(
+            *dequantized(q, k, v, q_scale, k_scale, v_scale), pt, lens, q_len)
+        assert_attention_close(out, expected, lens, q_len, lse=lse, expected_lse=expected_lse,
+                               what=what)
+        _check_schedule(plan, kv_lens, dict(num_q_heads=hq, num_kv_heads=hkv, head_dim=D,
+                                            q_len=q_len), what)
+        eager, eager_lse = hpc_ops.decode_attention(q, k, v, pt, kv_lens, q_len=q_len,
+                                                    scheme=scheme, **scales, return_lse=True)
+        assert_bits_equal(out, eager, f"{what}: out vs an eager call")
+        assert_bits_equal(lse, eager_lse, f"{what}: lse vs an eager call")
+
+
 def _attend(q, k, v, pt, kv_lens):
     q = q * 2  # exact in bf16, so eager and compiled inputs agree bit for bit
     out, lse = hpc_ops.decode_attention(q, k, v, pt, kv_lens, q_len=2, soft_cap=30.0,
@@ -458,13 +694,33 @@ def _attend(q, k, v, pt, kv_lens):
 
 def test_torch_compile_matches_eager(gen):
     case = C(4, 16, 16, 2, 2, "HND", lens=[300, 2, 4096, 77], cap=30.0)
-    lens, inputs = _build(gen, case)
+    lens, inputs, _ = _build(gen, case)
     eager = _attend(*inputs)
     compiled = torch.compile(_attend, fullgraph=False)(*inputs)
     assert_bits_equal(compiled[0], eager[0], "compiled vs eager: out")
     assert_bits_equal(compiled[1], eager[1], "compiled vs eager: lse")
     q, k, v, pt, kv_lens = inputs
     expected, expected_lse = decode_attention_ref(q * 2, k, v, pt, kv_lens, 2, soft_cap=30.0)
+    assert_attention_close(eager[0], expected, lens, 2, lse=eager[1], expected_lse=expected_lse)
+
+
+def _attend_fp8(q, k, v, pt, kv_lens, q_scale, k_scale, v_scale):
+    return hpc_ops.decode_attention(q, k, v, pt, kv_lens, q_len=2, scheme=QK, q_scale=q_scale,
+                                    k_scale=k_scale, v_scale=v_scale, sliding_window=1000,
+                                    return_lse=True)
+
+
+def test_torch_compile_fp8_matches_eager(gen):
+    """The FP8 arguments (scheme and three optional scale tensors) through the
+    registered op under torch.compile."""
+    case = C(4, 16, 16, 2, 2, "HND", lens=[300, 2, 4096, 77], window=1000, scheme=QK, q_fp8=True)
+    lens, inputs, fp8 = _build(gen, case)
+    scales = [fp8[n] for n in SCALE_NAMES]
+    eager = _attend_fp8(*inputs, *scales)
+    compiled = torch.compile(_attend_fp8, fullgraph=False)(*inputs, *scales)
+    assert_bits_equal(compiled[0], eager[0], "compiled vs eager: out")
+    assert_bits_equal(compiled[1], eager[1], "compiled vs eager: lse")
+    expected, expected_lse = _reference(inputs, case, fp8)
     assert_attention_close(eager[0], expected, lens, 2, lse=eager[1], expected_lse=expected_lse)
 
 

@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: Apache-2.0
+// How the decode-attention kernel turns a KV tile in shared memory into
+// tensor-core fragments, one struct per cache format:
+//
+//   KvBf16  bf16 K/V (256 B per token), bf16 mma; Q staged in shared memory and
+//           read with ldmatrix; K via ldmatrix, V via ldmatrix.trans.
+//   KvFp8   e4m3 K/V (128 B per token), fp16 mma (e4m3 -> fp16 is exact, so is
+//           the product). There is no 8-bit ldmatrix.trans on sm_90, so the
+//           fragments are built from 16-byte shared loads and permutes:
+//           * S = Q K^T is a sum over the head dim, so any order of the dims
+//             works if Q uses the same one: lane t of a quad takes dims
+//             16t .. 16t+15 (and 64 + ...) of its K row, 4 per mma k-step,
+//             one 16-byte load per 4 k-steps; Q fragments are read from global
+//             memory in the same order.
+//           * O = P V: lane (g, t) needs V at tokens 2t, 2t+1, 2t+8, 2t+9 of a
+//             16-token step; it loads those 4 rows at dims 16g .. 16g+15, so
+//             output column g of n-tile n is dim 16g + n (o_dim below), and
+//             byte permutes pair the tokens for the e4m3x2 conversions.
+//
+// Both formats write the warp's O accumulators into the combine buffer
+// through combine_offset, one XOR-swizzled layout of [16 rows][128 fp32]
+// that keeps both formats' stores and the row-wise reader free of bank
+// conflicts.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "attention/decode_kernels.h"
+#include "common/mma_sm80.cuh"
+
+namespace hpc_ops::attention {
+
+constexpr int kDecodeDimSteps = kDecodeHeadDim / 16;  // mma k-steps over the head dim (8)
+constexpr int kDecodeDimTiles = kDecodeHeadDim / 8;   // O columns of 8 (16)
+
+// Float offset of (row, dim) in a [rows][128] fp32 buffer: the 4-float chunk
+// index is XOR-ed with bits of the row and of the chunk's 32-float group.
+__device__ __forceinline__ int combine_offset(int row, int dim) {
+  const int chunk = dim >> 2;
+  const int swz = ((chunk >> 3) & 3) ^ ((row & 1) << 2) ^ (row & 2);
+  return row * kDecodeHeadDim + ((chunk ^ swz) << 2) + (dim & 3);
+}
+
+struct KvBf16 {
+  static constexpr bool kFp8 = false;
+  static constexpr int kElementBytes = 2;
+  static constexpr int kTokenBytes = kDecodeHeadDim * kElementBytes;  // 256
+  static constexpr int kStages = 3;  // 3 x 32 KB in flight per CTA, 2 CTAs per SM
+  static constexpr bool kQInSharedMemory = true;
+
+  // Byte offset of (row, 16-byte chunk) in a [rows][256 B] tile; the XOR
+  // swizzle makes the 8 rows an ldmatrix reads fall in 8 different bank groups.
+  __device__ static uint32_t k_offset(int row, int chunk) {
+    return static_cast<uint32_t>(row * kTokenBytes + ((chunk ^ (row & 7)) << 4));
+  }
+  __device__ static uint32_t v_offset(int row, int chunk) { return k_offset(row, chunk); }
+  __device__ static uint32_t q_offset(int row, int chunk) { return k_offset(row, chunk); }
+
+  __device__ static void q_fragments(uint32_t (&qf)[kDecodeDimSteps][4], uint32_t q_base,
+                                     int m_tile, int lane) {
+#pragma unroll
+    for (int ks = 0; ks < kDecodeDimSteps; ++ks) {
+      const int row = m_tile * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
+      device::ldmatrix_x4(qf[ks], q_base + q_offset(row, 2 * ks + lane / 16));
+    }
+  }
+
+  // s[j] += Q K^T for the 8-token n-tiles j of the warp's slice starting at tok0.
+  template <int kNTiles>
+  __device__ static void qk(float (&s)[kNTiles][4], const uint32_t (&qf)[kDecodeDimSteps][4],
+                            uint32_t k_base, int tok0, int lane) {
+#pragma unroll
+    for (int ks = 0; ks < kDecodeDimSteps; ++ks) {
+#pragma unroll
+      for (int j = 0; j < kNTiles; j += 2) {
+        uint32_t kb[4];
+        const int row = tok0 + j * 8 + (lane / 16) * 8 + (lane % 8);
+        device::ldmatrix_x4(kb, k_base + k_offset(row, 2 * ks + (lane / 8) % 2));
+        device::mma_bf16_16816(s[j], qf[ks], kb[0], kb[1]);
+        device::mma_bf16_16816(s[j + 1], qf[ks], kb[2], kb[3]);
+      }
+    }
+  }
+
+  // o += P V with P (probabilities) in the S accumulator layout.
+  template <int kNTiles>
+  __device__ static void pv(float (&o)[kDecodeDimTiles][4], const float (&p)[kNTiles][4],
+                            uint32_t v_base, int tok0, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < kNTiles / 2; ++kk) {
+      const uint32_t a[4] = {device::pack_bf16x2(p[2 * kk][0], p[2 * kk][1]),
+                             device::pack_bf16x2(p[2 * kk][2], p[2 * kk][3]),
+                             device::pack_bf16x2(p[2 * kk + 1][0], p[2 * kk + 1][1]),
+                             device::pack_bf16x2(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+      const int row = tok0 + kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
+#pragma unroll
+      for (int n = 0; n < kDecodeDimTiles; n += 2) {
+        uint32_t vb[4];
+        device::ldmatrix_x4_trans(vb, v_base + v_offset(row, n + lane / 16));
+        device::mma_bf16_16816(o[n], a, vb[0], vb[1]);
+        device::mma_bf16_16816(o[n + 1], a, vb[2], vb[3]);
+      }
+    }
+  }
+
+  // The warp's O (rows g and g + 8 of its 16) into combine rows base_row + ...
+  __device__ static void store_o(float* combine, int base_row, const float (&o)[kDecodeDimTiles][4],
+                                 int lane) {
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int n = 0; n < kDecodeDimTiles; ++n) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = base_row + g + 8 * r;
+        *reinterpret_cast<float2*>(combine + combine_offset(row, n * 8 + 2 * t)) =
+            make_float2(o[n][2 * r], o[n][2 * r + 1]);
+      }
+    }
+  }
+};
+
+struct KvFp8 {
+  static constexpr bool kFp8 = true;
+  static constexpr int kElementBytes = 1;
+  static constexpr int kTokenBytes = kDecodeHeadDim;  // 128
+  // 4 x 16 KB in flight per CTA: as many bytes per SM as the bf16 kernel's
+  // 3 x 32 KB at fewer stages would not cover the longer load latency.
+  static constexpr int kStages = 4;
+  static constexpr bool kQInSharedMemory = false;
+
+  // K: a load phase (8 lanes) reads chunks 0-3 (or 4-7) of rows 2i and
+  // 2i + 1; flipping bit 2 by row parity puts the 8 reads in 8 bank groups.
+  __device__ static uint32_t k_offset(int row, int chunk) {
+    return static_cast<uint32_t>(row * kTokenBytes + ((chunk ^ ((row & 1) << 2)) << 4));
+  }
+  // V: a load phase reads chunks {2i, 2i + 1} of rows r, r + 2, r + 4, r + 6
+  // (r even): XOR with row bits 1-2 spreads them over 8 bank groups.
+  // (Cache writes are 8 lanes along one row: conflict-free for any XOR.)
+  __device__ static uint32_t v_offset(int row, int chunk) {
+    return static_cast<uint32_t>(row * kTokenBytes + ((chunk ^ (row & 6)) << 4));
+  }
+
+  // The dim of Q / K a lane feeds into k-step ks at fragment slot e (0 or 1:
+  // the low or high pair): quad lane t covers 16t .. 16t+15 of each 64-dim half.
+  __device__ static int qk_dim(int ks, int t) { return (ks / 4) * 64 + t * 16 + (ks % 4) * 4; }
+
+  // Q fragments straight from global memory (fp8 or bf16 q, both to fp16),
+  // in the permuted dim order of qk(); rows past p.rows are zeros.
+  __device__ static void q_fragments(uint32_t (&qf)[kDecodeDimSteps][4], const DecodeParams& p,
+                                     int b, int h, int m_tile, int lane) {
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = m_tile * 16 + g + 8 * r;
+      const bool ok = row < p.rows;
+      const int qi = ok ? row / p.group : 0, hi = ok ? row - qi * p.group : 0;
+      const int64_t at = (int64_t{b} * p.q_len + qi) * p.q_row_stride +
+                         (int64_t{h} * p.group + hi) * p.q_head_stride;
+#pragma unroll
+      for (int ks = 0; ks < kDecodeDimSteps; ++ks) {
+        const int dim = qk_dim(ks, t);
+        uint32_t lo = 0, hi2 = 0;
+        if (ok && p.q_fp8) {
+          const uint32_t w = *reinterpret_cast<const uint32_t*>(
+              static_cast<const uint8_t*>(p.q) + at + dim);
+          lo = device::e4m3x2_to_f16x2(w);
+          hi2 = device::e4m3x2_to_f16x2(w >> 16);
+        } else if (ok) {
+          const uint2 w = *reinterpret_cast<const uint2*>(
+              static_cast<const __nv_bfloat16*>(p.q) + at + dim);
+          lo = device::bf16x2_to_f16x2(w.x);
+          hi2 = device::bf16x2_to_f16x2(w.y);
+        }
+        qf[ks][r] = lo;       // a0 / a1: dims dim, dim + 1 of rows g / g + 8
+        qf[ks][2 + r] = hi2;  // a2 / a3: dims dim + 2, dim + 3
+      }
+    }
+  }
+
+  template <int kNTiles>
+  __device__ static void qk(float (&s)[kNTiles][4], const uint32_t (&qf)[kDecodeDimSteps][4],
+                            uint32_t k_base, int tok0, int lane) {
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int j = 0; j < kNTiles; ++j) {
+      const int row = tok0 + j * 8 + g;
+      const uint4 lo = device::lds_128(k_base + k_offset(row, t));
+      const uint4 hi = device::lds_128(k_base + k_offset(row, t + 4));
+      const uint32_t words[kDecodeDimSteps] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+      for (int ks = 0; ks < kDecodeDimSteps; ++ks) {
+        device::mma_f16_16816(s[j], qf[ks], device::e4m3x2_to_f16x2(words[ks]),
+                              device::e4m3x2_to_f16x2(words[ks] >> 16));
+      }
+    }
+  }
+
+  template <int kNTiles>
+  __device__ static void pv(float (&o)[kDecodeDimTiles][4], const float (&p)[kNTiles][4],
+                            uint32_t v_base, int tok0, int lane) {
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int kk = 0; kk < kNTiles / 2; ++kk) {
+      const uint32_t a[4] = {device::pack_f16x2(p[2 * kk][0], p[2 * kk][1]),
+                             device::pack_f16x2(p[2 * kk][2], p[2 * kk][3]),
+                             device::pack_f16x2(p[2 * kk + 1][0], p[2 * kk + 1][1]),
+                             device::pack_f16x2(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+      const int row = tok0 + kk * 16 + 2 * t;
+      const uint4 r0 = device::lds_128(v_base + v_offset(row, g));
+      const uint4 r1 = device::lds_128(v_base + v_offset(row + 1, g));
+      const uint4 r8 = device::lds_128(v_base + v_offset(row + 8, g));
+      const uint4 r9 = device::lds_128(v_base + v_offset(row + 9, g));
+      const uint32_t w0[4] = {r0.x, r0.y, r0.z, r0.w}, w1[4] = {r1.x, r1.y, r1.z, r1.w};
+      const uint32_t w8[4] = {r8.x, r8.y, r8.z, r8.w}, w9[4] = {r9.x, r9.y, r9.z, r9.w};
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        // Bytes (row, row + 1) of dims 4w, 4w + 1 | 4w + 2, 4w + 3, interleaved.
+        const uint32_t near01 = __byte_perm(w0[w], w1[w], 0x5140);
+        const uint32_t far01 = __byte_perm(w0[w], w1[w], 0x7362);
+        const uint32_t near89 = __byte_perm(w8[w], w9[w], 0x5140);
+        const uint32_t far89 = __byte_perm(w8[w], w9[w], 0x7362);
+        device::mma_f16_16816(o[4 * w], a, device::e4m3x2_to_f16x2(near01),
+                              device::e4m3x2_to_f16x2(near89));
+        device::mma_f16_16816(o[4 * w + 1], a, device::e4m3x2_to_f16x2(near01 >> 16),
+                              device::e4m3x2_to_f16x2(near89 >> 16));
+        device::mma_f16_16816(o[4 * w + 2], a, device::e4m3x2_to_f16x2(far01),
+                              device::e4m3x2_to_f16x2(far89));
+        device::mma_f16_16816(o[4 * w + 3], a, device::e4m3x2_to_f16x2(far01 >> 16),
+                              device::e4m3x2_to_f16x2(far89 >> 16));
+      }
+    }
+  }
+
+  // o[n][c + 2r] holds dim 32t + 16c + n of row g + 8r: four float4 per (r, c).
+  __device__ static void store_o(float* combine, int base_row, const float (&o)[kDecodeDimTiles][4],
+                                 int lane) {
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const int e = c + 2 * r;
+          *reinterpret_cast<float4*>(combine + combine_offset(base_row + g + 8 * r,
+                                                              32 * t + 16 * c + 4 * q)) =
+              make_float4(o[4 * q][e], o[4 * q + 1][e], o[4 * q + 2][e], o[4 * q + 3][e]);
+        }
+      }
+    }
+  }
+};
+
+}  // namespace hpc_ops::attention
