@@ -204,6 +204,71 @@ SKEWED_CASES = [
     C(8, 1, 16, 1, 2, "interleaved", max_len=300, long=(7, 19999), window=2048),
 ]
 
+# FP8 caches
+PT, QT, QK = PER_TENSOR, Q_TOKEN_HEAD, QK_TOKEN_HEAD
+
+# Each scheme with a bf16 q and with an fp8 q meets batch 1, 3, 64 and 200;
+# together they cover every page size, GQA ratio (1, 4, 5, 8, 16), q_len and
+# layout under each scheme, and the scale layouts (sstrided), q strides,
+# page-table padding, in-order pages and large garbage somewhere.
+FP8_CASES = [
+    # per_tensor, bf16 q
+    C(1, 16, 8, 8, 1, "NHD", lens=[8192], lse=True, scheme=PT),
+    C(3, 128, 16, 4, 4, "HND", lse=True, table_pad=3, scheme=PT),
+    C(64, 1, 10, 2, 2, "interleaved", max_len=512, scheme=PT, strided_scales=True),
+    C(200, 32, 64, 8, 8, "NHD", max_len=300, lse=True, scheme=PT),
+    # per_tensor, fp8 q
+    C(1, 64, 16, 1, 8, "HND", lens=[4097], lse=True, scheme=PT, q_fp8=True, strided_scales=True),
+    C(3, 32, 8, 8, 2, "interleaved", lse=True, scheme=PT, q_fp8=True, garbage="large"),
+    C(64, 128, 32, 8, 1, "NHD", max_len=2048, scheme=PT, q_fp8=True, shuffle=False),
+    C(200, 16, 40, 8, 4, "HND", max_len=512, lse=True, scheme=PT, q_fp8=True),
+    # q_token_head__kv_tensor, bf16 q (no q_scale: the same math as per_tensor)
+    C(1, 32, 40, 8, 4, "NHD", lens=[129], lse=True, scheme=QT),
+    C(3, 16, 16, 1, 1, "HND", scheme=QT, q_strided=True),
+    C(64, 64, 8, 1, 8, "interleaved", max_len=1024, lse=True, scheme=QT),
+    C(200, 1, 4, 4, 2, "HND", max_len=300, scheme=QT, strided_scales=True),
+    # q_token_head__kv_tensor, fp8 q
+    C(1, 128, 32, 8, 2, "interleaved", lens=[8192], lse=True, scheme=QT, q_fp8=True),
+    C(3, 1, 8, 1, 8, "NHD", max_len=2048, lse=True, scheme=QT, q_fp8=True, q_strided=True),
+    C(64, 16, 64, 4, 4, "HND", max_len=1024, lse=True, scheme=QT, q_fp8=True,
+      strided_scales=True),
+    C(200, 64, 10, 2, 1, "NHD", max_len=512, lse=True, scheme=QT, q_fp8=True, table_pad=2),
+    # qk_token_head__v_head, bf16 q
+    C(1, 1, 16, 16, 2, "HND", lens=[1000], lse=True, scheme=QK),
+    C(3, 64, 20, 4, 8, "NHD", lse=True, scheme=QK, garbage="large"),
+    C(64, 32, 16, 1, 1, "interleaved", max_len=2048, scheme=QK, strided_scales=True),
+    C(200, 128, 32, 4, 4, "interleaved", max_len=512, lse=True, scheme=QK),
+    # qk_token_head__v_head, fp8 q
+    C(1, 16, 4, 1, 4, "interleaved", lens=[3000], lse=True, scheme=QK, q_fp8=True),
+    C(3, 128, 64, 8, 1, "HND", lse=True, scheme=QK, q_fp8=True, strided_scales=True,
+      table_pad=5),
+    C(3, 16, 48, 3, 2, "NHD", lse=True, scheme=QK, q_fp8=True, q_strided=True),
+    C(64, 1, 5, 1, 8, "NHD", max_len=300, lse=True, scheme=QK, q_fp8=True),
+    C(200, 32, 8, 8, 2, "HND", max_len=512, lse=True, scheme=QK, q_fp8=True, shuffle=False),
+]
+
+FP8_WINDOW_CAP_CASES = [
+    C(3, 16, 8, 2, 1, "NHD", window=1000, lse=True, scheme=QK, q_fp8=True),
+    C(3, 64, 16, 1, 8, "HND", window=100, cap=20.0, lse=True, scheme=PT),
+    C(64, 32, 10, 2, 2, "interleaved", max_len=2048, window=64, cap=30.0, scale=0.2, scheme=QT,
+      q_fp8=True),
+    C(1, 128, 16, 2, 4, "NHD", lens=[4097], window=1, lse=True, scheme=QK),
+    C(1, 16, 32, 8, 2, "HND", lens=[8192], cap=10.0, scale=0.05, lse=True, scheme=PT, q_fp8=True),
+]
+
+FP8_ZERO_LENGTH_CASES = [
+    C(5, 16, 8, 2, 1, "NHD", lens=[0, 300, 0, 17, 0], lse=True, scheme=QK, q_fp8=True),
+    C(4, 64, 16, 2, 2, "HND", lens=[5, 0, 4096, 0], window=100, lse=True, scheme=QT, q_fp8=True),
+    C(3, 32, 8, 8, 4, "interleaved", lens=[0, 0, 0], lse=True, scheme=QK),  # every k_scale NaN
+]
+
+FP8_SKEWED_CASES = [
+    C(32, 16, 32, 4, 1, "NHD", max_len=300, long=(13, 20000), lse=True, scheme=QK, q_fp8=True),
+    C(16, 64, 8, 2, 4, "HND", max_len=300, long=(0, 20011), lse=True, garbage="large", scheme=PT),
+    C(8, 1, 16, 1, 2, "interleaved", max_len=300, long=(7, 19999), window=2048, scheme=QT,
+      q_fp8=True),
+]
+
 
 INPUT_NAMES = ("q", "k_cache", "v_cache", "page_table", "kv_lens")
 SCALE_NAMES = ("q_scale", "k_scale", "v_scale")
@@ -272,12 +337,12 @@ def _run_case(gen, case: Case):
         assert_bits_equal(t, before[name], f"{name} (an input) was modified")
 
 
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("case", CASES + FP8_CASES, ids=_case_id)
 def test_decode_attention(gen, case):
     _run_case(gen, case)
 
 
-@pytest.mark.parametrize("case", WINDOW_CASES, ids=_case_id)
+@pytest.mark.parametrize("case", WINDOW_CASES + FP8_WINDOW_CAP_CASES, ids=_case_id)
 def test_sliding_window(gen, case):
     _run_case(gen, case)
 
@@ -287,13 +352,13 @@ def test_soft_cap_and_scale(gen, case):
     _run_case(gen, case)
 
 
-@pytest.mark.parametrize("case", ZERO_LENGTH_CASES, ids=_case_id)
+@pytest.mark.parametrize("case", ZERO_LENGTH_CASES + FP8_ZERO_LENGTH_CASES, ids=_case_id)
 def test_zero_length_requests(gen, case):
     """kv_len == 0 requests (first, middle, last, all): zeros and lse = -inf."""
     _run_case(gen, case)
 
 
-@pytest.mark.parametrize("case", SKEWED_CASES, ids=_case_id)
+@pytest.mark.parametrize("case", SKEWED_CASES + FP8_SKEWED_CASES, ids=_case_id)
 def test_skewed_batch(gen, case):
     """One request of ~20000 tokens among short ones: the split over the SMs."""
     _run_case(gen, case)
@@ -327,91 +392,6 @@ def test_default_outputs(gen):
 # ----------------------------------------------------------------------------
 # FP8 KV cache
 # ----------------------------------------------------------------------------
-PT, QT, QK = PER_TENSOR, Q_TOKEN_HEAD, QK_TOKEN_HEAD
-
-# Each scheme with a bf16 q and with an fp8 q meets batch 1, 3, 64 and 200;
-# together they cover every page size, GQA ratio (1, 4, 5, 8, 16), q_len and
-# layout under each scheme, and the scale layouts (sstrided), q strides,
-# page-table padding, in-order pages and large garbage somewhere.
-FP8_CASES = [
-    # per_tensor, bf16 q
-    C(1, 16, 8, 8, 1, "NHD", lens=[8192], lse=True, scheme=PT),
-    C(3, 128, 16, 4, 4, "HND", lse=True, table_pad=3, scheme=PT),
-    C(64, 1, 10, 2, 2, "interleaved", max_len=512, scheme=PT, strided_scales=True),
-    C(200, 32, 64, 8, 8, "NHD", max_len=300, lse=True, scheme=PT),
-    # per_tensor, fp8 q
-    C(1, 64, 16, 1, 8, "HND", lens=[4097], lse=True, scheme=PT, q_fp8=True, strided_scales=True),
-    C(3, 32, 8, 8, 2, "interleaved", lse=True, scheme=PT, q_fp8=True, garbage="large"),
-    C(64, 128, 32, 8, 1, "NHD", max_len=2048, scheme=PT, q_fp8=True, shuffle=False),
-    C(200, 16, 40, 8, 4, "HND", max_len=512, lse=True, scheme=PT, q_fp8=True),
-    # q_token_head__kv_tensor, bf16 q (no q_scale: the same math as per_tensor)
-    C(1, 32, 40, 8, 4, "NHD", lens=[129], lse=True, scheme=QT),
-    C(3, 16, 16, 1, 1, "HND", scheme=QT, q_strided=True),
-    C(64, 64, 8, 1, 8, "interleaved", max_len=1024, lse=True, scheme=QT),
-    C(200, 1, 4, 4, 2, "HND", max_len=300, scheme=QT, strided_scales=True),
-    # q_token_head__kv_tensor, fp8 q
-    C(1, 128, 32, 8, 2, "interleaved", lens=[8192], lse=True, scheme=QT, q_fp8=True),
-    C(3, 1, 8, 1, 8, "NHD", max_len=2048, lse=True, scheme=QT, q_fp8=True, q_strided=True),
-    C(64, 16, 64, 4, 4, "HND", max_len=1024, lse=True, scheme=QT, q_fp8=True,
-      strided_scales=True),
-    C(200, 64, 10, 2, 1, "NHD", max_len=512, lse=True, scheme=QT, q_fp8=True, table_pad=2),
-    # qk_token_head__v_head, bf16 q
-    C(1, 1, 16, 16, 2, "HND", lens=[1000], lse=True, scheme=QK),
-    C(3, 64, 20, 4, 8, "NHD", lse=True, scheme=QK, garbage="large"),
-    C(64, 32, 16, 1, 1, "interleaved", max_len=2048, scheme=QK, strided_scales=True),
-    C(200, 128, 32, 4, 4, "interleaved", max_len=512, lse=True, scheme=QK),
-    # qk_token_head__v_head, fp8 q
-    C(1, 16, 4, 1, 4, "interleaved", lens=[3000], lse=True, scheme=QK, q_fp8=True),
-    C(3, 128, 64, 8, 1, "HND", lse=True, scheme=QK, q_fp8=True, strided_scales=True,
-      table_pad=5),
-    C(3, 16, 48, 3, 2, "NHD", lse=True, scheme=QK, q_fp8=True, q_strided=True),
-    C(64, 1, 5, 1, 8, "NHD", max_len=300, lse=True, scheme=QK, q_fp8=True),
-    C(200, 32, 8, 8, 2, "HND", max_len=512, lse=True, scheme=QK, q_fp8=True, shuffle=False),
-]
-
-FP8_WINDOW_CAP_CASES = [
-    C(3, 16, 8, 2, 1, "NHD", window=1000, lse=True, scheme=QK, q_fp8=True),
-    C(3, 64, 16, 1, 8, "HND", window=100, cap=20.0, lse=True, scheme=PT),
-    C(64, 32, 10, 2, 2, "interleaved", max_len=2048, window=64, cap=30.0, scale=0.2, scheme=QT,
-      q_fp8=True),
-    C(1, 128, 16, 2, 4, "NHD", lens=[4097], window=1, lse=True, scheme=QK),
-    C(1, 16, 32, 8, 2, "HND", lens=[8192], cap=10.0, scale=0.05, lse=True, scheme=PT, q_fp8=True),
-]
-
-FP8_ZERO_LENGTH_CASES = [
-    C(5, 16, 8, 2, 1, "NHD", lens=[0, 300, 0, 17, 0], lse=True, scheme=QK, q_fp8=True),
-    C(4, 64, 16, 2, 2, "HND", lens=[5, 0, 4096, 0], window=100, lse=True, scheme=QT, q_fp8=True),
-    C(3, 32, 8, 8, 4, "interleaved", lens=[0, 0, 0], lse=True, scheme=QK),  # every k_scale NaN
-]
-
-FP8_SKEWED_CASES = [
-    C(32, 16, 32, 4, 1, "NHD", max_len=300, long=(13, 20000), lse=True, scheme=QK, q_fp8=True),
-    C(16, 64, 8, 2, 4, "HND", max_len=300, long=(0, 20011), lse=True, garbage="large", scheme=PT),
-    C(8, 1, 16, 1, 2, "interleaved", max_len=300, long=(7, 19999), window=2048, scheme=QT,
-      q_fp8=True),
-]
-
-
-@pytest.mark.parametrize("case", FP8_CASES, ids=_case_id)
-def test_fp8_decode_attention(gen, case):
-    _run_case(gen, case)
-
-
-@pytest.mark.parametrize("case", FP8_WINDOW_CAP_CASES, ids=_case_id)
-def test_fp8_sliding_window_and_soft_cap(gen, case):
-    _run_case(gen, case)
-
-
-@pytest.mark.parametrize("case", FP8_ZERO_LENGTH_CASES, ids=_case_id)
-def test_fp8_zero_length_requests(gen, case):
-    _run_case(gen, case)
-
-
-@pytest.mark.parametrize("case", FP8_SKEWED_CASES, ids=_case_id)
-def test_fp8_skewed_batch(gen, case):
-    _run_case(gen, case)
-
-
 def test_fp8_scheme_and_scale_forms(gen):
     """The scheme as an Fp8Scheme member, as its name or (per_tensor) None, and
     one-element scales of shape [1] or []: the same bits. Outputs allocated by
