@@ -134,3 +134,18 @@ def static_scale_for(y: torch.Tensor, clip_at: float = 1.0) -> torch.Tensor:
     amax = float(y.abs().amax()) if y.numel() else 1.0
     return torch.tensor([max(amax, 1e-6) * clip_at / ref.FP8_MAX], dtype=torch.float32,
                         device="cuda")
+
+
+def capture_graph(fn):
+    """(graph, fn's result): fn run once on a side stream (warm-up outside the
+    capture, as torch recommends), then captured into a CUDA graph."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        result = fn()
+    torch.cuda.synchronize()
+    return graph, result

@@ -39,7 +39,7 @@ from attention_reference import (PER_TENSOR, Q_TOKEN_HEAD, QK_TOKEN_HEAD, build_
                                  decode_attention_ref, dequantized, draw_kv_lens,
                                  fill_fp8_paged_kv_, fill_paged_kv_, invalid_call_names,
                                  make_fp8_paged_kv, make_paged_kv, make_q, quantize_q)
-from hpc_test_utils import needs_family, poison_, poisoned
+from hpc_test_utils import capture_graph, needs_family, poison_, poisoned
 from tolerances import assert_all_finite, assert_bits_equal
 
 pytestmark = [pytest.mark.gpu, needs_family("attention")]
@@ -540,6 +540,18 @@ def test_plan_for_other_shapes_is_rejected(gen):
 # ----------------------------------------------------------------------------
 # CUDA graphs and torch.compile
 # ----------------------------------------------------------------------------
+def _check_replay(i, lens, got, expected, eager, plan, kv_lens, hq, hkv, q_len):
+    """A graph replay's (out, lse) against the reference, its schedule against
+    the CPU planner's, and its bits against an eager call."""
+    what = f"replay {i} (kv_lens {lens})"
+    (out, lse), (ref, ref_lse) = got, expected
+    assert_attention_close(out, ref, lens, q_len, lse=lse, expected_lse=ref_lse, what=what)
+    _check_schedule(plan, kv_lens, dict(num_q_heads=hq, num_kv_heads=hkv, head_dim=D,
+                                        q_len=q_len), what)
+    assert_bits_equal(out, eager[0], f"{what}: out vs an eager call")
+    assert_bits_equal(lse, eager[1], f"{what}: lse vs an eager call")
+
+
 def test_cuda_graph_replay_with_new_lengths(gen):
     """Capture plan.update + decode_attention once; each replay runs on new
     kv_lens (one request growing from 40 to 16384 tokens, a zero, shrinking
@@ -568,15 +580,7 @@ def test_cuda_graph_replay_with_new_lengths(gen):
                                  return_lse=True, lse_out=lse)
 
     fill_paged_kv_(gen, k, v, pt, steps[0])
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up outside the capture, as torch recommends
-        step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    torch.cuda.synchronize()
+    graph, _ = capture_graph(step)
 
     for i, lens in enumerate(steps):
         kv_lens.copy_(_lens_tensor(lens))
@@ -588,16 +592,9 @@ def test_cuda_graph_replay_with_new_lengths(gen):
         graph.replay()
         torch.cuda.synchronize()
 
-        what = f"replay {i} (kv_lens {lens})"
-        expected, expected_lse = decode_attention_ref(q, k, v, pt, lens, q_len)
-        assert_attention_close(out, expected, lens, q_len, lse=lse, expected_lse=expected_lse,
-                               what=what)
-        _check_schedule(plan, kv_lens, dict(num_q_heads=hq, num_kv_heads=hkv, head_dim=D,
-                                            q_len=q_len), what)
-        eager, eager_lse = hpc_ops.decode_attention(q, k, v, pt, kv_lens, q_len=q_len,
-                                                    return_lse=True)
-        assert_bits_equal(out, eager, f"{what}: out vs an eager call")
-        assert_bits_equal(lse, eager_lse, f"{what}: lse vs an eager call")
+        expected = decode_attention_ref(q, k, v, pt, lens, q_len)
+        eager = hpc_ops.decode_attention(q, k, v, pt, kv_lens, q_len=q_len, return_lse=True)
+        _check_replay(i, lens, (out, lse), expected, eager, plan, kv_lens, hq, hkv, q_len)
 
 
 def test_cuda_graph_replay_fp8_with_new_lengths(gen):
@@ -630,15 +627,7 @@ def test_cuda_graph_replay_fp8_with_new_lengths(gen):
                                  plan=plan, out=out, return_lse=True, lse_out=lse)
 
     fill_fp8_paged_kv_(gen, k, v, k_scale, v_scale, pt, steps[0], scheme)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    torch.cuda.synchronize()
+    graph, _ = capture_graph(step)
 
     for i, lens in enumerate(steps):
         kv_lens.copy_(_lens_tensor(lens))
@@ -652,17 +641,11 @@ def test_cuda_graph_replay_fp8_with_new_lengths(gen):
         graph.replay()
         torch.cuda.synchronize()
 
-        what = f"replay {i} (kv_lens {lens})"
-        expected, expected_lse = decode_attention_ref(
-            *dequantized(q, k, v, q_scale, k_scale, v_scale), pt, lens, q_len)
-        assert_attention_close(out, expected, lens, q_len, lse=lse, expected_lse=expected_lse,
-                               what=what)
-        _check_schedule(plan, kv_lens, dict(num_q_heads=hq, num_kv_heads=hkv, head_dim=D,
-                                            q_len=q_len), what)
-        eager, eager_lse = hpc_ops.decode_attention(q, k, v, pt, kv_lens, q_len=q_len,
-                                                    scheme=scheme, **scales, return_lse=True)
-        assert_bits_equal(out, eager, f"{what}: out vs an eager call")
-        assert_bits_equal(lse, eager_lse, f"{what}: lse vs an eager call")
+        expected = decode_attention_ref(*dequantized(q, k, v, q_scale, k_scale, v_scale), pt,
+                                        lens, q_len)
+        eager = hpc_ops.decode_attention(q, k, v, pt, kv_lens, q_len=q_len, scheme=scheme,
+                                         **scales, return_lse=True)
+        _check_replay(i, lens, (out, lse), expected, eager, plan, kv_lens, hq, hkv, q_len)
 
 
 def _attend(q, k, v, pt, kv_lens):

@@ -17,7 +17,7 @@ import torch
 import hpc_ops
 import reference as ref
 from hpc_ops import _quant
-from hpc_test_utils import needs_family, poison_, scale_storage, static_scale_for, varied
+from hpc_test_utils import capture_graph, needs_family, poison_, scale_storage, static_scale_for, varied
 from tolerances import (SCALE_RTOL_EXACT, assert_bits_equal, assert_fp8_close,
                         assert_output_close)
 
@@ -68,16 +68,7 @@ def test_cuda_graph_replay_with_new_data(gen):
         }
 
     fill(0)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up outside the capture, as torch recommends
-        run()
-    torch.cuda.current_stream().wait_stream(side)
-
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outs = run()
-    torch.cuda.synchronize()
+    graph, outs = capture_graph(run)
 
     for step in range(3):
         fill(step)
