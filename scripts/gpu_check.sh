@@ -32,10 +32,13 @@ step pytest "$PY" -m pytest tests/python -rs -q
 # Again with the bulk-copy kernel forced wherever it fits, so that small and
 # ragged shapes (which default to the register kernels) run through it too.
 step pytest_bulk env HPC_OPS_ROWWISE_BULK=1 "$PY" -m pytest tests/python -rs -q
+# And the normalization tests with the looped RMSNorm kernel forced everywhere
+# it applies (by default it takes only large problems).
+step pytest_looped env HPC_OPS_ROWWISE_LOOPED=1 "$PY" -m pytest tests/python/test_norm_gpu.py -rs -q
 if command -v compute-sanitizer >/dev/null; then
-  for bulk in 0 1; do
+  for mode in BULK=0 BULK=1 LOOPED=1; do
     for tool in memcheck racecheck; do
-      step "sanitize_${tool}_bulk$bulk" env HPC_OPS_ROWWISE_BULK=$bulk compute-sanitizer \
+      step "sanitize_${tool}_${mode/=/}" env HPC_OPS_ROWWISE_$mode compute-sanitizer \
         --tool "$tool" --error-exitcode 3 "$PY" scripts/sanitizer_smoke.py
     done
   done

@@ -37,6 +37,28 @@ __device__ __forceinline__ Packed8<__half> load_packed(const __half* p) {
 __device__ __forceinline__ Packed8<float> load_packed(const float* p) {
   return {*reinterpret_cast<const float4*>(p), *reinterpret_cast<const float4*>(p + 4)};
 }
+// L2 eviction policies for loads with a cache hint (createpolicy.fractional
+// over the whole access).
+__device__ __forceinline__ uint64_t l2_evict_last_policy() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
+  return policy;
+}
+__device__ __forceinline__ uint64_t l2_evict_first_policy() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  return policy;
+}
+
+// 16 bytes from global memory with an L2 eviction policy.
+__device__ __forceinline__ uint4 load_16_hinted(const void* p, uint64_t policy) {
+  uint4 v;
+  asm volatile("ld.global.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(__cvta_generic_to_global(p)), "l"(policy));
+  return v;
+}
+
 template <class T>
 __device__ __forceinline__ Packed8<T> zero_packed() {
   Packed8<T> z;

@@ -9,6 +9,7 @@
 #include "rowwise/rowwise_host.h"
 #include "rowwise/rowwise_kernel.cuh"
 #include "rowwise/bulk_kernel.cuh"
+#include "rowwise/looped_kernel.cuh"
 #include "rowwise/stream_kernel.cuh"
 
 namespace hpc_ops::rowwise {
@@ -34,6 +35,12 @@ constexpr std::array<KernelEntry, 1> stream_variant(DType in_dtype) {
 template <Prologue kPrologue, class TIn>
 constexpr std::array<KernelEntry, 1> bulk_variant(DType in_dtype) {
   return {{{{kPrologue, in_dtype, kBulkKernel}, &launch_bulk_kernel<kPrologue, TIn>}}};
+}
+
+// The looped kernel of a (prologue, input dtype) pair; key kLoopedKernel.
+template <Prologue kPrologue, class TIn>
+constexpr std::array<KernelEntry, 1> looped_variant(DType in_dtype) {
+  return {{{{kPrologue, in_dtype, kLoopedKernel}, &launch_looped_kernel<kPrologue, TIn>}}};
 }
 
 // Concatenates the variant lists of one family into a single table.

@@ -59,6 +59,13 @@ RowwiseConfig choose_rowwise_config(int64_t cols, int64_t rows, int num_sms, int
   return c;
 }
 
+int looped_threads(int64_t cols) {
+  const int64_t vecs = (cols + 7) / 8;
+  return static_cast<int>(std::min<int64_t>(kLoopedMaxThreads, threads_for(vecs, kLoopedVecs)));
+}
+
+bool use_looped_kernel(int64_t rows, int64_t cols) { return rows * cols >= kLoopedMinElements; }
+
 int choose_stream_slots(int64_t rows, int64_t groups_per_row, int num_sms) {
   const int64_t full_chunks = rows * ((groups_per_row + 2 * kStreamUnroll - 1) / (2 * kStreamUnroll));
   const int64_t resident_warps = int64_t{std::max(num_sms, 1)} * kStreamMinCtas * (kStreamThreads / 32);

@@ -105,4 +105,25 @@ constexpr int max_threads_for_vecs(int vecs) {
 // compromise. 1-2 vectors fit 64 registers without spills.
 constexpr int min_ctas_for_vecs(int vecs) { return vecs <= 2 ? 2 : vecs == 4 ? 4 : vecs == 8 ? 2 : 1; }
 
+// The looped kernel (looped_kernel.cuh): kLoopedVecs vectors per thread per
+// pass step, one CTA per row of at most kLoopedMaxThreads threads, bounded so
+// that kLoopedMinCtas CTAs fit per SM (<= 51 registers; it uses 48).
+constexpr int kLoopedVecs = 4;
+constexpr int kLoopedMaxThreads = 256;
+constexpr int kLoopedMinCtas = 5;
+
+// Threads of the looped kernel's CTA for a row of `cols` columns: enough that
+// one step covers the row, a multiple of 32, at most kLoopedMaxThreads (wider
+// rows take several steps).
+int looped_threads(int64_t cols);
+
+// Whether RMSNorm (bf16 or static FP8 output) runs on the looped kernel rather
+// than the register kernel.
+// NOTE: measured on the H200 (docs/perf/norm.md, v8): the looped kernel wins
+// from 4096 x 4096 elements up (4096 x 4096: 19.1 vs 19.5-20.2 us; 16384 x
+// 7168: 113.4 vs 126.8) and loses below (1024 x 7168: 10.5 vs 9.7; 4096 x
+// 2048: 11.5 vs 10.7-11.0).
+constexpr int64_t kLoopedMinElements = int64_t{4096} * 4096;
+bool use_looped_kernel(int64_t rows, int64_t cols);
+
 }  // namespace hpc_ops::rowwise

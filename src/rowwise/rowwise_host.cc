@@ -61,6 +61,13 @@ int forced_bulk_ctas() {
   return forced;
 }
 
+// HPC_OPS_ROWWISE_LOOPED=0 never uses the looped kernel, =1 uses it whenever
+// it applies (the tests' third pass); unset: the default rule in launch().
+int looped_mode() {
+  static const int mode = env_int("HPC_OPS_ROWWISE_LOOPED", -1);
+  return mode;
+}
+
 }  // namespace
 
 void check_row_tensor(const detail::Checker& check, const Tensor& t, const char* name,
@@ -203,6 +210,12 @@ void launch(const detail::Checker& check, const KernelTable& table, Prologue pro
     p.buffer_bytes = config.bulk.buffer_bytes;
     p.buffers_offset = config.bulk.buffers_offset;
   }
+  // The looped kernel: RMSNorm whose output needs no statistic but the sum of squares.
+  const int lmode = looped_mode();
+  const bool looped = !bulk && prologue == Prologue::kRmsNorm &&
+                      (p.epilogue == Epilogue::kStoreBf16 || p.epilogue == Epilogue::kFp8Static) &&
+                      lmode != 0 && (lmode == 1 || use_looped_kernel(total_rows, p.cols));
+  if (looped) config.looped_threads = looped_threads(p.cols);
   // Otherwise outputs that need no row statistic stream (no row held in registers).
   const bool streaming = !whole_row;
   if (!bulk && streaming) {
@@ -211,7 +224,10 @@ void launch(const detail::Checker& check, const KernelTable& table, Prologue pro
     p.items_per_row_div =
         FastDivmod(static_cast<uint32_t>((groups_per_row + groups_per_chunk - 1) / groups_per_chunk));
   }
-  const int vecs = bulk ? kBulkKernel : streaming ? kStreamingKernel : config.row.vecs_per_thread;
+  const int vecs = bulk                ? kBulkKernel
+                   : looped            ? kLoopedKernel
+                   : streaming         ? kStreamingKernel
+                                       : config.row.vecs_per_thread;
   for (int i = 0; i < table.size; ++i) {
     const KernelKey& k = table.entries[i].key;
     if (k.prologue == prologue && k.in_dtype == in_dtype && k.vecs_per_thread == vecs) {
@@ -221,7 +237,7 @@ void launch(const detail::Checker& check, const KernelTable& table, Prologue pro
     }
   }
   check.fail(ErrorKind::kInternal, "no compiled kernel for input ", dtype_name(in_dtype),
-             " with ", vecs, " vectors per thread (0 = streaming, -1 = bulk copy; prologue ",
+             " with ", vecs, " vectors per thread (0 = streaming, -1 = bulk copy, -2 = looped; prologue ",
              static_cast<int>(prologue), "); this build's instantiation table is incomplete");
 }
 

@@ -16,15 +16,17 @@
 
 namespace hpc_ops::rowwise {
 
-// vecs_per_thread values that name the streaming kernel (stream_kernel.cuh)
-// and the bulk-copy kernel (bulk_kernel.cuh).
+// vecs_per_thread values that name the streaming kernel (stream_kernel.cuh),
+// the bulk-copy kernel (bulk_kernel.cuh) and the looped kernel.
 constexpr int kStreamingKernel = 0;
 constexpr int kBulkKernel = -1;
+constexpr int kLoopedKernel = -2;  // looped_kernel.cuh
 
 // Both geometries; each kernel reads its own.
 struct LaunchConfig {
   RowwiseConfig row;
   BulkConfig bulk;
+  int looped_threads = 0;  // CTA size of the looped kernel
 };
 
 // Identity of one compiled kernel.
@@ -81,8 +83,9 @@ void check_devices(const detail::Checker& check, const Tensor& x,
 // Chooses the kernel and its geometry, finds it in `table`, launches on
 // `stream` and checks the launch. p.num_batches/rows_per_batch/cols must be set.
 // Rows needing a statistic (RMSNorm, per-token scales) run on the register
-// kernel, or on the bulk-copy kernel when wider than 16384 columns; the other
-// outputs on the streaming kernel.
+// kernel, or on the bulk-copy kernel when wider than 16384 columns; large
+// plain RMSNorm problems (bf16 or static FP8 out) on the looped kernel; the
+// other outputs on the streaming kernel.
 void launch(const detail::Checker& check, const KernelTable& table, Prologue prologue,
             DType in_dtype, RowwiseParams& p, cudaStream_t stream, int device);
 

@@ -16,6 +16,10 @@ using hpc_ops::rowwise::kSmemPerSm;
 using hpc_ops::rowwise::kSmemReservedPerCta;
 using hpc_ops::rowwise::kMaxCols;
 using hpc_ops::rowwise::max_threads_for_vecs;
+using hpc_ops::rowwise::kLoopedMaxThreads;
+using hpc_ops::rowwise::kLoopedVecs;
+using hpc_ops::rowwise::looped_threads;
+using hpc_ops::rowwise::use_looped_kernel;
 
 TEST(covers_every_width_within_bounds) {
   for (int64_t cols = 8; cols <= kMaxCols; cols += (cols < 4096 ? 8 : 1000 * 8)) {
@@ -96,6 +100,31 @@ TEST(stream_slots_follow_the_problem_size) {
   EXPECT_EQ(choose_stream_slots(3167, 8, 132), 1);
   EXPECT_EQ(choose_stream_slots(0, 8, 132), 1);
   EXPECT_EQ(choose_stream_slots(100000, 1, 0), kStreamUnroll);  // unknown SM count: one SM
+}
+
+// The looped kernel's CTA: whole warps, one step per row up to
+// kLoopedMaxThreads x kLoopedVecs vectors, several steps beyond.
+TEST(looped_threads_cover_the_row) {
+  for (int64_t cols = 8; cols <= kMaxCols; cols += (cols < 4096 ? 8 : 1000 * 8)) {
+    const int t = looped_threads(cols);
+    const int64_t vecs = cols / 8;
+    EXPECT_TRUE(t % 32 == 0 && t >= 32 && t <= kLoopedMaxThreads);
+    const int64_t steps = (vecs + int64_t{t} * kLoopedVecs - 1) / (int64_t{t} * kLoopedVecs);
+    EXPECT_TRUE(steps == 1 || t == kLoopedMaxThreads);
+    EXPECT_TRUE(t == 32 || (t - 32) * kLoopedVecs < vecs);  // no whole idle warp
+  }
+  EXPECT_EQ(looped_threads(7168), 224);
+  EXPECT_EQ(looped_threads(8), 32);
+}
+
+// Measured crossover: from 4096 x 4096 elements up.
+TEST(looped_kernel_for_large_problems) {
+  EXPECT_TRUE(use_looped_kernel(4096, 7168));
+  EXPECT_TRUE(use_looped_kernel(4096, 4096));
+  EXPECT_TRUE(use_looped_kernel(16384, 2048));
+  EXPECT_TRUE(!use_looped_kernel(1024, 7168));
+  EXPECT_TRUE(!use_looped_kernel(4096, 2048));
+  EXPECT_TRUE(!use_looped_kernel(0, 7168));
 }
 
 TEST(zero_rows_launch_nothing) {

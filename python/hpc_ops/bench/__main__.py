@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import math
 import os
 import sys
@@ -33,7 +34,8 @@ def parse_args(argv):
     p.add_argument("--out", default=os.path.join("bench", "results"),
                    help="output folder (default: bench/results under the current directory)")
     p.add_argument("--list", action="store_true", help="list the cases and exit (no GPU needed)")
-    p.add_argument("--filter", default=None, help="only cases whose op name contains this text")
+    p.add_argument("--filter", default=None, help="only cases whose 'op label' (as --list prints them, e.g. "
+                   "'rms_norm h=7168 r=4096') matches this regular expression")
     p.add_argument("--reps", type=int, default=None,
                    help=f"timed graph replays per implementation (default {REPS_FULL}, "
                         f"quick {REPS_QUICK})")
@@ -61,7 +63,8 @@ def family_cases(name: str, quick: bool, filt):
     make = {"norm": cases_norm.cases, "activation": cases_activation.cases,
             "quantization": cases_quantization.cases, "attention": cases_attention.cases}[name]
     cases = make(quick)
-    return [c for c in cases if not filt or filt in c.op]
+    pattern = re.compile(filt) if filt else None
+    return [c for c in cases if pattern is None or pattern.search(f"{c.op} {c.label}")]
 
 
 def list_cases(args) -> int:
