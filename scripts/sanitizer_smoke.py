@@ -113,6 +113,61 @@ if "attention" in hpc_ops.built_families():
                   out[b * q_len:(b + 1) * q_len], torch.einsum("hqk,khd->qhd", p, v), tol=0.04,
                   floor=0.5)  # P is bf16 / fp16 in P @ V
 
+if "rope" in hpc_ops.built_families():
+    # RoPE + QK norm + KV write: two requests (5 new rows over 3 cached, 1 decode
+    # row), a padding row, head dims 64/128/256, NeoX with norm and partial
+    # interleaved rotation, BF16 and FP8 (per-token-head k scales, fp8 q) caches.
+    FP8 = torch.float8_e4m3fn
+    for d, style, rot, fp8 in ((64, "neox", 64, False), (128, "interleaved", 64, False),
+                               (256, "neox", 256, True), (128, "neox", 128, True)):
+        hq, hkv, page, rows = 6, 2, 16, 7
+        kv_lens = torch.tensor([8, 20], dtype=torch.int32, device=dev)
+        cu = torch.tensor([0, 5, 6], dtype=torch.int32, device=dev)
+        table = torch.tensor([[3, -1], [0, 2]], dtype=torch.int32, device=dev)
+        q = torch.randn(rows, hq, d, dtype=BF16, device=dev)
+        k = torch.randn(rows, hkv, d, dtype=BF16, device=dev)
+        v = torch.randn(rows, hkv, d, dtype=BF16, device=dev)
+        pos = torch.arange(64, device=dev, dtype=torch.float32)[:, None]
+        freq = 1e4 ** (-torch.arange(rot // 2, device=dev) / (rot // 2))
+        cos_sin = torch.cat([torch.cos(pos * freq), torch.sin(pos * freq)], -1)
+        wq = torch.rand(d, device=dev) + 0.5
+        wk = torch.rand(d, device=dev) + 0.5
+        kc = torch.zeros(4, page, hkv, d, dtype=FP8 if fp8 else BF16, device=dev)
+        vc = torch.zeros_like(kc)
+        kw = {}
+        if fp8:
+            kw = dict(kv_scheme="qk_token_head__v_head", v_scale=torch.tensor([0.01, 0.02], device=dev),
+                      k_scale=torch.zeros(4, page, hkv, device=dev), q_out_dtype=FP8)
+        out = hpc_ops.rope_qk_norm_kv_write(q, k, v, cos_sin, kc, vc, table, kv_lens, cu,
+                                            rotary_dim=rot, style=style, q_norm_weight=wq,
+                                            k_norm_weight=wk, **kw)
+        qo, qs = out if fp8 else (out, None)
+
+        def rotate(x, p, w):  # norm (weight included), then rotation
+            x = x.float()
+            x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w
+            c, s_ = cos_sin[p, : rot // 2][:, None], cos_sin[p, rot // 2:][:, None]
+            r, rest = x[..., :rot], x[..., rot:]
+            if style == "neox":
+                a, b = r[..., : rot // 2], r[..., rot // 2:]
+                r = torch.cat([a * c - b * s_, b * c + a * s_], -1)
+            else:
+                a, b = r[..., 0::2], r[..., 1::2]
+                r = torch.stack([a * c - b * s_, b * c + a * s_], -1).flatten(-2)
+            return torch.cat([r, rest], -1)
+
+        positions = torch.tensor([3, 4, 5, 6, 7, 19], device=dev)
+        q_ref = rotate(q[:6], positions, wq)
+        got = qo[:6].float() * (qs[:6, :, None] if fp8 else 1)
+        check(f"rope q d={d} {style} fp8={fp8}", got, q_ref, tol=0.15 if fp8 else 3e-2)
+        check(f"rope padding row d={d}", qo[6:].float(), torch.zeros_like(qo[6:].float()))
+        k_ref = rotate(k[:6], positions, wk)
+        for r, (pg, slot) in enumerate([(3, 3), (3, 4), (3, 5), (3, 6), (3, 7), (2, 3)]):
+            kk = kc[pg, slot].float() * (kw["k_scale"][pg, slot][:, None] if fp8 else 1)
+            vv = vc[pg, slot].float() * (kw["v_scale"][:, None] if fp8 else 1)
+            check(f"rope k row {r} d={d} fp8={fp8}", kk, k_ref[r], tol=0.15 if fp8 else 3e-2)
+            check(f"rope v row {r} d={d} fp8={fp8}", vv, v[r].float(), tol=0.15 if fp8 else 3e-2)
+
 torch.cuda.synchronize()
 print("\n".join(failures) if failures else "all sanitizer smoke checks matched")
 print(f"{0 if failures else 1} passed, {1 if failures else 0} failed")

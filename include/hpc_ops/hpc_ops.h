@@ -9,4 +9,5 @@
 #include "hpc_ops/core/tensor.h"
 #include "hpc_ops/norm.h"
 #include "hpc_ops/quantization.h"
+#include "hpc_ops/rope.h"
 #include "hpc_ops/version.h"

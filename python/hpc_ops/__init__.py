@@ -20,6 +20,7 @@ from .activation import gelu_tanh_and_mul, gelu_tanh_and_mul_masked, silu_and_mu
 from .activation import silu_and_mul_masked
 from .norm import fused_add_rms_norm, rms_norm
 from .quantization import quantize_fp8
+from .rope import rope_qk_norm_kv_write, split_qkv
 
 __version__ = _C.__version__
 
@@ -36,6 +37,8 @@ __all__ = [
     "decode_schedule_cpu",
     "DecodePlan",
     "Fp8Scheme",
+    "rope_qk_norm_kv_write",
+    "split_qkv",
     "built_families",
 ]
 

@@ -106,3 +106,25 @@ def decode_attention_op(q: Tensor, k_cache: Tensor, v_cache: Tensor, page_table:
 def _(q, k_cache, v_cache, page_table, kv_lens, info, workspace, softmax_scale, soft_cap, scheme,
       q_scale, k_scale, v_scale, out, lse):
     return None
+
+
+@torch.library.custom_op("hpc_ops::rope_qk_norm_kv_write",
+                         mutates_args=("k_cache", "v_cache", "k_scale", "q_scale", "out_q"))
+def rope_qk_norm_kv_write_op(q: Tensor, k: Tensor, v: Tensor, cos_sin_cache: Tensor,
+                             k_cache: Tensor, v_cache: Tensor, page_table: Tensor,
+                             kv_lens: Tensor, cu_seqlens: Tensor, positions: Optional[Tensor],
+                             q_norm_weight: Optional[Tensor], k_norm_weight: Optional[Tensor],
+                             k_scale: Optional[Tensor], v_scale: Optional[Tensor],
+                             q_scale: Optional[Tensor], out_q: Tensor, rotary_dim: int,
+                             style: int, norm_order: int, eps: float, kv_scheme: int) -> None:
+    tensors = (q, k, v, cos_sin_cache, k_cache, v_cache, page_table, kv_lens, cu_seqlens,
+               positions, q_norm_weight, k_norm_weight, k_scale, v_scale, q_scale)
+    _C.rope_qk_norm_kv_write(*(desc_or_none(t) for t in tensors), desc(out_q), rotary_dim, style,
+                             norm_order, eps, kv_scheme, stream_of(q))
+
+
+@rope_qk_norm_kv_write_op.register_fake
+def _(q, k, v, cos_sin_cache, k_cache, v_cache, page_table, kv_lens, cu_seqlens, positions,
+      q_norm_weight, k_norm_weight, k_scale, v_scale, q_scale, out_q, rotary_dim, style,
+      norm_order, eps, kv_scheme):
+    return None

@@ -5,6 +5,7 @@
 
 #include "attention/decode_kernels.h"
 #include "common/check.h"
+#include "common/fp8_scale_checks.h"
 #include "common/cuda_check.h"
 
 namespace hpc_ops {
@@ -30,6 +31,9 @@ void check_workspace(const detail::Checker& check, const Tensor& workspace,
 namespace {
 
 using detail::Checker;
+using detail::check_one_scale;
+using detail::check_scale_shape;
+using detail::has;
 
 bool is_supported_page_size(int64_t n) { return n == 1 || n == 16 || n == 32 || n == 64 || n == 128; }
 
@@ -39,41 +43,6 @@ void check_cache(const Checker& check, const Tensor& c, const char* name) {
   check.last_dim_contiguous(c, name);
   check.non_negative_strides(c, name);
   check.aligned(c, name, 16);
-}
-
-const char* scheme_name(Fp8Scheme s) {
-  switch (s) {
-    case Fp8Scheme::kPerTensor: return "per_tensor";
-    case Fp8Scheme::kQTokenHeadKvTensor: return "q_token_head__kv_tensor";
-    case Fp8Scheme::kQkTokenHeadVHead: return "qk_token_head__v_head";
-  }
-  return "?";
-}
-
-bool has(const Tensor& t) { return t.data != nullptr; }
-
-// A float32 scale tensor of exactly one element (shape [] or [1], or any
-// shape of one element).
-void check_one_scale(const Checker& check, const Tensor& t, const char* name, Fp8Scheme scheme) {
-  check.dtype(t, name, {DType::kFloat32});
-  if (t.numel() != 1) {
-    check.invalid(name, " must hold one element for scheme ", scheme_name(scheme), ", got shape ",
-                  detail::shape_string(t));
-  }
-}
-
-// A float32 scale tensor of the given rank and sizes (any non-negative strides).
-void check_scale_shape(const Checker& check, const Tensor& t, const char* name, Fp8Scheme scheme,
-                       std::initializer_list<int64_t> sizes, const char* layout) {
-  check.dtype(t, name, {DType::kFloat32});
-  bool ok = t.ndim == static_cast<int>(sizes.size());
-  int d = 0;
-  for (const int64_t n : sizes) ok = ok && t.shape[d++] == n;
-  if (!ok) {
-    check.invalid(name, " must be ", layout, " for scheme ", scheme_name(scheme), ", got shape ",
-                  detail::shape_string(t));
-  }
-  check.non_negative_strides(t, name);
 }
 
 // The FP8 scales against the scheme, filled into p. Structural checks only.
@@ -87,7 +56,7 @@ void check_fp8_scales(const Checker& check, const DecodeAttentionOptions& o, con
       if (has(*t)) check.invalid(name, " was given, but the KV cache is bfloat16 (scales are for an FP8 cache)");
     }
     if (o.scheme != Fp8Scheme::kPerTensor) {
-      check.invalid("scheme ", scheme_name(o.scheme), " was given, but the KV cache is bfloat16");
+      check.invalid("scheme ", detail::fp8_scheme_name(o.scheme), " was given, but the KV cache is bfloat16");
     }
     return;
   }

@@ -8,6 +8,7 @@
 #include "attention/decode_kernels.h"
 #include "common/check.h"
 #include "common/cuda_check.h"
+#include "common/device_info.h"
 
 namespace hpc_ops {
 namespace attention {
@@ -94,9 +95,7 @@ DecodePlanInfo make_decode_plan_info(int32_t batch, int32_t num_q_heads, int32_t
   info.kv_dtype = kv_dtype;
   const int rows = q_len * group;
   if (device >= 0) {
-    int sms = 0;
-    HPC_OPS_CUDA_CHECK(check.op(),
-                       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    const int sms = detail::multiprocessor_count(check.op(), device);
     info.num_bins = std::max(1, sms * attention::decode_ctas_per_sm(rows, kv_dtype == DType::kFloat8E4M3, device));
   } else {
     info.num_bins = 1;  // no device: a description for argument checks only

@@ -93,11 +93,11 @@ DecodePlanInfo to_info(const PlanTuple& t) {
   i.kv_dtype = static_cast<DType>(kv_dtype);
   return i;
 }
+#endif
 
 Tensor optional_tensor(nb::handle h, const char* name) {
   return h.is_none() ? Tensor{} : to_tensor(h, name);
 }
-#endif
 
 }  // namespace
 
@@ -127,6 +127,9 @@ NB_MODULE(_C, m) {
 #endif
 #ifdef HPC_OPS_HAS_ATTENTION
     f += "attention ";
+#endif
+#ifdef HPC_OPS_HAS_ROPE
+    f += "rope ";
 #endif
     return f;
   });
@@ -208,5 +211,35 @@ NB_MODULE(_C, m) {
         }, "q"_a, "k_cache"_a, "v_cache"_a, "page_table"_a, "kv_lens"_a, "info"_a, "workspace"_a,
         "softmax_scale"_a, "soft_cap"_a, "scheme"_a, "q_scale"_a.none(), "k_scale"_a.none(),
         "v_scale"_a.none(), "out"_a, "lse"_a.none(), "stream"_a);
+#endif
+#ifdef HPC_OPS_HAS_ROPE
+  m.def("rope_qk_norm_kv_write",
+        [](nb::handle q, nb::handle k, nb::handle v, nb::handle cos_sin_cache, nb::handle k_cache,
+           nb::handle v_cache, nb::handle page_table, nb::handle kv_lens, nb::handle cu_seqlens,
+           nb::handle positions, nb::handle q_norm_weight, nb::handle k_norm_weight,
+           nb::handle k_scale, nb::handle v_scale, nb::handle q_scale, nb::handle out_q,
+           int rotary_dim, int style, int norm_order, float eps, int kv_scheme, uintptr_t stream) {
+          RopeKvWriteOptions o;
+          o.rotary_dim = rotary_dim;
+          o.style = static_cast<RopeStyle>(style);
+          o.positions = optional_tensor(positions, "positions");
+          o.q_norm_weight = optional_tensor(q_norm_weight, "q_norm_weight");
+          o.k_norm_weight = optional_tensor(k_norm_weight, "k_norm_weight");
+          o.norm_order = static_cast<QkNormOrder>(norm_order);
+          o.eps = eps;
+          o.kv_scheme = static_cast<Fp8Scheme>(kv_scheme);
+          o.k_scale = optional_tensor(k_scale, "k_scale");
+          o.v_scale = optional_tensor(v_scale, "v_scale");
+          o.q_scale = optional_tensor(q_scale, "q_scale");
+          rope_qk_norm_kv_write(to_tensor(q, "q"), to_tensor(k, "k"), to_tensor(v, "v"),
+                                to_tensor(cos_sin_cache, "cos_sin_cache"),
+                                to_tensor(k_cache, "k_cache"), to_tensor(v_cache, "v_cache"),
+                                to_tensor(page_table, "page_table"), to_tensor(kv_lens, "kv_lens"),
+                                to_tensor(cu_seqlens, "cu_seqlens"), o, to_tensor(out_q, "out_q"),
+                                to_stream(stream));
+        }, "q"_a, "k"_a, "v"_a, "cos_sin_cache"_a, "k_cache"_a, "v_cache"_a, "page_table"_a,
+        "kv_lens"_a, "cu_seqlens"_a, "positions"_a.none(), "q_norm_weight"_a.none(),
+        "k_norm_weight"_a.none(), "k_scale"_a.none(), "v_scale"_a.none(), "q_scale"_a.none(),
+        "out_q"_a, "rotary_dim"_a, "style"_a, "norm_order"_a, "eps"_a, "kv_scheme"_a, "stream"_a);
 #endif
 }

@@ -3,11 +3,11 @@
 // the checked launch (see rowwise_host.h).
 #include "rowwise/rowwise_host.h"
 
-#include <array>
 #include <cstdlib>
 #include <string>
 
 #include "common/cuda_check.h"
+#include "common/device_info.h"
 
 namespace hpc_ops::rowwise {
 namespace {
@@ -19,18 +19,6 @@ std::string scaling_list(std::initializer_list<Fp8Scaling> allowed) {
     s += fp8_scaling_name(a);
   }
   return s;
-}
-
-int num_sms(const char* op, int device) {
-  // Queried once per device; a benign race at worst writes the same value twice.
-  static std::array<int, 64> cache{};
-  if (device >= 0 && device < static_cast<int>(cache.size()) && cache[device] > 0) {
-    return cache[device];
-  }
-  int sms = 0;
-  HPC_OPS_CUDA_CHECK(op, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  if (device >= 0 && device < static_cast<int>(cache.size())) cache[device] = sms;
-  return sms;
 }
 
 // Tuning switches, read from the environment once per process (never needed
@@ -177,7 +165,7 @@ void launch(const detail::Checker& check, const KernelTable& table, Prologue pro
   detail::DeviceGuard guard(device, check.op());
   const bool norm = prologue == Prologue::kRmsNorm || prologue == Prologue::kAddRmsNorm;
   const int inputs = prologue == Prologue::kRmsNorm || prologue == Prologue::kIdentity ? 1 : 2;
-  const int sms = num_sms(check.op(), device);
+  const int sms = detail::multiprocessor_count(check.op(), device);
   LaunchConfig config;
   config.row = choose_rowwise_config(p.cols, total_rows, sms, inputs, forced_vecs());
   config.row.persistent = persistent_grid();

@@ -20,6 +20,7 @@
 
 #include <algorithm>
 
+#include "common/fp8_scale.cuh"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
 #include "hpc_ops/core/dtype.h"
@@ -45,10 +46,7 @@ __device__ __forceinline__ float gelu_tanh(float g) {
   return __fdividef(g, 1.0f + __expf(-two_u));
 }
 
-// max(amax, kMinAmax) / 448, keeping NaN (fmaxf would drop it).
-__device__ __forceinline__ float dynamic_scale(float amax) {
-  return (amax != amax ? amax : fmaxf(amax, kMinAmax)) * (1.0f / kFp8E4M3Max);
-}
+using device::dynamic_scale;
 
 // Raises *scale_out to dynamic_scale(amax), atomically across the grid (the
 // amax pass of dynamic per-tensor FP8). Non-negative floats order like their

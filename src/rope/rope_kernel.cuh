@@ -1,0 +1,305 @@
+// SPDX-License-Identifier: Apache-2.0
+// The RoPE + QK-norm + paged KV-write kernel (see include/hpc_ops/rope.h).
+//
+// Geometry: CTA (row, chunk) takes heads [chunk * heads_per_cta, ...) of one
+// row, counting q heads, then k heads, then v heads. A head of D elements is
+// owned by a lane group of D / 8 lanes, 8 contiguous elements (16 bytes) per
+// lane; a group takes heads group, group + G, ... (G groups per CTA), at most
+// kRopeHeadsPerGroup, all their loads issued first. Per-head
+// reductions (the norm's sum of squares, FP8 maxima) and the NeoX partner
+// exchange are shuffles inside the group (masked to its lanes: the two groups
+// of a warp may be on different heads, even different kinds).
+//
+// Per row, once: which request owns it (counted over cu_seqlens by the whole
+// CTA), its cache slot and rotation position, and this lane's cos/sin values
+// (kept in registers for every head of the row).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include "common/fp8_scale.cuh"
+#include "common/reduce.cuh"
+#include "common/vec.cuh"
+#include "rope/rope_config.h"
+#include "rope/rope_params.h"
+
+namespace hpc_ops::rope {
+
+using Bf16 = __nv_bfloat16;
+using Fp8 = __nv_fp8_e4m3;
+
+// Where one row goes.
+struct RowTarget {
+  bool padding = true;       // past cu_seqlens[B]: q out zero, nothing else
+  bool position_ok = false;  // rotation position inside the cos/sin cache
+  bool write = false;        // a valid cache slot
+  int32_t position = 0;
+  int64_t page = 0;
+  int32_t slot = 0;
+};
+
+// Which request owns `row`: the number of b in 1..B with cu_seqlens[b] <= row
+// (cu_seqlens is non-decreasing from 0), counted by the whole CTA at once.
+// NOTE: one coalesced pass and one barrier instead of a binary search, whose
+// log2(B) dependent loads made a B = 256 decode step 15.7 us (compile 10.0).
+// Every thread of the CTA must call it.
+__device__ __forceinline__ int owning_request(const RopeParams& p, int row, int* warp_counts) {
+  int count = 0;
+  for (int b = 1 + static_cast<int>(threadIdx.x); b <= p.batch; b += kRopeThreads) {
+    count += __ldg(p.cu_seqlens + b) <= row ? 1 : 0;
+  }
+  count = __reduce_add_sync(0xffffffffu, count);
+  if (threadIdx.x % 32 == 0) warp_counts[threadIdx.x / 32] = count;
+  __syncthreads();
+  int total = 0;
+#pragma unroll
+  for (int w = 0; w < kRopeThreads / 32; ++w) total += warp_counts[w];
+  return total;
+}
+
+__device__ __forceinline__ RowTarget locate_row(const RopeParams& p, int row, int* warp_counts) {
+  RowTarget t;
+  const int b = owning_request(p, row, warp_counts);
+  if (b >= p.batch) return t;
+  t.padding = false;
+  const int start = __ldg(p.cu_seqlens + b);
+  const int rows_of_b = __ldg(p.cu_seqlens + b + 1) - start;
+  const int64_t cache_pos = int64_t{__ldg(p.kv_lens + b)} - rows_of_b + (row - start);
+  int64_t position = cache_pos;
+  if (p.positions != nullptr) {
+    position = p.positions_i64 ? __ldg(static_cast<const long long*>(p.positions) + row)
+                               : __ldg(static_cast<const int32_t*>(p.positions) + row);
+  }
+  t.position_ok = position >= 0 && position < p.max_position;
+  t.position = t.position_ok ? static_cast<int32_t>(position) : 0;
+  if (!t.position_ok || cache_pos < 0 || cache_pos >= int64_t{p.max_pages} * p.page_size) return t;
+  const int page_index = static_cast<int>(cache_pos / p.page_size);
+  const int32_t page = __ldg(p.page_table + b * p.page_table_stride + page_index);
+  t.write = page >= 0 && page < p.num_pages;
+  t.page = page;
+  t.slot = static_cast<int32_t>(cache_pos - int64_t{page_index} * p.page_size);
+  return t;
+}
+
+// All-reduce over the kLanes lanes of this thread's group (`mask` names them).
+template <int kLanes, class Op>
+__device__ __forceinline__ float group_allreduce(float v, unsigned mask, Op op) {
+#pragma unroll
+  for (int offset = kLanes / 2; offset > 0; offset /= 2) {
+    v = op(v, __shfl_xor_sync(mask, v, offset, kLanes));
+  }
+  return v;
+}
+
+// n consecutive values (n = 4 or 8) of a float32 or bf16 array into floats.
+template <int kN>
+__device__ __forceinline__ void load_floats(const void* base, bool f32, int64_t index,
+                                            float (&out)[8]) {
+  if (f32) {
+    const auto* p = reinterpret_cast<const float4*>(static_cast<const float*>(base) + index);
+#pragma unroll
+    for (int i = 0; i < kN / 4; ++i) {
+      const float4 v = __ldg(p + i);
+      out[4 * i] = v.x, out[4 * i + 1] = v.y, out[4 * i + 2] = v.z, out[4 * i + 3] = v.w;
+    }
+  } else {
+    const auto* p = static_cast<const Bf16*>(base) + index;
+    if constexpr (kN == 8) {
+      device::Packed8<Bf16> v;
+      v.raw = __ldg(reinterpret_cast<const uint4*>(p));
+      device::unpack(v, out);
+    } else {
+      const uint2 raw = __ldg(reinterpret_cast<const uint2*>(p));
+      const auto* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+      const float2 a = __bfloat1622float2(h[0]);
+      const float2 b = __bfloat1622float2(h[1]);
+      out[0] = a.x, out[1] = a.y, out[2] = b.x, out[3] = b.y;
+    }
+  }
+}
+
+// Stores 8 values of one head: bf16, or e4m3 with a static inverse scale or
+// a dynamic per-head scale (written by the group's first lane to *scale_out).
+template <int kLanes, bool kMayBeFp8>
+__device__ __forceinline__ void store_head(void* dst, bool fp8, const float (&y)[8],
+                                           float static_inv_scale, float* scale_out,
+                                           unsigned mask, int lane) {
+  if (!kMayBeFp8 || !fp8) {
+    device::store_packed(static_cast<Bf16*>(dst), device::pack_bf16(y));
+    return;
+  }
+  float inv_scale = static_inv_scale;
+  if (scale_out != nullptr) {
+    float amax = 0.0f;
+    device::AbsMaxOp op;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) amax = op(amax, fabsf(y[e]));
+    const float scale = device::dynamic_scale(group_allreduce<kLanes>(amax, mask, op));
+    if (lane == 0) *scale_out = scale;
+    inv_scale = __frcp_rn(scale);
+  }
+  device::store8_fp8(static_cast<Fp8*>(dst), y, inv_scale);
+}
+
+// kFp8: an FP8 cache (then q_out may be FP8 too); a template parameter so the
+// BF16 kernel carries no FP8 code.
+template <int kD, bool kFp8>
+__global__ void __launch_bounds__(kRopeThreads, kRopeMinCtas)
+    rope_kv_write_kernel(const __grid_constant__ RopeParams p) {
+  constexpr int kLanes = kD / 8;
+  constexpr int kGroups = kRopeThreads / kLanes;
+  __shared__ int warp_counts[kRopeThreads / 32];
+  const int row = blockIdx.x;
+  const int lane = threadIdx.x % kLanes;
+  const int group = threadIdx.x / kLanes;
+  const int lane_in_warp = threadIdx.x % 32;
+  const unsigned mask =
+      kLanes == 32 ? 0xffffffffu : ((1u << kLanes) - 1u) << (lane_in_warp & ~(kLanes - 1));
+  const int hq = p.num_q_heads;
+  const int hkv = p.num_kv_heads;
+  const int h_begin = blockIdx.y * p.heads_per_cta;
+  const int h_end = min(hq + 2 * hkv, h_begin + p.heads_per_cta);
+
+  // ---- 1. This group's heads (at most kRopeHeadsPerGroup: the host keeps
+  // heads_per_cta <= kGroups * kRopeHeadsPerGroup), loaded before the row is
+  // located: every row of q, k, v exists, padding included, and the loads
+  // then overlap the lookup's dependent loads.
+  // NOTE: row bases once, a head offset per head: ncu counted ~230
+  // instructions per head and lane group when every address was rebuilt.
+  const Bf16* q_row = static_cast<const Bf16*>(p.q) + row * p.q_strides[0] + 8 * lane;
+  const Bf16* k_row = static_cast<const Bf16*>(p.k) + row * p.k_strides[0] + 8 * lane;
+  const Bf16* v_row = static_cast<const Bf16*>(p.v) + row * p.v_strides[0] + 8 * lane;
+  device::Packed8<Bf16> in[kRopeHeadsPerGroup];
+#pragma unroll
+  for (int u = 0; u < kRopeHeadsPerGroup; ++u) {
+    const int h = h_begin + group + u * kGroups;
+    const Bf16* src = h < hq         ? q_row + h * p.q_strides[1]
+                      : h < hq + hkv ? k_row + (h - hq) * p.k_strides[1]
+                                     : v_row + (h - hq - hkv) * p.v_strides[1];
+    in[u] = h < h_end ? device::load_packed(src) : device::zero_packed<Bf16>();
+  }
+
+  // ---- 2. Where the row goes, and this lane's cos/sin. NeoX pairs element e
+  // of lane l (< half_lanes) with element e of lane l + half_lanes, frequency
+  // (l % half_lanes) * 8 + e; interleaved pairs elements 2k, 2k+1 of one
+  // lane, frequency 4 l + k.
+  const RowTarget target = locate_row(p, row, warp_counts);
+  const int half = p.rotary_dim / 2;
+  const int rot_lanes = p.rotary_dim / 8;
+  const int half_lanes = half / 8;
+  const bool rotated = lane < rot_lanes;
+  float cs[8] = {}, sn[8] = {};
+  if (rotated && target.position_ok) {
+    const int64_t base = int64_t{target.position} * p.cos_sin_stride;
+    if (p.interleaved) {
+      float c4[8], s4[8];
+      load_floats<4>(p.cos_sin, p.cos_sin_f32, base + 4 * lane, c4);
+      load_floats<4>(p.cos_sin, p.cos_sin_f32, base + half + 4 * lane, s4);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) cs[e] = c4[e / 2], sn[e] = s4[e / 2];
+    } else {
+      const int freq0 = (lane % half_lanes) * 8;
+      load_floats<8>(p.cos_sin, p.cos_sin_f32, base + freq0, cs);
+      load_floats<8>(p.cos_sin, p.cos_sin_f32, base + half + freq0, sn);
+    }
+  }
+  const int neox_partner = lane < half_lanes ? lane + half_lanes : lane - half_lanes;
+  const bool norm = p.q_norm_weight != nullptr;
+
+  // x * rsqrt(mean(x^2) + eps) * w over the head.
+  auto rms_norm = [&](float (&x)[8], const void* weight) {
+    float ss = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) ss += x[e] * x[e];
+    ss = group_allreduce<kLanes>(ss, mask, device::SumOp{});
+    const float inv_rms = rsqrtf(ss * (1.0f / kD) + p.eps);
+    float w[8];
+    load_floats<8>(weight, p.norm_weight_f32, 8 * lane, w);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) x[e] = (x[e] * inv_rms) * w[e];
+  };
+
+  auto rotate = [&](float (&x)[8]) {
+    if (p.interleaved) {
+      if (!rotated) return;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float a = x[2 * k];
+        const float b = x[2 * k + 1];
+        x[2 * k] = a * cs[2 * k] - b * sn[2 * k];
+        x[2 * k + 1] = b * cs[2 * k] + a * sn[2 * k];
+      }
+      return;
+    }
+    float other[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) other[e] = __shfl_sync(mask, x[e], neox_partner, kLanes);
+    if (!rotated) return;
+    const float sign = lane < half_lanes ? -1.0f : 1.0f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) x[e] = x[e] * cs[e] + sign * other[e] * sn[e];
+  };
+
+  // q, then k: norm and rotation in the configured order.
+  auto transform = [&](float (&x)[8], const void* weight) {
+    if (norm && !p.rope_then_norm) rms_norm(x, weight);
+    rotate(x);
+    if (norm && p.rope_then_norm) rms_norm(x, weight);
+  };
+
+  // ---- 3. Each head: q -> q_out; k, v -> the cache slot.
+  const bool q_fp8 = kFp8 && p.q_fp8;
+  const int64_t q_out_row = row * p.q_out_strides[0] + 8 * lane;
+  float* q_scale_row = p.q_scale_out == nullptr ? nullptr : p.q_scale_out + row * p.q_scale_strides[0];
+  const float q_inv_scale = q_fp8 && p.q_scale != nullptr ? 1.0f / *p.q_scale : 1.0f;
+  const float k_inv_scale = kFp8 && p.k_scale != nullptr ? 1.0f / *p.k_scale : 1.0f;
+  const int64_t k_slot =
+      target.page * p.k_cache_strides[0] + target.slot * p.k_cache_strides[1] + 8 * lane;
+  const int64_t v_slot =
+      target.page * p.v_cache_strides[0] + target.slot * p.v_cache_strides[1] + 8 * lane;
+  constexpr int kCacheBytes = kFp8 ? 1 : 2;
+#pragma unroll
+  for (int u = 0; u < kRopeHeadsPerGroup; ++u) {
+    const int h = h_begin + group + u * kGroups;
+    if (h >= h_end) break;
+    float x[8];
+    device::unpack(in[u], x);
+    if (h < hq) {
+      if (target.padding) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) x[e] = 0.0f;
+      } else {
+        transform(x, p.q_norm_weight);
+        if (!target.position_ok) {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) x[e] = __int_as_float(0x7fffffff);
+        }
+      }
+      void* dst = static_cast<char*>(p.q_out) + (q_out_row + h * p.q_out_strides[1]) * (q_fp8 ? 1 : 2);
+      store_head<kLanes, kFp8>(dst, q_fp8, x, q_inv_scale,
+                               q_scale_row == nullptr ? nullptr : q_scale_row + h * p.q_scale_strides[1],
+                               mask, lane);
+      continue;
+    }
+    if (!target.write) continue;
+    if (h < hq + hkv) {  // k: static per-tensor scale, or per (token, head) into k_scale_out
+      const int head = h - hq;
+      transform(x, p.k_norm_weight);
+      float* scale_out = p.k_scale_out == nullptr
+                             ? nullptr
+                             : p.k_scale_out + target.page * p.k_scale_strides[0] +
+                                   target.slot * p.k_scale_strides[1] + head * p.k_scale_strides[2];
+      void* dst = static_cast<char*>(p.k_cache) + (k_slot + head * p.k_cache_strides[2]) * kCacheBytes;
+      store_head<kLanes, kFp8>(dst, kFp8, x, k_inv_scale, scale_out, mask, lane);
+    } else {  // v as is: per-tensor or per-head static scale
+      const int head = h - hq - hkv;
+      const float inv_scale = kFp8 ? 1.0f / p.v_scale[head * p.v_scale_stride] : 1.0f;
+      void* dst = static_cast<char*>(p.v_cache) + (v_slot + head * p.v_cache_strides[2]) * kCacheBytes;
+      store_head<kLanes, kFp8>(dst, kFp8, x, inv_scale, nullptr, mask, lane);
+    }
+  }
+}
+
+}  // namespace hpc_ops::rope
