@@ -48,25 +48,17 @@ void check_cache(const Checker& check, const Tensor& c, const char* name) {
 // The FP8 scales against the scheme, filled into p. Structural checks only.
 void check_fp8_scales(const Checker& check, const DecodeAttentionOptions& o, const Tensor& q,
                       const Tensor& k_cache, bool q_fp8, bool kv_fp8, attention::DecodeParams& p) {
-  const int s = static_cast<int>(o.scheme);
-  if (s < 0 || s > 2) check.invalid("scheme = ", s, ", expected 0, 1 or 2 (an Fp8Scheme)");
+  detail::check_scheme(check, o.scheme, "scheme");
   if (!kv_fp8) {
-    for (const auto& [t, name] : {std::pair<const Tensor*, const char*>{&o.q_scale, "q_scale"},
-                                  {&o.k_scale, "k_scale"}, {&o.v_scale, "v_scale"}}) {
-      if (has(*t)) check.invalid(name, " was given, but the KV cache is bfloat16 (scales are for an FP8 cache)");
-    }
-    if (o.scheme != Fp8Scheme::kPerTensor) {
-      check.invalid("scheme ", detail::fp8_scheme_name(o.scheme), " was given, but the KV cache is bfloat16");
-    }
+    detail::check_no_fp8_scales(check, o.scheme, "scheme",
+                                {{&o.q_scale, "q_scale"}, {&o.k_scale, "k_scale"}, {&o.v_scale, "v_scale"}});
     return;
   }
-  if (!has(o.k_scale)) check.invalid("k_scale is required with an FP8 KV cache");
-  if (!has(o.v_scale)) check.invalid("v_scale is required with an FP8 KV cache");
+  const detail::KvScaleLayout kv = detail::check_kv_scales(check, o.scheme, o.k_scale, o.v_scale, k_cache, "");
   if (q_fp8 && !has(o.q_scale)) check.invalid("q_scale is required with an FP8 q");
   if (!q_fp8 && has(o.q_scale)) {
     check.invalid("q_scale was given, but q is bfloat16 (q_scale is for an FP8 q)");
   }
-  const int64_t kv_heads = k_cache.shape[2];
   if (q_fp8) {
     if (o.scheme == Fp8Scheme::kPerTensor) {
       check_one_scale(check, o.q_scale, "q_scale", o.scheme);
@@ -78,19 +70,9 @@ void check_fp8_scales(const Checker& check, const DecodeAttentionOptions& o, con
     }
     p.q_scale = static_cast<const float*>(o.q_scale.data);
   }
-  if (o.scheme == Fp8Scheme::kQkTokenHeadVHead) {
-    check_scale_shape(check, o.k_scale, "k_scale", o.scheme,
-                      {k_cache.shape[0], k_cache.shape[1], kv_heads},
-                      "[num_pages, page_size, num_kv_heads] (k_cache.shape[:3])");
-    check_scale_shape(check, o.v_scale, "v_scale", o.scheme, {kv_heads},
-                      "[num_kv_heads] (k_cache.shape[2])");
-    p.k_scale_per_token = true;
-    for (int d = 0; d < 3; ++d) p.k_scale_strides[d] = o.k_scale.strides[d];
-    p.v_scale_stride = o.v_scale.strides[0];
-  } else {
-    check_one_scale(check, o.k_scale, "k_scale", o.scheme);
-    check_one_scale(check, o.v_scale, "v_scale", o.scheme);
-  }
+  p.k_scale_per_token = kv.k_per_token;
+  for (int d = 0; d < 3; ++d) p.k_scale_strides[d] = kv.k_strides[d];
+  p.v_scale_stride = kv.v_stride;
   p.k_scale = static_cast<const float*>(o.k_scale.data);
   p.v_scale = static_cast<const float*>(o.v_scale.data);
 }

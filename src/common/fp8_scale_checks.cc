@@ -2,6 +2,8 @@
 // FP8 scale checks (see fp8_scale_checks.h).
 #include "common/fp8_scale_checks.h"
 
+#include <string>
+
 namespace hpc_ops::detail {
 
 const char* fp8_scheme_name(Fp8Scheme s) {
@@ -32,6 +34,45 @@ void check_scale_shape(const Checker& check, const Tensor& t, const char* name, 
                   ", got shape ", shape_string(t));
   }
   check.non_negative_strides(t, name);
+}
+
+void check_scheme(const Checker& check, Fp8Scheme scheme, const char* arg) {
+  const int s = static_cast<int>(scheme);
+  if (s < 0 || s > 2) check.invalid(arg, " = ", s, ", expected 0, 1 or 2 (an Fp8Scheme)");
+}
+
+void check_no_fp8_scales(const Checker& check, Fp8Scheme scheme, const char* arg,
+                         std::initializer_list<std::pair<const Tensor*, const char*>> scales) {
+  for (const auto& [t, name] : scales) {
+    if (has(*t)) {
+      check.invalid(name, " was given, but the KV cache is bfloat16 (scales are for an FP8 cache)");
+    }
+  }
+  if (scheme != Fp8Scheme::kPerTensor) {
+    check.invalid(arg, " ", fp8_scheme_name(scheme), " was given, but the KV cache is bfloat16");
+  }
+}
+
+KvScaleLayout check_kv_scales(const Checker& check, Fp8Scheme scheme, const Tensor& k_scale,
+                              const Tensor& v_scale, const Tensor& k_cache, const char* k_note) {
+  if (!has(k_scale)) check.invalid("k_scale is required with an FP8 KV cache");
+  if (!has(v_scale)) check.invalid("v_scale is required with an FP8 KV cache");
+  KvScaleLayout l;
+  if (scheme != Fp8Scheme::kQkTokenHeadVHead) {
+    check_one_scale(check, k_scale, "k_scale", scheme);
+    check_one_scale(check, v_scale, "v_scale", scheme);
+    return l;
+  }
+  const int64_t kv_heads = k_cache.shape[2];
+  const std::string k_layout =
+      std::string("[num_pages, page_size, num_kv_heads] (k_cache.shape[:3]") + k_note + ")";
+  check_scale_shape(check, k_scale, "k_scale", scheme, {k_cache.shape[0], k_cache.shape[1], kv_heads},
+                    k_layout.c_str());
+  check_scale_shape(check, v_scale, "v_scale", scheme, {kv_heads}, "[num_kv_heads] (k_cache.shape[2])");
+  l.k_per_token = true;
+  for (int d = 0; d < 3; ++d) l.k_strides[d] = k_scale.strides[d];
+  l.v_stride = v_scale.strides[0];
+  return l;
 }
 
 }  // namespace hpc_ops::detail

@@ -48,41 +48,24 @@ void check_norm_weight(const Checker& check, const Tensor& w, const char* name, 
 // The FP8 scales of the cache and of an FP8 q_out against the scheme, into p.
 void check_fp8(const Checker& check, const RopeKvWriteOptions& o, const Tensor& q_out,
                const Tensor& k_cache, bool kv_fp8, rope::RopeParams& p) {
-  const int s = static_cast<int>(o.kv_scheme);
-  if (s < 0 || s > 2) check.invalid("kv_scheme = ", s, ", expected 0, 1 or 2 (an Fp8Scheme)");
+  detail::check_scheme(check, o.kv_scheme, "kv_scheme");
   const bool q_fp8 = q_out.dtype == DType::kFloat8E4M3;
   if (!kv_fp8) {
-    for (const auto& [t, name] : {std::pair<const Tensor*, const char*>{&o.k_scale, "k_scale"},
-                                  {&o.v_scale, "v_scale"}, {&o.q_scale, "q_scale"}}) {
-      if (has(*t)) {
-        check.invalid(name, " was given, but the KV cache is bfloat16 (scales are for an FP8 cache)");
-      }
-    }
-    if (o.kv_scheme != Fp8Scheme::kPerTensor) {
-      check.invalid("kv_scheme ", detail::fp8_scheme_name(o.kv_scheme),
-                    " was given, but the KV cache is bfloat16");
-    }
+    detail::check_no_fp8_scales(check, o.kv_scheme, "kv_scheme",
+                                {{&o.k_scale, "k_scale"}, {&o.v_scale, "v_scale"}, {&o.q_scale, "q_scale"}});
     if (q_fp8) check.invalid("out_q is float8_e4m3fn, but the KV cache is bfloat16 (FP8 q needs an FP8 cache)");
     return;
   }
-  if (!has(o.k_scale)) check.invalid("k_scale is required with an FP8 KV cache");
-  if (!has(o.v_scale)) check.invalid("v_scale is required with an FP8 KV cache");
-  const int64_t kv_heads = k_cache.shape[2];
-  if (o.kv_scheme == Fp8Scheme::kQkTokenHeadVHead) {
-    check_scale_shape(check, o.k_scale, "k_scale", o.kv_scheme,
-                      {k_cache.shape[0], k_cache.shape[1], kv_heads},
-                      "[num_pages, page_size, num_kv_heads] (k_cache.shape[:3], an output)");
-    check_scale_shape(check, o.v_scale, "v_scale", o.kv_scheme, {kv_heads},
-                      "[num_kv_heads] (k_cache.shape[2])");
+  const detail::KvScaleLayout kv =
+      detail::check_kv_scales(check, o.kv_scheme, o.k_scale, o.v_scale, k_cache, ", an output");
+  if (kv.k_per_token) {
     p.k_scale_out = static_cast<float*>(o.k_scale.data);
-    for (int d = 0; d < 3; ++d) p.k_scale_strides[d] = o.k_scale.strides[d];
-    p.v_scale_stride = o.v_scale.strides[0];
+    for (int d = 0; d < 3; ++d) p.k_scale_strides[d] = kv.k_strides[d];
   } else {
-    check_one_scale(check, o.k_scale, "k_scale", o.kv_scheme);
-    check_one_scale(check, o.v_scale, "v_scale", o.kv_scheme);
     p.k_scale = static_cast<const float*>(o.k_scale.data);
   }
   p.v_scale = static_cast<const float*>(o.v_scale.data);
+  p.v_scale_stride = kv.v_stride;
   if (!q_fp8) {
     if (has(o.q_scale)) check.invalid("q_scale was given, but out_q is bfloat16 (q_scale is for an FP8 q)");
     return;

@@ -12,6 +12,7 @@ import torch
 
 import hpc_ops
 import reference as ref
+from tolerances import assert_bits_equal
 
 FP8_NAN_BYTE = 0x7F
 
@@ -29,6 +30,16 @@ def needs_family(family: str):
     return pytest.mark.skipif(family not in built,
                               reason=f"hpc_ops was built without the '{family}' family "
                                      f"(built: {built})")
+
+
+def expect_rejected(fn, match, buffers=()):
+    """fn() raises ValueError matching `match` and leaves every buffer (outputs
+    the call could have written) bit-identical."""
+    before = [b.clone() for b in buffers]
+    with pytest.raises(ValueError, match=match):
+        fn()
+    for b, b0 in zip(buffers, before):
+        assert_bits_equal(b, b0, "a rejected call wrote to an output")
 
 
 def quant_id(mode) -> str:
