@@ -5,7 +5,7 @@
 
 #include "attention/decode_kernels.h"
 #include "common/check.h"
-#include "common/fp8_scale_checks.h"
+#include "common/kv_cache_checks.h"
 #include "common/cuda_check.h"
 
 namespace hpc_ops {
@@ -36,14 +36,6 @@ using detail::check_scale_shape;
 using detail::has;
 
 bool is_supported_page_size(int64_t n) { return n == 1 || n == 16 || n == 32 || n == 64 || n == 128; }
-
-void check_cache(const Checker& check, const Tensor& c, const char* name) {
-  check.dtype(c, name, {DType::kBFloat16, DType::kFloat8E4M3});
-  check.ndim(c, name, 4, "[num_pages, page_size, num_kv_heads, head_dim]");
-  check.last_dim_contiguous(c, name);
-  check.non_negative_strides(c, name);
-  check.aligned(c, name, 16);
-}
 
 // The FP8 scales against the scheme, filled into p. Structural checks only.
 void check_fp8_scales(const Checker& check, const DecodeAttentionOptions& o, const Tensor& q,
@@ -95,14 +87,8 @@ void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
                       attention::kDecodeHeadDim);
   }
   // caches
-  check_cache(check, k_cache, "k_cache");
-  check_cache(check, v_cache, "v_cache");
-  check.same_shape(v_cache, "v_cache", k_cache, "k_cache");
-  if (v_cache.dtype != k_cache.dtype) {
-    check.invalid("v_cache is ", dtype_name(v_cache.dtype), " but k_cache is ",
-                  dtype_name(k_cache.dtype), "; both must be bfloat16 or both float8_e4m3fn");
-  }
-  const bool kv_fp8 = k_cache.dtype == DType::kFloat8E4M3;
+  // NOTE: 16-byte aligned for FP8 too: tiles arrive by 16-byte cp.async.
+  const bool kv_fp8 = detail::check_kv_cache_pair(check, k_cache, v_cache, 16);
   const bool q_fp8 = q.dtype == DType::kFloat8E4M3;
   if (q_fp8 && !kv_fp8) {
     check.invalid("q is float8_e4m3fn but the KV cache is bfloat16; an FP8 q needs an FP8 cache");

@@ -8,7 +8,7 @@
 #include "common/check.h"
 #include "common/cuda_check.h"
 #include "common/device_info.h"
-#include "common/fp8_scale_checks.h"
+#include "common/kv_cache_checks.h"
 #include "rope/rope_config.h"
 #include "rope/rope_kernels.h"
 
@@ -28,13 +28,6 @@ void check_input(const Checker& check, const Tensor& t, const char* name, const 
   check.ndim(t, name, 3, layout);
   check.last_dim_contiguous(t, name);
   check.non_negative_strides(t, name);
-}
-
-void check_cache(const Checker& check, const Tensor& c, const char* name) {
-  check.dtype(c, name, {DType::kBFloat16, DType::kFloat8E4M3});
-  check.ndim(c, name, 4, "[num_pages, page_size, num_kv_heads, head_dim]");
-  check.last_dim_contiguous(c, name);
-  check.non_negative_strides(c, name);
 }
 
 void check_norm_weight(const Checker& check, const Tensor& w, const char* name, int64_t head_dim) {
@@ -119,18 +112,10 @@ void rope_qk_norm_kv_write(const Tensor& q, const Tensor& k, const Tensor& v,
   check.aligned(v, "v", 16);
   if (rows > INT32_MAX) check.unsupported("more than 2^31 rows (", rows, ")");
   // caches
-  check_cache(check, k_cache, "k_cache");
-  check_cache(check, v_cache, "v_cache");
-  check.same_shape(v_cache, "v_cache", k_cache, "k_cache");
-  if (v_cache.dtype != k_cache.dtype) {
-    check.invalid("v_cache is ", dtype_name(v_cache.dtype), " but k_cache is ",
-                  dtype_name(k_cache.dtype), " (both bfloat16 or both float8_e4m3fn)");
-  }
-  const bool kv_fp8 = k_cache.dtype == DType::kFloat8E4M3;
+  // FP8 slots are written 8 bytes per lane.
+  const bool kv_fp8 = detail::check_kv_cache_pair(check, k_cache, v_cache, 8);
   check.dim(k_cache, "k_cache", 2, k.shape[1], "the kv heads, k.shape[1]");
   check.dim(k_cache, "k_cache", 3, head_dim, "the head dim, q.shape[2]");
-  check.aligned(k_cache, "k_cache", kv_fp8 ? 8 : 16);
-  check.aligned(v_cache, "v_cache", kv_fp8 ? 8 : 16);
   if (k_cache.shape[0] > INT32_MAX) check.unsupported("more than 2^31 pages in k_cache");
   // rotation
   const int64_t rotary_dim = options.rotary_dim == 0 ? head_dim : options.rotary_dim;

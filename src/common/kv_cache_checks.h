@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Checks of FP8 scale tensors shared by the operators that read or write an
-// FP8 KV cache (decode attention, RoPE + KV write): scheme names for messages,
-// one-element scales and scales of a given shape.
+// Checks shared by the operators that read or write a paged KV cache (decode
+// attention, RoPE + KV write): the K/V cache pair, and the FP8 scale tensors
+// of each scheme (names for messages, one-element scales, shaped scales).
 #pragma once
 
 #include <cstdint>
@@ -14,6 +14,12 @@
 namespace hpc_ops::detail {
 
 const char* fp8_scheme_name(Fp8Scheme s);
+
+// k_cache and v_cache: bf16 or fp8 e4m3, [num_pages, page_size, num_kv_heads,
+// head_dim], last dim contiguous, same dtype and shape, aligned to 16 bytes
+// (bf16) or `fp8_align` bytes (fp8). Returns whether the caches are FP8.
+bool check_kv_cache_pair(const Checker& check, const Tensor& k_cache, const Tensor& v_cache,
+                         int fp8_align);
 
 inline bool has(const Tensor& t) { return t.data != nullptr; }
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// FP8 scale checks (see fp8_scale_checks.h).
-#include "common/fp8_scale_checks.h"
+// KV-cache and FP8 scale checks (see kv_cache_checks.h).
+#include "common/kv_cache_checks.h"
 
 #include <string>
 
@@ -13,6 +13,26 @@ const char* fp8_scheme_name(Fp8Scheme s) {
     case Fp8Scheme::kQkTokenHeadVHead: return "qk_token_head__v_head";
   }
   return "?";
+}
+
+bool check_kv_cache_pair(const Checker& check, const Tensor& k_cache, const Tensor& v_cache,
+                         int fp8_align) {
+  for (const auto& [c, name] : {std::pair<const Tensor*, const char*>{&k_cache, "k_cache"},
+                                {&v_cache, "v_cache"}}) {
+    check.dtype(*c, name, {DType::kBFloat16, DType::kFloat8E4M3});
+    check.ndim(*c, name, 4, "[num_pages, page_size, num_kv_heads, head_dim]");
+    check.last_dim_contiguous(*c, name);
+    check.non_negative_strides(*c, name);
+  }
+  check.same_shape(v_cache, "v_cache", k_cache, "k_cache");
+  if (v_cache.dtype != k_cache.dtype) {
+    check.invalid("v_cache is ", dtype_name(v_cache.dtype), " but k_cache is ",
+                  dtype_name(k_cache.dtype), "; both must be bfloat16 or both float8_e4m3fn");
+  }
+  const bool fp8 = k_cache.dtype == DType::kFloat8E4M3;
+  check.aligned(k_cache, "k_cache", fp8 ? fp8_align : 16);
+  check.aligned(v_cache, "v_cache", fp8 ? fp8_align : 16);
+  return fp8;
 }
 
 void check_one_scale(const Checker& check, const Tensor& t, const char* name, Fp8Scheme scheme) {
