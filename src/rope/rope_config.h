@@ -9,8 +9,8 @@
 namespace hpc_ops::rope {
 
 constexpr int kRopeThreads = 256;
-// CTAs per SM the launch bounds reserve registers for (85 per thread).
-constexpr int kRopeMinCtas = 3;
+// CTAs per SM the launch bounds reserve registers for (64 per thread).
+constexpr int kRopeMinCtas = 4;
 // Most heads a lane group takes, all loads in flight together.
 // NOTE: with 4 (64 registers, 4 CTAs per SM, a Llama-70B row cut into two
 // CTAs of 40 heads) a 16K-token prefill chunk ran at 54% of the ceiling, the
