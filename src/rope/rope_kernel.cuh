@@ -11,8 +11,8 @@
 // of a warp may be on different heads, even different kinds).
 //
 // Per row, once: which request owns it (counted over cu_seqlens by the whole
-// CTA), its cache slot and rotation position, and this lane's cos/sin values
-// (kept in registers for every head of the row).
+// CTA), its cache slot and rotation position, and the row's cos/sin values
+// (staged in shared memory, read per head).
 #pragma once
 
 #include <cuda_bf16.h>
