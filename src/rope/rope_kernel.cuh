@@ -102,30 +102,19 @@ __device__ __forceinline__ float4 lds_f4(uint32_t address) {
   return v;
 }
 
-// n consecutive values (n = 4 or 8) of a float32 or bf16 array into floats.
-template <int kN>
-__device__ __forceinline__ void load_floats(const void* base, bool f32, int64_t index,
-                                            float (&out)[8]) {
+// 8 consecutive values of a float32 or bf16 array (16-byte aligned) as floats.
+__device__ __forceinline__ void load8_floats(const void* base, bool f32, int64_t index,
+                                             float (&out)[8]) {
   if (f32) {
     const auto* p = reinterpret_cast<const float4*>(static_cast<const float*>(base) + index);
-#pragma unroll
-    for (int i = 0; i < kN / 4; ++i) {
-      const float4 v = __ldg(p + i);
-      out[4 * i] = v.x, out[4 * i + 1] = v.y, out[4 * i + 2] = v.z, out[4 * i + 3] = v.w;
-    }
+    const float4 a = __ldg(p);
+    const float4 b = __ldg(p + 1);
+    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
+    out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
   } else {
-    const auto* p = static_cast<const Bf16*>(base) + index;
-    if constexpr (kN == 8) {
-      device::Packed8<Bf16> v;
-      v.raw = __ldg(reinterpret_cast<const uint4*>(p));
-      device::unpack(v, out);
-    } else {
-      const uint2 raw = __ldg(reinterpret_cast<const uint2*>(p));
-      const auto* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
-      const float2 a = __bfloat1622float2(h[0]);
-      const float2 b = __bfloat1622float2(h[1]);
-      out[0] = a.x, out[1] = a.y, out[2] = b.x, out[3] = b.y;
-    }
+    device::Packed8<Bf16> v;
+    v.raw = __ldg(reinterpret_cast<const uint4*>(static_cast<const Bf16*>(base) + index));
+    device::unpack(v, out);
   }
 }
 
@@ -244,7 +233,7 @@ __global__ void __launch_bounds__(kRopeThreads, kRopeMinCtas)
     ss = group_allreduce<kLanes>(ss, mask, device::SumOp{});
     const float inv_rms = rsqrtf(ss * (1.0f / kD) + p.eps);
     float w[8];
-    load_floats<8>(weight, p.norm_weight_f32, 8 * lane, w);
+    load8_floats(weight, p.norm_weight_f32, 8 * lane, w);
 #pragma unroll
     for (int e = 0; e < 8; ++e) x[e] = (x[e] * inv_rms) * w[e];
   };
