@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """hpc_ops benchmark harness: ``python -m hpc_ops.bench <family>|all [--quick] [--out DIR]``.
 
-Families: ``norm``, ``activation``, ``quantization``, ``attention``, ``rope``
-(GPU time per call) and ``overhead`` (host time per eager call). Method, per case:
+Families: ``norm``, ``activation``, ``quantization``, ``attention``, ``rope``,
+``sampling`` (GPU time per call; a family runs when it is built) and
+``overhead`` (host time per eager call). Method, per case:
 
 1. Minimal HBM bytes: every input read once, every output written once
    (bf16 2 bytes, fp8 1, scales 4); achieved TB/s and % of the ceiling.
@@ -20,6 +21,6 @@ Families: ``norm``, ``activation``, ``quantization``, ``attention``, ``rope``
 
 Modules: timing (graphs, rotation, ceiling), report (table, JSON, CSV, PNG),
 cases_norm / cases_activation / cases_quantization / cases_attention /
-cases_rope (the cases), overhead,
+cases_rope / cases_sampling (the cases), overhead,
 runner (per-case loop), common (case description, checks, compile helper).
 """
