@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Warp-level tensor-core building blocks used by the attention kernels:
-// cp.async copies (with zero fill), ldmatrix (plain and transposed), 16-byte
-// shared loads, mma.sync m16n8k16 with bf16 or fp16 inputs and fp32
+// cp.async copies (with zero fill), ldmatrix (plain and transposed),
+// mma.sync m16n8k16 with bf16 or fp16 inputs and fp32
 // accumulators, and the fp8 -> fp16 / bf16 -> fp16 conversions. Fragment
 // layouts follow the PTX ISA: for lane l, g = l / 4 and t = l % 4;
 //   A (16x16, row-major): a0 = A[g][2t..2t+1], a1 = A[g+8][2t..], a2 = A[g][2t+8..], a3 = A[g+8][2t+8..]
@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "common/bulk_copy.cuh"  // shared_address
+#include "common/vec.cuh"        // lds_128
 
 namespace hpc_ops::device {
 
@@ -47,14 +48,6 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t add
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(address));
-}
-
-__device__ __forceinline__ uint4 lds_128(uint32_t address) {
-  uint4 v;
-  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "r"(address));
-  return v;
 }
 
 // c += A * B (m16n8k16, bf16 x bf16 -> fp32).

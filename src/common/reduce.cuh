@@ -25,12 +25,15 @@ struct AbsMaxOp {
   }
 };
 
-// All-reduce over `kLanes` consecutive lanes (kLanes a power of two <= 32).
+// All-reduce over `kLanes` consecutive lanes (kLanes a power of two <= 32,
+// groups aligned to kLanes). `mask` names the lanes taking part: the whole
+// warp by default, or just this thread's group when the groups of a warp may
+// be on different paths (it must cover the group).
 template <int kLanes = 32, class Op>
-__device__ __forceinline__ float warp_allreduce(float v, Op op) {
+__device__ __forceinline__ float warp_allreduce(float v, Op op, unsigned mask = 0xffffffffu) {
 #pragma unroll
   for (int offset = kLanes / 2; offset > 0; offset /= 2) {
-    v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    v = op(v, __shfl_xor_sync(mask, v, offset));
   }
   return v;
 }

@@ -37,6 +37,16 @@ __device__ __forceinline__ Packed8<__half> load_packed(const __half* p) {
 __device__ __forceinline__ Packed8<float> load_packed(const float* p) {
   return {*reinterpret_cast<const float4*>(p), *reinterpret_cast<const float4*>(p + 4)};
 }
+// 16 bytes from shared memory at a shared-space address (volatile: never
+// hoisted out of a loop or merged with another load of the same address).
+__device__ __forceinline__ uint4 lds_128(uint32_t address) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(address));
+  return v;
+}
+
 // L2 eviction policies for loads with a cache hint (createpolicy.fractional
 // over the whole access).
 __device__ __forceinline__ uint64_t l2_evict_last_policy() {

@@ -83,23 +83,11 @@ __device__ __forceinline__ RowTarget locate_row(const RopeParams& p, int row, in
   return t;
 }
 
-// All-reduce over the kLanes lanes of this thread's group (`mask` names them).
-template <int kLanes, class Op>
-__device__ __forceinline__ float group_allreduce(float v, unsigned mask, Op op) {
-#pragma unroll
-  for (int offset = kLanes / 2; offset > 0; offset /= 2) {
-    v = op(v, __shfl_xor_sync(mask, v, offset, kLanes));
-  }
-  return v;
-}
-
-// 16 bytes of floats from shared memory (volatile: never hoisted or merged).
+// 16 bytes of floats from shared memory (re-read, never hoisted: see lds_128).
 __device__ __forceinline__ float4 lds_f4(uint32_t address) {
-  float4 v;
-  asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];"
-               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-               : "r"(address));
-  return v;
+  const uint4 v = device::lds_128(address);
+  return make_float4(__uint_as_float(v.x), __uint_as_float(v.y), __uint_as_float(v.z),
+                     __uint_as_float(v.w));
 }
 
 // 8 consecutive values of a float32 or bf16 array (16-byte aligned) as floats.
@@ -134,7 +122,7 @@ __device__ __forceinline__ void store_head(void* dst, bool fp8, const float (&y)
     device::AbsMaxOp op;
 #pragma unroll
     for (int e = 0; e < 8; ++e) amax = op(amax, fabsf(y[e]));
-    const float scale = device::dynamic_scale(group_allreduce<kLanes>(amax, mask, op));
+    const float scale = device::dynamic_scale(device::warp_allreduce<kLanes>(amax, op, mask));
     if (lane == 0) *scale_out = scale;
     inv_scale = __frcp_rn(scale);
   }
@@ -230,7 +218,7 @@ __global__ void __launch_bounds__(kRopeThreads, kRopeMinCtas)
     float ss = 0.0f;
 #pragma unroll
     for (int e = 0; e < 8; ++e) ss += x[e] * x[e];
-    ss = group_allreduce<kLanes>(ss, mask, device::SumOp{});
+    ss = device::warp_allreduce<kLanes>(ss, device::SumOp{}, mask);
     const float inv_rms = rsqrtf(ss * (1.0f / kD) + p.eps);
     float w[8];
     load8_floats(weight, p.norm_weight_f32, 8 * lane, w);
