@@ -168,6 +168,52 @@ if "rope" in hpc_ops.built_families():
             check(f"rope k row {r} d={d} fp8={fp8}", kk, k_ref[r], tol=0.15 if fp8 else 3e-2)
             check(f"rope v row {r} d={d} fp8={fp8}", vv, v[r].float(), tol=0.15 if fp8 else 3e-2)
 
+if "gemm" in hpc_ops.built_families():
+    # Every layout and scaling once, ragged groups (0, 1, 19 rows), N and K tails.
+    FP8 = torch.float8_e4m3fn
+    counts = [0, 1, 19]
+    for scaling, n, k in ((None, 144, 208), ("per_tensor", 144, 208), ("per_row", 256, 128),
+                          ("block", 256, 256)):
+        dt = BF16 if scaling is None else FP8
+        w = (torch.randn(3, n, k, device=dev) * 0.1).to(dt)
+        for layout in ("contiguous", "masked", "gathered"):
+            src = 11
+            if layout == "masked":
+                x = torch.randn(3, 20, k, device=dev).to(dt)
+                rows, kw = 20, dict(rows_per_group=torch.tensor(counts, dtype=torch.int32,
+                                                                device=dev))
+                x_rows = (3, 20)
+            else:
+                cu = torch.tensor([0, 0, 1, 20], dtype=torch.int32, device=dev)
+                kw = dict(cu_seqlens=cu)
+                if layout == "gathered":
+                    x = torch.randn(src, k, device=dev).to(dt)
+                    kw["row_index"] = torch.randint(0, src, (21,), dtype=torch.int32, device=dev)
+                    x_rows = (src,)
+                else:
+                    x = torch.randn(21, k, device=dev).to(dt)
+                    x_rows = (21,)
+            if scaling == "per_tensor":
+                kw.update(x_scale=torch.ones(1, device=dev), w_scale=torch.ones(3, device=dev))
+            elif scaling == "per_row":
+                kw.update(x_scale=torch.ones(x_rows, device=dev),
+                          w_scale=torch.ones(3, n, device=dev))
+            elif scaling == "block":
+                kw.update(x_scale=torch.ones(*x_rows, k // 128, device=dev),
+                          w_scale=torch.ones(3, n // 128, k // 128, device=dev))
+            for tile_hint in (1, 100):
+                y = hpc_ops.grouped_gemm(x, w, layout=layout, scaling=scaling,
+                                         expected_rows_per_group=tile_hint, **kw)
+                for g, c in enumerate(counts):
+                    if layout == "masked":
+                        xg, yg = x[g, :c], y[g, :c]
+                    else:
+                        lo, hi = int(kw["cu_seqlens"][g]), int(kw["cu_seqlens"][g + 1])
+                        xg = x[kw["row_index"][lo:hi].long()] if layout == "gathered" else x[lo:hi]
+                        yg = y[lo:hi]
+                    check(f"grouped_gemm {layout} {scaling} g{g} tile_hint={tile_hint}", yg,
+                          xg.float() @ w[g].float().T, tol=3e-2, floor=0.5)
+
 torch.cuda.synchronize()
 print("\n".join(failures) if failures else "all sanitizer smoke checks matched")
 print(f"{0 if failures else 1} passed, {1 if failures else 0} failed")

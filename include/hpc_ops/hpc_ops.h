@@ -7,6 +7,7 @@
 #include "hpc_ops/core/dtype.h"
 #include "hpc_ops/core/error.h"
 #include "hpc_ops/core/tensor.h"
+#include "hpc_ops/grouped_gemm.h"
 #include "hpc_ops/norm.h"
 #include "hpc_ops/quantization.h"
 #include "hpc_ops/rope.h"

@@ -18,6 +18,7 @@ except ImportError as e:  # pragma: no cover - a broken install
 from .attention import DecodePlan, Fp8Scheme, decode_attention, decode_schedule_cpu, plan_decode_attention
 from .activation import gelu_tanh_and_mul, gelu_tanh_and_mul_masked, silu_and_mul
 from .activation import silu_and_mul_masked
+from .grouped_gemm import grouped_gemm
 from .norm import fused_add_rms_norm, rms_norm
 from .quantization import quantize_fp8
 from .rope import rope_qk_norm_kv_write, split_qkv
@@ -39,6 +40,7 @@ __all__ = [
     "Fp8Scheme",
     "rope_qk_norm_kv_write",
     "split_qkv",
+    "grouped_gemm",
     "built_families",
 ]
 

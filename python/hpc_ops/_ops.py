@@ -128,3 +128,19 @@ def _(q, k, v, cos_sin_cache, k_cache, v_cache, page_table, kv_lens, cu_seqlens,
       q_norm_weight, k_norm_weight, k_scale, v_scale, q_scale, out_q, rotary_dim, style,
       norm_order, eps, kv_scheme):
     return None
+
+
+@torch.library.custom_op("hpc_ops::grouped_gemm", mutates_args=("out",))
+def grouped_gemm_op(x: Tensor, w: Tensor, cu_seqlens: Optional[Tensor],
+                    rows_per_group: Optional[Tensor], row_index: Optional[Tensor],
+                    x_scale: Optional[Tensor], w_scale: Optional[Tensor], out: Tensor,
+                    layout: int, scaling: int, expected_rows_per_group: int) -> None:
+    tensors = (x, w, cu_seqlens, rows_per_group, row_index, x_scale, w_scale)
+    _C.grouped_gemm(*(desc_or_none(t) for t in tensors), desc(out), layout, scaling,
+                    expected_rows_per_group, stream_of(x))
+
+
+@grouped_gemm_op.register_fake
+def _(x, w, cu_seqlens, rows_per_group, row_index, x_scale, w_scale, out, layout, scaling,
+      expected_rows_per_group):
+    return None

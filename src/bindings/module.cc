@@ -131,6 +131,9 @@ NB_MODULE(_C, m) {
 #ifdef HPC_OPS_HAS_ROPE
     f += "rope ";
 #endif
+#ifdef HPC_OPS_HAS_GEMM
+    f += "gemm ";
+#endif
     return f;
   });
   m.def("rowwise_config", [](int64_t cols, int64_t rows, int sms) {
@@ -241,5 +244,25 @@ NB_MODULE(_C, m) {
         "kv_lens"_a, "cu_seqlens"_a, "positions"_a.none(), "q_norm_weight"_a.none(),
         "k_norm_weight"_a.none(), "k_scale"_a.none(), "v_scale"_a.none(), "q_scale"_a.none(),
         "out_q"_a, "rotary_dim"_a, "style"_a, "norm_order"_a, "eps"_a, "kv_scheme"_a, "stream"_a);
+#endif
+#ifdef HPC_OPS_HAS_GEMM
+  m.def("grouped_gemm",
+        [](nb::handle x, nb::handle w, nb::handle cu_seqlens, nb::handle rows_per_group,
+           nb::handle row_index, nb::handle x_scale, nb::handle w_scale, nb::handle out,
+           int layout, int scaling, int expected_rows_per_group, uintptr_t stream) {
+          GroupedGemmOptions o;
+          o.layout = static_cast<GroupedLayout>(layout);
+          o.cu_seqlens = optional_tensor(cu_seqlens, "cu_seqlens");
+          o.rows_per_group = optional_tensor(rows_per_group, "rows_per_group");
+          o.row_index = optional_tensor(row_index, "row_index");
+          o.scaling = static_cast<GemmScaling>(scaling);
+          o.x_scale = optional_tensor(x_scale, "x_scale");
+          o.w_scale = optional_tensor(w_scale, "w_scale");
+          o.expected_rows_per_group = expected_rows_per_group;
+          grouped_gemm(to_tensor(x, "x"), to_tensor(w, "w"), to_tensor(out, "out"), o,
+                       to_stream(stream));
+        }, "x"_a, "w"_a, "cu_seqlens"_a.none(), "rows_per_group"_a.none(), "row_index"_a.none(),
+        "x_scale"_a.none(), "w_scale"_a.none(), "out"_a, "layout"_a, "scaling"_a,
+        "expected_rows_per_group"_a, "stream"_a);
 #endif
 }

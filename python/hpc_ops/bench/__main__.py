@@ -10,7 +10,8 @@ import os
 import sys
 import time
 
-FAMILIES = ("norm", "activation", "quantization", "attention", "rope", "sampling", "overhead")
+FAMILIES = ("norm", "activation", "quantization", "attention", "rope", "gemm", "sampling",
+            "overhead")
 NO_GPU = "hpc_ops.bench: no CUDA GPU available; the benchmark needs an sm_90 GPU"
 
 # (timed replays per implementation, rounds they are split into for alternation)
@@ -59,11 +60,11 @@ def selected(args):
 
 
 def family_cases(name: str, quick: bool, filt):
-    from . import (cases_activation, cases_attention, cases_norm, cases_quantization, cases_rope,
-                   cases_sampling)
+    from . import (cases_activation, cases_attention, cases_gemm, cases_norm, cases_quantization,
+                   cases_rope, cases_sampling)
     make = {"norm": cases_norm.cases, "activation": cases_activation.cases,
             "quantization": cases_quantization.cases, "attention": cases_attention.cases,
-            "rope": cases_rope.cases, "sampling": cases_sampling.cases}[name]
+            "rope": cases_rope.cases, "gemm": cases_gemm.cases, "sampling": cases_sampling.cases}[name]
     cases = make(quick)
     pattern = re.compile(filt) if filt else None
     return [c for c in cases if pattern is None or pattern.search(f"{c.op} {c.label}")]

@@ -107,6 +107,9 @@ def row_line(rec: dict) -> str:
         f"{rec.get('check', ''):>{w['check']}}",
     ]
     tail = short_config(rec.get("rowwise_config", "")) if not rec.get("baseline") else ""
+    if rec.get("tflops"):
+        dense = f" ({rec['pct_dense']:.0f}% dense)" if rec.get("pct_dense") else ""
+        tail = (tail + "  " if tail else "") + f"{rec['tflops']:.0f} TFLOP/s{dense}"
     if rec.get("note"):
         tail = (tail + "  " if tail else "") + rec["note"]
     return " ".join(cells) + "  " + tail

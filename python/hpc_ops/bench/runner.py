@@ -96,6 +96,9 @@ def run_case(case: Case, ctx: Context) -> list:
         note = errors.get(impl.name, impl.note)
         if plan.l2_resident and not impl.baseline:
             note = ("L2*  " + note).strip()
+        flops = case.params.get("flops", 0)
+        tflops = flops / t / 1e12 if flops and t == t else None
+        dense = case.params.get("dense_tflops")
         records.append({
             "family": case.family, "op": case.op, "shape": case.label, **case.params,
             "impl": impl.name, "baseline": impl.baseline,
@@ -103,6 +106,8 @@ def run_case(case: Case, ctx: Context) -> list:
             "time_us_p10": spread.get(impl.name, (math.nan,) * 2)[0] * 1e6,
             "time_us_p90": spread.get(impl.name, (math.nan,) * 2)[1] * 1e6,
             "pct_ceiling": 100.0 * tbps / ctx.ceiling_tbps,
+            "tflops": tflops,
+            "pct_dense": 100.0 * tflops / dense if tflops and dense else None,
             "speedup": (best_base / t) if not impl.baseline else None,
             "max_err": chk.max_err if chk else None,
             "err_over_tol": chk.ratio if chk else None,

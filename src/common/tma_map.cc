@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: Apache-2.0
+// Host-side TMA descriptors through the driver entry point (see tma_map.h).
+#include "common/tma_map.h"
+
+#include <cuda_runtime_api.h>
+#include <cudaTypedefs.h>
+
+#include <mutex>
+#include <string>
+
+#include "hpc_ops/core/error.h"
+
+namespace hpc_ops::detail {
+namespace {
+
+PFN_cuTensorMapEncodeTiled_v12000 encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* ptr = nullptr;
+    cudaDriverEntryPointQueryResult status;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault,
+                                         &status) == cudaSuccess &&
+        status == cudaDriverEntryPointSuccess) {
+      fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
+    }
+  });
+  if (fn == nullptr) {
+    throw Error(ErrorKind::kCuda,
+                "hpc_ops: the CUDA driver does not provide cuTensorMapEncodeTiled (needs a "
+                "driver for CUDA 12.0 or newer)");
+  }
+  return fn;
+}
+
+}  // namespace
+
+CUtensorMap make_tma_map_3d_sw128(const void* base, CUtensorMapDataType type, uint64_t dim0,
+                                  uint64_t dim1, uint64_t dim2, uint64_t stride1, uint64_t stride2,
+                                  uint32_t box0, uint32_t box1) {
+  CUtensorMap map;
+  const cuuint64_t dims[3] = {dim0, dim1, dim2};
+  // Byte strides of dims 1 and 2; dim 0 is contiguous.
+  const cuuint64_t strides[2] = {stride1, stride2};
+  const cuuint32_t box[3] = {box0, box1, 1};
+  const cuuint32_t element_strides[3] = {1, 1, 1};
+  const CUresult r = encoder()(&map, type, 3, const_cast<void*>(base), dims, strides, box,
+                               element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                               CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    throw Error(ErrorKind::kCuda, "hpc_ops: cuTensorMapEncodeTiled failed with CUresult " +
+                                      std::to_string(static_cast<int>(r)));
+  }
+  return map;
+}
+
+}  // namespace hpc_ops::detail

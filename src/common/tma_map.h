@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: Apache-2.0
+// Host-side TMA descriptors (CUtensorMap). The driver's encoder is reached
+// through the runtime's entry-point lookup, so nothing links libcuda directly.
+// Encoding is pure host work (no device access, no synchronization): safe to
+// do on every call, including under CUDA-graph capture.
+#pragma once
+
+#include <cuda.h>
+
+#include <cstdint>
+
+namespace hpc_ops::detail {
+
+// A 3-D tiled map over an array [dim2][dim1][dim0] of `type` elements, dim 0
+// contiguous, byte strides stride1 (dim 1) and stride2 (dim 2) (multiples of
+// 16), boxes of box0 x box1 x 1 with the 128-byte swizzle (box0 elements must
+// be 128 bytes).
+// Reads outside the array fill zeros. Throws hpc_ops::Error (kCuda) when the
+// driver rejects it.
+CUtensorMap make_tma_map_3d_sw128(const void* base, CUtensorMapDataType type, uint64_t dim0,
+                                  uint64_t dim1, uint64_t dim2, uint64_t stride1, uint64_t stride2,
+                                  uint32_t box0, uint32_t box1);
+
+}  // namespace hpc_ops::detail

@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: Apache-2.0
+// Hopper warpgroup MMA (wgmma) on shared-memory operands, both K-major with
+// the 128-byte swizzle that TMA (CU_TENSOR_MAP_SWIZZLE_128B) and our cp.async
+// writer (swizzle_128b_offset) produce. The instruction wrappers come from
+// CuTe (cute/arch/mma_sm90_gmma.hpp); this file adds the descriptor of such a
+// tile and a call that spreads a float array over the wrapper's arguments.
+//
+// Tile layout (one operand, R rows x 128 bytes of K): row r's 16-byte chunk c
+// lies at r * 128 + ((c ^ (r % 8)) * 16); groups of 8 rows are 1024 bytes
+// apart; the tile base is 1024-byte aligned.
+//
+// Accumulator of m64nNk*: thread t of the warpgroup (warp w = t / 32, lane l)
+// holds for each n8 block b < N / 8: acc[4b + 2i + j] = D[16w + l/4 + 8i][8b + 2(l%4) + j].
+#pragma once
+
+#include <cstdint>
+#include <utility>
+
+#include <cute/arch/mma_sm90_desc.hpp>
+#include <cute/arch/mma_sm90_gmma.hpp>
+
+namespace hpc_ops::device {
+
+// Byte offset of (row, 16-byte chunk) in a 128-byte-swizzled K-major tile.
+__device__ __forceinline__ uint32_t swizzle_128b_offset(int row, int chunk) {
+  return static_cast<uint32_t>(row * 128 + ((chunk ^ (row & 7)) << 4));
+}
+
+// Descriptor of a K-major, 128-byte-swizzled tile starting at `smem` (a row
+// whose index is a multiple of 8), advanced by `k_byte_offset` (a multiple of
+// 32) along K inside the 128-byte rows.
+__device__ __forceinline__ uint64_t sw128_kmajor_desc(const void* smem, uint32_t k_byte_offset) {
+  cute::GmmaDescriptor desc;
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem)) + k_byte_offset;
+  desc.bitfield.start_address_ = static_cast<uint16_t>(addr >> 4);
+  desc.bitfield.leading_byte_offset_ = 1;       // unused by swizzled K-major layouts
+  desc.bitfield.stride_byte_offset_ = 1024 >> 4;  // 8 rows x 128 bytes
+  desc.bitfield.base_offset_ = 0;                // tile bases are 1024-byte aligned
+  desc.bitfield.layout_type_ = static_cast<uint8_t>(cute::SM90::GMMA::LayoutType::B128);
+  return desc.desc_;
+}
+
+// The m64nNk* instruction for A = B = element type, fp32 accumulation.
+template <class Element, int N>
+struct WgmmaAtom;
+
+#define HPC_OPS_WGMMA_ATOMS(N)                                                              \
+  template <>                                                                               \
+  struct WgmmaAtom<__nv_fp8_e4m3, N> {                                                      \
+    using Op = cute::SM90::GMMA::MMA_64x##N##x32_F32E4M3E4M3_SS_TN<>;                       \
+    static constexpr int kK = 32;                                                           \
+  };                                                                                        \
+  template <>                                                                               \
+  struct WgmmaAtom<__nv_bfloat16, N> {                                                      \
+    using Op = cute::SM90::GMMA::MMA_64x##N##x16_F32BF16BF16_SS<                         \
+        cute::SM90::GMMA::Major::K, cute::SM90::GMMA::Major::K>;                          \
+    static constexpr int kK = 16;                                                           \
+  };
+HPC_OPS_WGMMA_ATOMS(16)
+HPC_OPS_WGMMA_ATOMS(32)
+HPC_OPS_WGMMA_ATOMS(64)
+HPC_OPS_WGMMA_ATOMS(128)
+#undef HPC_OPS_WGMMA_ATOMS
+
+template <class Op, int... I>
+__device__ __forceinline__ void wgmma_expand(uint64_t desc_a, uint64_t desc_b, float* acc,
+                                             bool accumulate, std::integer_sequence<int, I...>) {
+  Op::fma(desc_a, desc_b, acc[I]...,
+          accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
+}
+
+// acc (N / 2 floats per thread) = A(64 x kK) * B(N x kK)^T (+ acc if accumulate).
+template <class Element, int N>
+__device__ __forceinline__ void wgmma(uint64_t desc_a, uint64_t desc_b, float* acc,
+                                      bool accumulate) {
+  wgmma_expand<typename WgmmaAtom<Element, N>::Op>(desc_a, desc_b, acc, accumulate,
+                                                   std::make_integer_sequence<int, N / 2>{});
+}
+
+}  // namespace hpc_ops::device

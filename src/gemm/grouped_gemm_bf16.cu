@@ -1,0 +1,13 @@
+// SPDX-License-Identifier: Apache-2.0
+// Grouped GEMM instantiations for bf16: 4 row tiles.
+#include "gemm/grouped_gemm_kernels.h"
+#include "gemm/grouped_gemm_launch.cuh"
+
+namespace hpc_ops::gemm {
+
+cudaError_t launch_grouped_gemm_bf16(int token_tile, const CUtensorMap& w_map,
+                                 const GroupedGemmParams& params, int grid, cudaStream_t stream) {
+  return launch_grouped_gemm_tiles<__nv_bfloat16, Epilogue::kNone>(token_tile, w_map, params, grid, stream);
+}
+
+}  // namespace hpc_ops::gemm

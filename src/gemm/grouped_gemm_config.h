@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: Apache-2.0
+// Launch choices of the grouped GEMM: the row (token) tile and the grid. Pure
+// host code, unit-tested on the CPU (tests/cpp/test_grouped_gemm_config.cc).
+#pragma once
+
+#include <cstdint>
+
+#include "gemm/grouped_gemm_params.h"
+
+namespace hpc_ops::gemm {
+
+// Row tiles the kernels are built for (wgmma N).
+constexpr int kTokenTiles[] = {16, 32, 64, 128};
+
+// The smallest row tile that holds `expected_rows` rows of a group, up to
+// 128: a tile past the group's rows only costs x traffic and MMA work (both
+// small next to the weights at decode sizes), while a group split over more
+// tiles re-reads its weight tile once per extra tile (from L2 when the CTAs
+// run together).
+int choose_token_tile(int64_t expected_rows);
+
+// Upper bound of the tiles a launch can have (the exact count depends on the
+// device-side group sizes): used to size the persistent grid.
+int64_t max_tiles(Layout layout, int64_t rows, int64_t max_rows, int num_groups, int n,
+                  int token_tile);
+
+// One CTA per SM, never more than there can be tiles.
+int grid_size(int64_t max_tiles, int num_sms);
+
+}  // namespace hpc_ops::gemm

@@ -1,0 +1,13 @@
+// SPDX-License-Identifier: Apache-2.0
+// Grouped GEMM instantiations for fp8 with 1x128 / 128x128 block scales: 4 row tiles.
+#include "gemm/grouped_gemm_kernels.h"
+#include "gemm/grouped_gemm_launch.cuh"
+
+namespace hpc_ops::gemm {
+
+cudaError_t launch_grouped_gemm_fp8_block(int token_tile, const CUtensorMap& w_map,
+                                 const GroupedGemmParams& params, int grid, cudaStream_t stream) {
+  return launch_grouped_gemm_tiles<__nv_fp8_e4m3, Epilogue::kBlockScaled>(token_tile, w_map, params, grid, stream);
+}
+
+}  // namespace hpc_ops::gemm

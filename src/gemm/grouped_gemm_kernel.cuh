@@ -1,0 +1,394 @@
+// SPDX-License-Identifier: Apache-2.0
+// Grouped GEMM y_g = x_g @ W_g^T for MoE experts, "swapAB": the weights sit on
+// wgmma's M side (128 output channels per tile, 64 per consumer warpgroup)
+// and the group's rows (tokens) on its N side (kTokenTile = 16..128), so a
+// decode-sized group of a few tokens still fills the instruction and the
+// kernel streams weights at the memory rate.
+//
+// One persistent CTA per SM, three warpgroups:
+//   producer (warpgroup 0, 40 registers): per pipeline stage, one thread
+//     issues the TMA load of the 128 x 128-byte weight tile; all 128 threads
+//     cp.async their share of the row tile of x (rows found through the
+//     layout's addressing, so the gathered layout needs no gather pass; rows
+//     past the group and K past the end are zero-filled) and, for block
+//     scales, the stage's scales; every thread's cp.async completion arrives
+//     on the stage's barrier.
+//   consumers (warpgroups 1, 2, 232 registers): per stage four wgmma of
+//     K = 32 bytes; FP8 partial sums are promoted into fp32 registers every
+//     128 K (the tensor cores' FP8 accumulation is not full fp32), times the
+//     block scales when there are; the epilogue stages bf16 through shared
+//     memory and writes whole 16-byte pieces of y rows.
+// Work: tiles (group, channel tile, row tile) in group order, row tiles
+// fastest, so CTAs running together share a weight tile through L2. The
+// per-group tile counts come from the device (offsets or counts), so one
+// CUDA graph serves every routing.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+
+#include <cute/arch/copy_sm90_desc.hpp>
+#include <cute/arch/copy_sm90_tma.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
+
+#include "common/wgmma.cuh"
+#include "gemm/grouped_gemm_params.h"
+
+namespace hpc_ops::gemm {
+
+// Largest dynamic shared memory per block on sm_90 (227 KB).
+constexpr int kMaxSmemBytes = 232448;
+
+template <class Element, int kTokenTile, Epilogue kEpilogue>
+struct GroupedGemmTraits {
+  static_assert(kTokenTile % 16 == 0 && kTokenTile >= 16 && kTokenTile <= 128, "token tile");
+  static constexpr int kElementBytes = static_cast<int>(sizeof(Element));
+  static constexpr int kKTile = kKTileBytes / kElementBytes;  // elements per stage
+  static constexpr int kStageW = kWeightTile * kKTileBytes;   // 16 KB
+  static constexpr int kStageX = kTokenTile * kKTileBytes;
+  static constexpr int kStageBytes = kStageW + kStageX;
+  // Staged output rows: 128 bf16 + 8 pad = 272 bytes, 16-byte aligned, and the
+  // fragment's scattered 2-byte writes land in distinct banks.
+  static constexpr int kStagingPitch = kWeightTile + 8;
+  static constexpr int kStagingBytes = kTokenTile * kStagingPitch * 2;
+  // Block scales per stage: the row tile's x scales, then the weight scale.
+  static constexpr int kScaleFloats = kEpilogue == Epilogue::kBlockScaled ? kTokenTile + 4 : 0;
+  static constexpr int kTableBytes = (3 * kMaxGroups + 4) * 4;
+  static constexpr int kFixedBytes = 1024 /* alignment slack */ + kStagingBytes + kTableBytes;
+  // 8 stages keep >= 128 KB of weights in flight per SM, well past the ~40 KB
+  // that hides HBM latency at full rate; larger row tiles get what fits.
+  static constexpr int kStagesFit =
+      (kMaxSmemBytes - kFixedBytes) / (kStageBytes + kScaleFloats * 4 + 16);
+  static constexpr int kStages = kStagesFit < 8 ? kStagesFit : 8;
+  static_assert(kStages >= 3, "pipeline too shallow");
+  static constexpr int kSmemBytes =
+      kFixedBytes + kStages * (kStageBytes + kScaleFloats * 4 + 16);
+  static constexpr int kRowsPerProducerThread = kTokenTile / 16;  // 8 chunks per 128-byte row
+  static constexpr int kAccFloats = kTokenTile / 2;
+};
+
+struct TileCoord {
+  int group, channel_tile, row_tile, row0, rows;
+};
+
+// Builds, in shared memory, each group's first output row, row count, and
+// first tile index (tile_start[G] = total tiles). One warp; lane l handles a
+// contiguous run of groups, then a warp scan stitches the runs.
+template <int kTokenTile>
+__device__ void build_group_tables(const GroupedGemmParams& p, int channel_tiles, int* tile_start,
+                                   int* group_row0, int* group_rows) {
+  const int lane = threadIdx.x & 31;
+  const int per_lane = (p.num_groups + 31) / 32;
+  const int begin = min(p.num_groups, lane * per_lane);
+  const int end = min(p.num_groups, begin + per_lane);
+  int local = 0;
+  for (int g = begin; g < end; ++g) {
+    int row0 = 0, rows = 0;
+    if (p.layout == Layout::kMasked) {
+      rows = min(max(p.rows_per_group[g], 0), p.max_rows);
+    } else {
+      // Clamped, so malformed offsets cannot address outside the tensors.
+      row0 = min(max(p.cu_seqlens[g], 0), p.total_rows);
+      rows = min(max(p.cu_seqlens[g + 1], row0), p.total_rows) - row0;
+    }
+    group_row0[g] = row0;
+    group_rows[g] = rows;
+    local += (rows + kTokenTile - 1) / kTokenTile * channel_tiles;
+  }
+  int inclusive = local;
+#pragma unroll
+  for (int offset = 1; offset < 32; offset *= 2) {
+    const int other = __shfl_up_sync(0xffffffffu, inclusive, offset);
+    if (lane >= offset) inclusive += other;
+  }
+  int running = inclusive - local;
+  for (int g = begin; g < end; ++g) {
+    tile_start[g] = running;
+    running += (group_rows[g] + kTokenTile - 1) / kTokenTile * channel_tiles;
+  }
+  if (lane == 31) tile_start[p.num_groups] = inclusive;
+}
+
+template <int kTokenTile>
+__device__ __forceinline__ TileCoord decode_tile(int tile, int num_groups, int channel_tiles,
+                                                 const int* tile_start, const int* group_row0,
+                                                 const int* group_rows) {
+  int lo = 0, hi = num_groups - 1;  // last group whose first tile is <= tile
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (tile_start[mid] <= tile) lo = mid; else hi = mid - 1;
+  }
+  TileCoord c;
+  c.group = lo;
+  c.row0 = group_row0[lo];
+  c.rows = group_rows[lo];
+  const int row_tiles = (c.rows + kTokenTile - 1) / kTokenTile;
+  const int local = tile - tile_start[lo];
+  c.channel_tile = local / row_tiles;
+  c.row_tile = local - c.channel_tile * row_tiles;
+  (void)channel_tiles;
+  return c;
+}
+
+// The x row (as an index for x and its scales) of output row m of a group;
+// -1 when it reads nothing (gathered index out of range).
+__device__ __forceinline__ int source_row(const GroupedGemmParams& p, int row0, int m) {
+  if (p.layout != Layout::kGathered) return row0 + m;
+  const int src = p.row_index[row0 + m];
+  return (src >= 0 && src < p.src_rows) ? src : -1;
+}
+
+__device__ __forceinline__ void cp_async_16_zfill(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_4_zfill(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src),
+               "r"(valid ? 4 : 0)
+               : "memory");
+}
+// Arrives on the barrier once all of this thread's earlier cp.async are done
+// (counted in the barrier's expected arrivals).
+__device__ __forceinline__ void cp_async_arrive_noinc(const uint64_t* barrier) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(
+                   static_cast<uint32_t>(__cvta_generic_to_shared(barrier)))
+               : "memory");
+}
+__device__ __forceinline__ void consumer_barrier() {
+  asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumerThreads) : "memory");
+}
+
+template <class Element, int kTokenTile, Epilogue kEpilogue>
+__global__ void __launch_bounds__(kThreads, 1)
+    grouped_gemm_kernel(const __grid_constant__ CUtensorMap w_map, const GroupedGemmParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using Traits = GroupedGemmTraits<Element, kTokenTile, kEpilogue>;
+  using Barrier = cutlass::arch::ClusterTransactionBarrier;
+  constexpr int kStages = Traits::kStages;
+
+  extern __shared__ uint8_t smem_raw[];
+  // Swizzled tiles need 1024-byte aligned bases.
+  uint8_t* smem = reinterpret_cast<uint8_t*>(
+      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~static_cast<uintptr_t>(1023));
+  uint8_t* stage_base = smem;
+  __nv_bfloat16* staging =
+      reinterpret_cast<__nv_bfloat16*>(stage_base + kStages * Traits::kStageBytes);
+  float* stage_scales = reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(staging) +
+                                                 Traits::kStagingBytes);
+  int* tile_start = reinterpret_cast<int*>(stage_scales + kStages * Traits::kScaleFloats);
+  int* group_row0 = tile_start + kMaxGroups + 1;
+  int* group_rows = group_row0 + kMaxGroups;
+  Barrier* full = reinterpret_cast<Barrier*>(
+      (reinterpret_cast<uintptr_t>(group_rows + kMaxGroups) + 7) & ~static_cast<uintptr_t>(7));
+  Barrier* empty = full + kStages;
+
+  const int channel_tiles = (p.n + kWeightTile - 1) / kWeightTile;
+  const int k_tiles = (p.k + Traits::kKTile - 1) / Traits::kKTile;
+  if (threadIdx.x < 32) build_group_tables<kTokenTile>(p, channel_tiles, tile_start, group_row0,
+                                                       group_rows);
+  if (threadIdx.x == 32) {
+    for (int s = 0; s < kStages; ++s) {
+      full[s].init(1 + kProducerThreads);  // TMA thread's expect_tx + each thread's cp.async
+      empty[s].init(kConsumerThreads);
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  __syncthreads();
+  const int total_tiles = tile_start[p.num_groups];
+  const int warpgroup = threadIdx.x / 128;
+
+  if (warpgroup == 0) {
+    // ---------------------------------------------------------------- producer
+    cutlass::arch::warpgroup_reg_dealloc<40>();
+    const int tid = threadIdx.x;
+    const int chunk = tid & 7;      // 16-byte chunk of a 128-byte row
+    const int row_base = tid >> 3;  // rows row_base + 16 i
+    const uint8_t* x_bytes = static_cast<const uint8_t*>(p.x);
+    const int k_bytes = p.k * Traits::kElementBytes;
+    int stage = 0;
+    uint32_t phase = 0;
+    for (int tile = blockIdx.x; tile < total_tiles; tile += gridDim.x) {
+      const TileCoord c = decode_tile<kTokenTile>(tile, p.num_groups, channel_tiles, tile_start,
+                                                  group_row0, group_rows);
+      const uint8_t* row_ptr[Traits::kRowsPerProducerThread];
+#pragma unroll
+      for (int i = 0; i < Traits::kRowsPerProducerThread; ++i) {
+        const int m = c.row_tile * kTokenTile + row_base + 16 * i;
+        const int src = m < c.rows ? source_row(p, c.row0, m) : -1;
+        row_ptr[i] = src < 0 ? nullptr
+                             : x_bytes + (c.group * p.x_group_stride +
+                                          static_cast<int64_t>(src) * p.x_row_stride) *
+                                             Traits::kElementBytes;
+      }
+      const float* x_scale_ptr = nullptr;
+      if constexpr (kEpilogue == Epilogue::kBlockScaled) {
+        const int m = c.row_tile * kTokenTile + tid;
+        const int src = (tid < kTokenTile && m < c.rows) ? source_row(p, c.row0, m) : -1;
+        if (src >= 0) {
+          x_scale_ptr = p.x_scale + c.group * p.xs_group_stride + src * p.xs_row_stride;
+        }
+      }
+      for (int kt = 0; kt < k_tiles; ++kt) {
+        empty[stage].wait(phase ^ 1);
+        uint8_t* w_tile = stage_base + stage * Traits::kStageBytes;
+        uint8_t* x_tile = w_tile + Traits::kStageW;
+        if (tid == 0) {
+          full[stage].arrive_and_expect_tx(Traits::kStageW);
+          cute::SM90_TMA_LOAD_3D::copy(&w_map, reinterpret_cast<uint64_t*>(&full[stage]),
+                                       static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL),
+                                       w_tile, kt * Traits::kKTile, c.channel_tile * kWeightTile,
+                                       c.group);
+        }
+        const int k_byte = kt * kKTileBytes + chunk * 16;
+        const uint32_t x_tile_addr = static_cast<uint32_t>(__cvta_generic_to_shared(x_tile));
+#pragma unroll
+        for (int i = 0; i < Traits::kRowsPerProducerThread; ++i) {
+          const bool valid = row_ptr[i] != nullptr && k_byte < k_bytes;
+          cp_async_16_zfill(x_tile_addr + device::swizzle_128b_offset(row_base + 16 * i, chunk),
+                            valid ? row_ptr[i] + k_byte : p.x, valid);
+        }
+        if constexpr (kEpilogue == Epilogue::kBlockScaled) {
+          float* scales = stage_scales + stage * Traits::kScaleFloats;
+          if (tid < kTokenTile) {
+            const bool valid = x_scale_ptr != nullptr;
+            cp_async_4_zfill(static_cast<uint32_t>(__cvta_generic_to_shared(scales + tid)),
+                             valid ? x_scale_ptr + kt * p.xs_k_stride : p.x_scale, valid);
+          }
+          if (tid == kProducerThreads - 1) {
+            const float* ws = p.w_scale + c.group * p.ws_group_stride +
+                              c.channel_tile * p.ws_n_stride + kt * p.ws_k_stride;
+            cp_async_4_zfill(static_cast<uint32_t>(__cvta_generic_to_shared(scales + kTokenTile)),
+                             ws, true);
+          }
+        }
+        cp_async_arrive_noinc(reinterpret_cast<const uint64_t*>(&full[stage]));
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+    }
+    asm volatile("cp.async.wait_all;\n" ::: "memory");  // no copy outlives its thread
+  } else {
+    // --------------------------------------------------------------- consumers
+    cutlass::arch::warpgroup_reg_alloc<232>();
+    const int consumer = warpgroup - 1;  // weight rows 64 * consumer ..
+    const int ctid = threadIdx.x - kProducerThreads;
+    const int lane = threadIdx.x & 31;
+    const int warp_in_group = (threadIdx.x / 32) & 3;
+    const int quad = lane & 3;
+    // The two channel rows of this thread's fragment, within the tile.
+    const int channel_in_tile = consumer * 64 + warp_in_group * 16 + (lane >> 2);
+    int stage = 0;
+    uint32_t phase = 0;
+    for (int tile = blockIdx.x; tile < total_tiles; tile += gridDim.x) {
+      const TileCoord c = decode_tile<kTokenTile>(tile, p.num_groups, channel_tiles, tile_start,
+                                                  group_row0, group_rows);
+      float acc[Traits::kAccFloats];
+      float total[kEpilogue == Epilogue::kNone ? 1 : Traits::kAccFloats];
+      if constexpr (kEpilogue != Epilogue::kNone) {
+#pragma unroll
+        for (int i = 0; i < Traits::kAccFloats; ++i) total[i] = 0.0f;
+      }
+      for (int kt = 0; kt < k_tiles; ++kt) {
+        full[stage].wait(phase);
+        // x arrived through cp.async (generic proxy); wgmma reads through the
+        // async proxy.
+        cutlass::arch::fence_view_async_shared();
+        const uint8_t* w_tile = stage_base + stage * Traits::kStageBytes + consumer * 64 * 128;
+        const uint8_t* x_tile = stage_base + stage * Traits::kStageBytes + Traits::kStageW;
+#pragma unroll
+        for (int i = 0; i < Traits::kAccFloats; ++i) cute::warpgroup_fence_operand(acc[i]);
+        cute::warpgroup_arrive();
+#pragma unroll
+        for (int kk = 0; kk < kKTileBytes / 32; ++kk) {
+          const bool accumulate = kk > 0 || (kEpilogue == Epilogue::kNone && kt > 0);
+          device::wgmma<Element, kTokenTile>(device::sw128_kmajor_desc(w_tile, kk * 32),
+                                             device::sw128_kmajor_desc(x_tile, kk * 32), acc,
+                                             accumulate);
+        }
+        cute::warpgroup_commit_batch();
+        cute::warpgroup_wait<0>();
+#pragma unroll
+        for (int i = 0; i < Traits::kAccFloats; ++i) cute::warpgroup_fence_operand(acc[i]);
+        if constexpr (kEpilogue == Epilogue::kScaleAtEnd) {
+#pragma unroll
+          for (int i = 0; i < Traits::kAccFloats; ++i) total[i] += acc[i];
+        } else if constexpr (kEpilogue == Epilogue::kBlockScaled) {
+          const float* scales = stage_scales + stage * Traits::kScaleFloats;
+          const float w_scale = scales[kTokenTile];
+#pragma unroll
+          for (int b = 0; b < kTokenTile / 8; ++b) {
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+              const float s = w_scale * scales[8 * b + 2 * quad + j];
+              total[4 * b + j] = fmaf(acc[4 * b + j], s, total[4 * b + j]);
+              total[4 * b + 2 + j] = fmaf(acc[4 * b + 2 + j], s, total[4 * b + 2 + j]);
+            }
+          }
+        }
+        empty[stage].arrive();
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+
+      // ---- epilogue: fp32 -> bf16 through shared memory, 16-byte row stores
+      float* result = acc;
+      if constexpr (kEpilogue != Epilogue::kNone) result = total;
+      if constexpr (kEpilogue == Epilogue::kScaleAtEnd) {
+        float w_scale[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const int n = c.channel_tile * kWeightTile + channel_in_tile + 8 * i;
+          w_scale[i] = n < p.n ? p.w_scale[c.group * p.ws_group_stride + n * p.ws_n_stride] : 0.0f;
+        }
+#pragma unroll
+        for (int b = 0; b < kTokenTile / 8; ++b) {
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            const int m = c.row_tile * kTokenTile + 8 * b + 2 * quad + j;
+            const int src = m < c.rows ? source_row(p, c.row0, m) : -1;
+            const float x_scale =
+                src < 0 ? 0.0f
+                        : p.x_scale[c.group * p.xs_group_stride + src * p.xs_row_stride];
+            result[4 * b + j] *= x_scale * w_scale[0];
+            result[4 * b + 2 + j] *= x_scale * w_scale[1];
+          }
+        }
+      }
+#pragma unroll
+      for (int b = 0; b < kTokenTile / 8; ++b) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            const int row = 8 * b + 2 * quad + j;
+            staging[row * Traits::kStagingPitch + channel_in_tile + 8 * i] =
+                __float2bfloat16_rn(result[4 * b + 2 * i + j]);
+          }
+        }
+      }
+      consumer_barrier();
+      __nv_bfloat16* y = static_cast<__nv_bfloat16*>(p.y) + c.group * p.y_group_stride;
+      for (int piece = ctid; piece < kTokenTile * 16; piece += kConsumerThreads) {
+        const int row = piece >> 4;
+        const int m = c.row_tile * kTokenTile + row;
+        const int n = c.channel_tile * kWeightTile + (piece & 15) * 8;
+        if (m < c.rows && n < p.n) {
+          *reinterpret_cast<uint4*>(y + static_cast<int64_t>(c.row0 + m) * p.y_row_stride + n) =
+              *reinterpret_cast<const uint4*>(staging + row * Traits::kStagingPitch +
+                                              (piece & 15) * 8);
+        }
+      }
+      consumer_barrier();  // the staging buffer is rewritten by the next tile
+    }
+  }
+#endif
+}
+
+}  // namespace hpc_ops::gemm
