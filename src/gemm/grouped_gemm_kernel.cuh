@@ -53,8 +53,14 @@ struct GroupedGemmTraits {
   // fragment's scattered 2-byte writes land in distinct banks.
   static constexpr int kStagingPitch = kWeightTile + 8;
   static constexpr int kStagingBytes = kTokenTile * kStagingPitch * 2;
-  // Block scales per stage: the row tile's x scales, then the weight scale.
-  static constexpr int kScaleFloats = kEpilogue == Epilogue::kBlockScaled ? kTokenTile + 4 : 0;
+  // Scales per stage. Block: the row tile's x scales, then the weight scale.
+  // Per-tensor / per-row: the tile's last stage carries the row tile's x
+  // scales and the 128 channel scales, so the epilogue never waits on a
+  // global load (with K = 192, two stages per tile, those loads had the
+  // consumers idle for about as long as the tile's weights took to stream).
+  static constexpr int kScaleFloats = kEpilogue == Epilogue::kBlockScaled   ? kTokenTile + 4
+                                      : kEpilogue == Epilogue::kScaleAtEnd ? kTokenTile + kWeightTile
+                                                                           : 0;
   static constexpr int kTableBytes = (3 * kMaxGroups + 4) * 4;
   static constexpr int kFixedBytes = 1024 /* alignment slack */ + kStagingBytes + kTableBytes;
   // 8 stages keep >= 128 KB of weights in flight per SM, well past the ~40 KB
@@ -224,7 +230,12 @@ __global__ void __launch_bounds__(kThreads, 1)
                                              Traits::kElementBytes;
       }
       const float* x_scale_ptr = nullptr;
-      if constexpr (kEpilogue == Epilogue::kBlockScaled) {
+      const float* w_scale_ptr = nullptr;  // this thread's channel (per-tensor / per-row)
+      if constexpr (kEpilogue == Epilogue::kScaleAtEnd) {
+        const int n = c.channel_tile * kWeightTile + tid;
+        if (n < p.n) w_scale_ptr = p.w_scale + c.group * p.ws_group_stride + n * p.ws_n_stride;
+      }
+      if constexpr (kEpilogue != Epilogue::kNone) {
         const int m = c.row_tile * kTokenTile + tid;
         const int src = (tid < kTokenTile && m < c.rows) ? source_row(p, c.row0, m) : -1;
         if (src >= 0) {
@@ -249,6 +260,20 @@ __global__ void __launch_bounds__(kThreads, 1)
           const bool valid = row_ptr[i] != nullptr && k_byte < k_bytes;
           cp_async_16_zfill(x_tile_addr + device::swizzle_128b_offset(row_base + 16 * i, chunk),
                             valid ? row_ptr[i] + k_byte : p.x, valid);
+        }
+        if constexpr (kEpilogue == Epilogue::kScaleAtEnd) {
+          if (kt == k_tiles - 1) {
+            float* scales = stage_scales + stage * Traits::kScaleFloats;
+            if (tid < kTokenTile) {
+              const bool valid = x_scale_ptr != nullptr;
+              cp_async_4_zfill(static_cast<uint32_t>(__cvta_generic_to_shared(scales + tid)),
+                               valid ? x_scale_ptr : p.x_scale, valid);
+            }
+            const bool valid = w_scale_ptr != nullptr;
+            cp_async_4_zfill(
+                static_cast<uint32_t>(__cvta_generic_to_shared(scales + kTokenTile + tid)),
+                valid ? w_scale_ptr : p.w_scale, valid);
+          }
         }
         if constexpr (kEpilogue == Epilogue::kBlockScaled) {
           float* scales = stage_scales + stage * Traits::kScaleFloats;
@@ -317,6 +342,20 @@ __global__ void __launch_bounds__(kThreads, 1)
         if constexpr (kEpilogue == Epilogue::kScaleAtEnd) {
 #pragma unroll
           for (int i = 0; i < Traits::kAccFloats; ++i) total[i] += acc[i];
+          if (kt == k_tiles - 1) {  // the scales came with the last stage
+            const float* scales = stage_scales + stage * Traits::kScaleFloats;
+            const float w_scale0 = scales[kTokenTile + channel_in_tile];
+            const float w_scale1 = scales[kTokenTile + channel_in_tile + 8];
+#pragma unroll
+            for (int b = 0; b < kTokenTile / 8; ++b) {
+#pragma unroll
+              for (int j = 0; j < 2; ++j) {
+                const float x_scale = scales[8 * b + 2 * quad + j];
+                total[4 * b + j] *= x_scale * w_scale0;
+                total[4 * b + 2 + j] *= x_scale * w_scale1;
+              }
+            }
+          }
         } else if constexpr (kEpilogue == Epilogue::kBlockScaled) {
           const float* scales = stage_scales + stage * Traits::kScaleFloats;
           const float w_scale = scales[kTokenTile];
@@ -340,27 +379,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       // ---- epilogue: fp32 -> bf16 through shared memory, 16-byte row stores
       float* result = acc;
       if constexpr (kEpilogue != Epilogue::kNone) result = total;
-      if constexpr (kEpilogue == Epilogue::kScaleAtEnd) {
-        float w_scale[2];
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int n = c.channel_tile * kWeightTile + channel_in_tile + 8 * i;
-          w_scale[i] = n < p.n ? p.w_scale[c.group * p.ws_group_stride + n * p.ws_n_stride] : 0.0f;
-        }
-#pragma unroll
-        for (int b = 0; b < kTokenTile / 8; ++b) {
-#pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            const int m = c.row_tile * kTokenTile + 8 * b + 2 * quad + j;
-            const int src = m < c.rows ? source_row(p, c.row0, m) : -1;
-            const float x_scale =
-                src < 0 ? 0.0f
-                        : p.x_scale[c.group * p.xs_group_stride + src * p.xs_row_stride];
-            result[4 * b + j] *= x_scale * w_scale[0];
-            result[4 * b + 2 + j] *= x_scale * w_scale[1];
-          }
-        }
-      }
 #pragma unroll
       for (int b = 0; b < kTokenTile / 8; ++b) {
 #pragma unroll
