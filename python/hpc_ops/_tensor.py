@@ -61,6 +61,15 @@ def as_tensor(obj, op: str, name: str) -> torch.Tensor:
                      f"DLPack, got {type(obj).__name__}")
 
 
+def choice(op: str, name: str, value, table: dict):
+    """table[value], or a ValueError naming the argument and the choices."""
+    try:
+        return table[value]
+    except (KeyError, TypeError):
+        raise ValueError(f"hpc_ops.{op}: {name} = {value!r}, expected one of "
+                         f"{', '.join(repr(k) for k in table)}") from None
+
+
 def as_optional_tensor(obj, op: str, name: str):
     return None if obj is None else as_tensor(obj, op, name)
 

@@ -8,19 +8,12 @@ from typing import Optional
 import torch
 
 from . import _C, _ops
-from ._tensor import as_optional_tensor, as_tensor, desc, desc_or_none, direct_call_ok
+from ._tensor import as_optional_tensor, as_tensor, choice, desc, desc_or_none, direct_call_ok
 from ._tensor import stream_of
 
 _LAYOUTS = {"contiguous": 0, "masked": 1, "gathered": 2}
 _SCALINGS = {None: 0, "per_tensor": 1, "per_row": 2, "block": 3}
 
-
-def _choice(op, name, value, table):
-    try:
-        return table[value]
-    except (KeyError, TypeError):
-        raise ValueError(f"hpc_ops.{op}: {name} = {value!r}, expected one of "
-                         f"{', '.join(repr(k) for k in table)}") from None
 
 
 def grouped_gemm(x, w, *, layout: str = "contiguous", cu_seqlens=None, rows_per_group=None,
@@ -69,8 +62,8 @@ def grouped_gemm(x, w, *, layout: str = "contiguous", cu_seqlens=None, rows_per_
     op = "grouped_gemm"
     x = as_tensor(x, op, "x")
     w = as_tensor(w, op, "w")
-    layout_code = _choice(op, "layout", layout, _LAYOUTS)
-    scaling_code = _choice(op, "scaling", scaling, _SCALINGS)
+    layout_code = choice(op, "layout", layout, _LAYOUTS)
+    scaling_code = choice(op, "scaling", scaling, _SCALINGS)
     cu_seqlens = as_optional_tensor(cu_seqlens, op, "cu_seqlens")
     rows_per_group = as_optional_tensor(rows_per_group, op, "rows_per_group")
     row_index = as_optional_tensor(row_index, op, "row_index")

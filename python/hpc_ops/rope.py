@@ -8,20 +8,13 @@ from typing import Optional, Union
 import torch
 
 from . import _C, _ops
-from ._tensor import FP8, as_optional_tensor, as_tensor, desc, desc_or_none, direct_call_ok
+from ._tensor import FP8, as_optional_tensor, as_tensor, choice, desc, desc_or_none, direct_call_ok
 from ._tensor import stream_of
 from .attention import Fp8Scheme, _scheme_code
 
 _STYLES = {"neox": 0, "interleaved": 1}
 _NORM_ORDERS = {"norm_then_rope": 0, "rope_then_norm": 1}
 
-
-def _choice(op, name, value, table):
-    try:
-        return table[value]
-    except (KeyError, TypeError):
-        raise ValueError(f"hpc_ops.{op}: {name} = {value!r}, expected one of "
-                         f"{', '.join(repr(k) for k in table)}") from None
 
 
 def split_qkv(qkv, num_q_heads: int, num_kv_heads: int, head_dim: int):
@@ -135,8 +128,8 @@ def rope_qk_norm_kv_write(q, k, v, cos_sin_cache, k_cache, v_cache, page_table, 
     k_scale = as_optional_tensor(k_scale, op, "k_scale")
     v_scale = as_optional_tensor(v_scale, op, "v_scale")
     q_scale = as_optional_tensor(q_scale, op, "q_scale")
-    style_code = _choice(op, "style", style, _STYLES)
-    order_code = _choice(op, "norm_order", norm_order, _NORM_ORDERS)
+    style_code = choice(op, "style", style, _STYLES)
+    order_code = choice(op, "norm_order", norm_order, _NORM_ORDERS)
     scheme_code = _scheme_code(op, kv_scheme)
     if rotary_dim is None:
         rot = q.shape[-1] if q.dim() == 3 else 0

@@ -8,7 +8,6 @@
 #include "common/check.h"
 #include "common/cuda_check.h"
 #include "common/device_info.h"
-#include "common/kv_cache_checks.h"
 #include "common/tma_map.h"
 #include "gemm/grouped_gemm_config.h"
 #include "gemm/grouped_gemm_kernels.h"

@@ -118,9 +118,8 @@ __device__ void build_group_tables(const GroupedGemmParams& p, int channel_tiles
 }
 
 template <int kTokenTile>
-__device__ __forceinline__ TileCoord decode_tile(int tile, int num_groups, int channel_tiles,
-                                                 const int* tile_start, const int* group_row0,
-                                                 const int* group_rows) {
+__device__ __forceinline__ TileCoord decode_tile(int tile, int num_groups, const int* tile_start,
+                                                 const int* group_row0, const int* group_rows) {
   int lo = 0, hi = num_groups - 1;  // last group whose first tile is <= tile
   while (lo < hi) {
     const int mid = (lo + hi + 1) >> 1;
@@ -134,7 +133,6 @@ __device__ __forceinline__ TileCoord decode_tile(int tile, int num_groups, int c
   const int local = tile - tile_start[lo];
   c.channel_tile = local / row_tiles;
   c.row_tile = local - c.channel_tile * row_tiles;
-  (void)channel_tiles;
   return c;
 }
 
@@ -217,8 +215,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     int stage = 0;
     uint32_t phase = 0;
     for (int tile = blockIdx.x; tile < total_tiles; tile += gridDim.x) {
-      const TileCoord c = decode_tile<kTokenTile>(tile, p.num_groups, channel_tiles, tile_start,
-                                                  group_row0, group_rows);
+      const TileCoord c = decode_tile<kTokenTile>(tile, p.num_groups, tile_start, group_row0,
+                                                  group_rows);
       const uint8_t* row_ptr[Traits::kRowsPerProducerThread];
 #pragma unroll
       for (int i = 0; i < Traits::kRowsPerProducerThread; ++i) {
@@ -310,8 +308,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     int stage = 0;
     uint32_t phase = 0;
     for (int tile = blockIdx.x; tile < total_tiles; tile += gridDim.x) {
-      const TileCoord c = decode_tile<kTokenTile>(tile, p.num_groups, channel_tiles, tile_start,
-                                                  group_row0, group_rows);
+      const TileCoord c = decode_tile<kTokenTile>(tile, p.num_groups, tile_start, group_row0,
+                                                  group_rows);
       float acc[Traits::kAccFloats];
       float total[kEpilogue == Epilogue::kNone ? 1 : Traits::kAccFloats];
       if constexpr (kEpilogue != Epilogue::kNone) {
