@@ -214,6 +214,39 @@ if "gemm" in hpc_ops.built_families():
                     check(f"grouped_gemm {layout} {scaling} g{g} tile_hint={tile_hint}", yg,
                           xg.float() @ w[g].float().T, tol=3e-2, floor=0.5)
 
+if "sampling" in hpc_ops.built_families():
+    # One CTA and multi-CTA rows, a row stride wider than V, a vocabulary whose
+    # slices exceed the shared-memory cache (re-read path), every mode.
+    I32, I64 = torch.int32, torch.int64
+    for vocab, dtype, pad in ((1000, torch.float32, 0), (50257, BF16, 3), (500000, torch.float32, 0)):
+        rows = 3
+        logits = (torch.randn(rows, vocab + pad, device=dev) * 3).to(dtype)[:, :vocab]
+        seen = torch.randint(-2 ** 31, 2 ** 31, (rows, (vocab + 31) // 32), dtype=I32, device=dev)
+        counts = torch.randint(0, 3, (rows, vocab), dtype=I32, device=dev)
+        seeds = torch.arange(rows, dtype=I64, device=dev)
+        common = dict(repetition_penalty=1.1, presence_penalty=0.2, frequency_penalty=0.1,
+                      seen_mask=seen, token_counts=counts, seeds=seeds, offsets=seeds + 5)
+        argmax = hpc_ops.sample(logits, temperature=0.0, **common)
+        top1 = hpc_ops.sample(logits, temperature=0.7, top_k=1, **common)
+        if not torch.equal(argmax, top1):
+            failures.append(f"sample V={vocab}: top_k=1 differs from greedy")
+        tok, lp = hpc_ops.sample(logits, temperature=0.8, top_k=50, top_p=0.9, min_p=0.01,
+                                 return_logprobs=True, **common)
+        if not bool(((tok >= 0) & (tok < vocab)).all() and lp.isfinite().all()):
+            failures.append(f"sample V={vocab}: tokens {tok.tolist()} logprobs {lp.tolist()}")
+        k = 2
+        target = (torch.randn(rows, k + 1, vocab, device=dev) * 3).to(dtype)
+        drafts = torch.randint(0, vocab, (rows, k), dtype=I32, device=dev)
+        probs = torch.softmax(torch.randn(rows, k, vocab, device=dev), dim=-1)
+        for dp in (probs, None):
+            acc, toks = hpc_ops.verify_speculative(drafts, dp, target, temperature=0.9, top_k=20,
+                                                   seeds=seeds, offsets=seeds)
+            last = toks.gather(1, acc.long()[:, None])
+            if not bool(((acc >= 0) & (acc <= k)).all() and (last >= 0).all()):
+                failures.append(f"verify_speculative V={vocab}: {acc.tolist()} {toks.tolist()}")
+        hpc_ops.update_seen_mask(seen, tok)
+        hpc_ops.update_token_counts(counts, tok)
+
 torch.cuda.synchronize()
 print("\n".join(failures) if failures else "all sanitizer smoke checks matched")
 print(f"{0 if failures else 1} passed, {1 if failures else 0} failed")

@@ -11,4 +11,5 @@
 #include "hpc_ops/norm.h"
 #include "hpc_ops/quantization.h"
 #include "hpc_ops/rope.h"
+#include "hpc_ops/sampling.h"
 #include "hpc_ops/version.h"

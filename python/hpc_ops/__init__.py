@@ -22,6 +22,7 @@ from .grouped_gemm import grouped_gemm
 from .norm import fused_add_rms_norm, rms_norm
 from .quantization import quantize_fp8
 from .rope import rope_qk_norm_kv_write, split_qkv
+from .sampling import sample, update_seen_mask, update_token_counts, verify_speculative
 
 __version__ = _C.__version__
 
@@ -41,6 +42,10 @@ __all__ = [
     "rope_qk_norm_kv_write",
     "split_qkv",
     "grouped_gemm",
+    "sample",
+    "verify_speculative",
+    "update_seen_mask",
+    "update_token_counts",
     "built_families",
 ]
 

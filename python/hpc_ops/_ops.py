@@ -144,3 +144,64 @@ def grouped_gemm_op(x: Tensor, w: Tensor, cu_seqlens: Optional[Tensor],
 def _(x, w, cu_seqlens, rows_per_group, row_index, x_scale, w_scale, out, layout, scaling,
       expected_rows_per_group):
     return None
+
+
+def _sampling_c_args(values, tensors, masks, seed_values, seed_tensors):
+    from .sampling import _c_args
+    return _c_args(values, tensors, masks, seed_values, seed_tensors)
+
+
+@torch.library.custom_op("hpc_ops::sample", mutates_args=("out", "logprobs_out"))
+def sample_op(logits: Tensor, values: List[float], tensors: List[Optional[Tensor]],
+              seen_mask: Optional[Tensor], token_counts: Optional[Tensor],
+              allowed_mask: Optional[Tensor], seed_values: List[int],
+              seed_tensors: List[Optional[Tensor]], out: Tensor,
+              logprobs_out: Optional[Tensor]) -> None:
+    masks = (seen_mask, token_counts, allowed_mask)
+    _C.sample(desc(logits), *_sampling_c_args(values, tensors, masks, seed_values, seed_tensors),
+              desc(out), desc_or_none(logprobs_out), stream_of(logits))
+
+
+@sample_op.register_fake
+def _(logits, values, tensors, seen_mask, token_counts, allowed_mask, seed_values, seed_tensors,
+      out, logprobs_out):
+    return None
+
+
+@torch.library.custom_op("hpc_ops::verify_speculative", mutates_args=("accepted", "tokens"))
+def verify_speculative_op(drafts: Tensor, draft_probs: Optional[Tensor], target: Tensor,
+                          values: List[float], tensors: List[Optional[Tensor]],
+                          seen_mask: Optional[Tensor], token_counts: Optional[Tensor],
+                          allowed_mask: Optional[Tensor], seed_values: List[int],
+                          seed_tensors: List[Optional[Tensor]], accepted: Tensor,
+                          tokens: Tensor) -> None:
+    masks = (seen_mask, token_counts, allowed_mask)
+    _C.verify_speculative(desc(drafts), desc_or_none(draft_probs), desc(target),
+                          *_sampling_c_args(values, tensors, masks, seed_values, seed_tensors),
+                          desc(accepted), desc(tokens), stream_of(target))
+
+
+@verify_speculative_op.register_fake
+def _(drafts, draft_probs, target, values, tensors, seen_mask, token_counts, allowed_mask,
+      seed_values, seed_tensors, accepted, tokens):
+    return None
+
+
+@torch.library.custom_op("hpc_ops::update_seen_mask", mutates_args=("seen_mask",))
+def update_seen_mask_op(seen_mask: Tensor, tokens: Tensor) -> None:
+    _C.update_seen_mask(desc(seen_mask), desc(tokens), stream_of(seen_mask))
+
+
+@update_seen_mask_op.register_fake
+def _(seen_mask, tokens):
+    return None
+
+
+@torch.library.custom_op("hpc_ops::update_token_counts", mutates_args=("token_counts",))
+def update_token_counts_op(token_counts: Tensor, tokens: Tensor) -> None:
+    _C.update_token_counts(desc(token_counts), desc(tokens), stream_of(token_counts))
+
+
+@update_token_counts_op.register_fake
+def _(token_counts, tokens):
+    return None

@@ -99,6 +99,39 @@ Tensor optional_tensor(nb::handle h, const char* name) {
   return h.is_none() ? Tensor{} : to_tensor(h, name);
 }
 
+#ifdef HPC_OPS_HAS_SAMPLING
+// Sampling options cross as three tuples: params ((value, tensor or None) x 7
+// in SamplingOptions order), masks (seen_mask, token_counts, allowed_mask),
+// seeds ((seed, tensor or None), (offset, tensor or None)) with the scalar
+// seed and offset as ints in [0, 2^64).
+SamplingOptions to_sampling_options(nb::tuple params, nb::tuple masks, nb::tuple seeds) {
+  static const char* const kNames[7] = {"temperature", "top_k", "top_p", "min_p",
+                                        "repetition_penalty", "presence_penalty",
+                                        "frequency_penalty"};
+  SamplingOptions o;
+  RowParam* fields[7] = {&o.temperature, &o.top_k, &o.top_p, &o.min_p, &o.repetition_penalty,
+                         &o.presence_penalty, &o.frequency_penalty};
+  for (int i = 0; i < 7; ++i) {
+    nb::tuple pair = nb::borrow<nb::tuple>(params[i]);
+    fields[i]->value = nb::cast<double>(pair[0]);
+    fields[i]->tensor = optional_tensor(pair[1], kNames[i]);
+  }
+  o.seen_mask = optional_tensor(masks[0], "seen_mask");
+  o.token_counts = optional_tensor(masks[1], "token_counts");
+  o.allowed_mask = optional_tensor(masks[2], "allowed_mask");
+  RowSeed* seed_fields[2] = {&o.seeds, &o.offsets};
+  static const char* const kSeedNames[2] = {"seeds", "offsets"};
+  for (int i = 0; i < 2; ++i) {
+    nb::tuple pair = nb::borrow<nb::tuple>(seeds[i]);
+    const unsigned long long v = PyLong_AsUnsignedLongLong(pair[0].ptr());
+    if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) throw nb::python_error();
+    seed_fields[i]->value = v;
+    seed_fields[i]->tensor = optional_tensor(pair[1], kSeedNames[i]);
+  }
+  return o;
+}
+#endif
+
 }  // namespace
 
 NB_MODULE(_C, m) {
@@ -133,6 +166,9 @@ NB_MODULE(_C, m) {
 #endif
 #ifdef HPC_OPS_HAS_GEMM
     f += "gemm ";
+#endif
+#ifdef HPC_OPS_HAS_SAMPLING
+    f += "sampling ";
 #endif
     return f;
   });
@@ -264,5 +300,32 @@ NB_MODULE(_C, m) {
         }, "x"_a, "w"_a, "cu_seqlens"_a.none(), "rows_per_group"_a.none(), "row_index"_a.none(),
         "x_scale"_a.none(), "w_scale"_a.none(), "out"_a, "layout"_a, "scaling"_a,
         "expected_rows_per_group"_a, "stream"_a);
+#endif
+#ifdef HPC_OPS_HAS_SAMPLING
+  m.def("sample", [](nb::handle logits, nb::tuple params, nb::tuple masks, nb::tuple seeds,
+                     nb::handle out, nb::handle logprobs_out, uintptr_t stream) {
+    sample(to_tensor(logits, "logits"), to_sampling_options(params, masks, seeds),
+           to_tensor(out, "out"), optional_tensor(logprobs_out, "logprobs_out"), to_stream(stream));
+  }, "logits"_a, "params"_a, "masks"_a, "seeds"_a, "out"_a, "logprobs_out"_a.none(), "stream"_a);
+  m.def("verify_speculative",
+        [](nb::handle drafts, nb::handle draft_probs, nb::handle target, nb::tuple params,
+           nb::tuple masks, nb::tuple seeds, nb::handle accepted, nb::handle tokens,
+           uintptr_t stream) {
+          verify_speculative(to_tensor(drafts, "draft_token_ids"),
+                             optional_tensor(draft_probs, "draft_probs"),
+                             to_tensor(target, "target_logits"),
+                             to_sampling_options(params, masks, seeds),
+                             to_tensor(accepted, "accepted_out"), to_tensor(tokens, "tokens_out"),
+                             to_stream(stream));
+        }, "draft_token_ids"_a, "draft_probs"_a.none(), "target_logits"_a, "params"_a, "masks"_a,
+        "seeds"_a, "accepted_out"_a, "tokens_out"_a, "stream"_a);
+  m.def("update_seen_mask", [](nb::handle seen_mask, nb::handle tokens, uintptr_t stream) {
+    update_seen_mask(to_tensor(seen_mask, "seen_mask"), to_tensor(tokens, "tokens"),
+                     to_stream(stream));
+  }, "seen_mask"_a, "tokens"_a, "stream"_a);
+  m.def("update_token_counts", [](nb::handle token_counts, nb::handle tokens, uintptr_t stream) {
+    update_token_counts(to_tensor(token_counts, "token_counts"), to_tensor(tokens, "tokens"),
+                        to_stream(stream));
+  }, "token_counts"_a, "tokens"_a, "stream"_a);
 #endif
 }

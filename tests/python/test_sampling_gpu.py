@@ -1062,8 +1062,8 @@ class SpecProblem:
 def make_spec_problem(gen, rows, k, vocab, dtype, masks="none", greedy=False):
     """Target logits [rows, k+1, V]; per-row temperature (some rows greedy),
     top_k, top_p, min_p (and penalties with masks); draft probabilities
-    softmax(target + 0.5 N(0, 1)) over the allowed tokens, drafts drawn from
-    them; masks "none", "per_row" [B, N] or "per_position" [B, k+1, N]."""
+    softmax(target + 0.5 N(0, 1)) over the 32 largest of those among the
+    allowed tokens, drafts drawn from them; masks "none", "per_row" [B, N] or "per_position" [B, k+1, N]."""
     target = make_logits(gen, rows * (k + 1), vocab, dtype).view(rows, k + 1, vocab)
     config = dict(temperature=1.0, top_k=50, top_p=0.9, min_p=0.01)
     if masks != "none":
@@ -1083,6 +1083,11 @@ def make_spec_problem(gen, rows, k, vocab, dtype, masks="none", greedy=False):
     noisy = target[:, :k].float() + 0.5 * torch.randn(rows, k, vocab, generator=gen,
                                                       device="cuda")
     noisy = noisy.masked_fill(~allowed_bool[:, :k], NEG_INF)
+    # A drafter keeps its own head (its 32 largest logits): drawn from the
+    # whole noisy softmax of a large vocabulary, a draft lands outside the
+    # target's top-k / top-p survivors so often that no draft is accepted.
+    head = noisy.topk(min(32, vocab), dim=-1).values[..., -1:]
+    noisy = noisy.masked_fill(noisy < head, NEG_INF)
     draft_probs = torch.softmax(noisy, dim=-1)
     drafts = torch.multinomial(draft_probs.reshape(-1, vocab), 1, generator=gen)
     drafts = drafts.reshape(rows, k).to(I32)

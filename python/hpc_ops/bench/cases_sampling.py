@@ -26,7 +26,9 @@ Baselines:
                  then the exponential race (probs / Exp(1) noise from torch's
                  RNG, argmax), which samples the truncated distribution exactly
   torch.compile  the same function (rows dynamic, one compile per V and row
-                 count class)
+                 count class). Inductor (torch 2.11) fails to generate the
+                 top-p cumsum at most sizes ("SplitScan ... list indices"),
+                 static shapes included; those cases report ERR
   flashinfer     temp: sampling_from_logits; topk_topp:
                  top_k_top_p_sampling_from_logits; full: the same torch
                  penalties, then top_k_mask_logits, softmax, top_p_renorm_probs

@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: Apache-2.0
+// Launch of the fused sampling kernel: float32 and bfloat16 logits (two
+// instantiations), one cluster per row.
+#include <cuda_bf16.h>
+
+#include "common/cuda_check.h"
+#include "sampling/sampling_kernel.cuh"
+#include "sampling/sampling_kernels.h"
+
+namespace hpc_ops::sampling {
+namespace {
+
+// Opts the kernel into the device's whole shared memory and into clusters of
+// up to 16 CTAs, once per device.
+template <typename T>
+void prepare(const char* op) {
+  constexpr int kMaxDevices = 64;
+  static bool done[kMaxDevices] = {};  // benign race: setting an attribute is idempotent
+  int device = 0;
+  HPC_OPS_CUDA_CHECK(op, cudaGetDevice(&device));
+  if (device >= 0 && device < kMaxDevices && done[device]) return;
+  HPC_OPS_CUDA_CHECK(op, cudaFuncSetAttribute(sampling_kernel<T>,
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              static_cast<int>(shared_memory_budget(op))));
+  HPC_OPS_CUDA_CHECK(op, cudaFuncSetAttribute(sampling_kernel<T>,
+                                              cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+  if (device >= 0 && device < kMaxDevices) done[device] = true;
+}
+
+template <typename T>
+void launch(const SamplingParams& p, int rows, int cluster, int64_t smem, const char* op,
+            cudaStream_t stream) {
+  prepare<T>(op);
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(cluster), static_cast<unsigned>(rows));
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = static_cast<size_t>(smem);
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = static_cast<unsigned>(cluster);
+  attribute[0].val.clusterDim.y = 1;
+  attribute[0].val.clusterDim.z = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  HPC_OPS_CUDA_CHECK(op, cudaLaunchKernelEx(&config, sampling_kernel<T>, p));
+}
+
+}  // namespace
+
+int64_t shared_state_bytes() { return kSharedStateBytes; }
+
+int64_t shared_memory_budget(const char* op) {
+  int device = 0, bytes = 0;
+  HPC_OPS_CUDA_CHECK(op, cudaGetDevice(&device));
+  HPC_OPS_CUDA_CHECK(op, cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                                                device));
+  return bytes;
+}
+
+void launch_sampling(const SamplingParams& p, bool bf16_logits, int rows, int cluster,
+                     int64_t smem_bytes, const char* op, cudaStream_t stream) {
+  if (bf16_logits) {
+    launch<__nv_bfloat16>(p, rows, cluster, smem_bytes, op, stream);
+  } else {
+    launch<float>(p, rows, cluster, smem_bytes, op, stream);
+  }
+}
+
+}  // namespace hpc_ops::sampling

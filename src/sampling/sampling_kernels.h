@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: Apache-2.0
+// Host-side interface of the sampling kernels (sampling_kernels.cu,
+// sampling_state_kernels.cu). Launch errors are thrown as hpc_ops::Error
+// naming `op`.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "sampling/sampling_params.h"
+
+namespace hpc_ops::sampling {
+
+// Bytes of the kernel's fixed shared state (the vocabulary cache follows it).
+int64_t shared_state_bytes();
+
+// Dynamic shared memory a CTA may use on the current device.
+int64_t shared_memory_budget(const char* op);
+
+// One cluster of `cluster` CTAs per flat row (rows = B * positions).
+void launch_sampling(const SamplingParams& p, bool bf16_logits, int rows, int cluster,
+                     int64_t smem_bytes, const char* op, cudaStream_t stream);
+
+// verify_speculative's last step: accepted[b] holds the acceptance bits of
+// its k positions on entry and the accepted count on exit; tokens [B, k+1]
+// holds each position's recovered / bonus token on entry, the result on exit.
+void launch_spec_finalize(int32_t* accepted, int32_t* tokens, const int32_t* drafts,
+                          int64_t drafts_stride, int batch, int k, const char* op,
+                          cudaStream_t stream);
+
+// tokens [rows, per_row] with strides; entries < 0 skipped.
+void launch_update_seen_mask(uint32_t* mask, int64_t mask_stride, const int32_t* tokens,
+                             int64_t token_row_stride, int64_t token_col_stride, int rows,
+                             int per_row, const char* op, cudaStream_t stream);
+void launch_update_token_counts(int32_t* counts, int64_t counts_stride, const int32_t* tokens,
+                                int64_t token_row_stride, int64_t token_col_stride, int rows,
+                                int per_row, const char* op, cudaStream_t stream);
+
+}  // namespace hpc_ops::sampling

@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: Apache-2.0
+// Small kernels around the sampler: the seen-mask / token-count updates after
+// a step, and the last step of speculative verification.
+#include "common/cuda_check.h"
+#include "sampling/sampling_kernels.h"
+
+namespace hpc_ops::sampling {
+namespace {
+
+constexpr int kStateThreads = 256;
+
+__global__ void update_seen_mask_kernel(uint32_t* mask, int64_t mask_stride, const int32_t* tokens,
+                                        int64_t row_stride, int64_t col_stride, int rows,
+                                        int per_row) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= static_cast<int64_t>(rows) * per_row) return;
+  const int64_t r = i / per_row, c = i - r * per_row;
+  const int32_t t = tokens[r * row_stride + c * col_stride];
+  if (t >= 0) atomicOr(mask + r * mask_stride + (t >> 5), 1u << (t & 31));
+}
+
+__global__ void update_token_counts_kernel(int32_t* counts, int64_t counts_stride,
+                                           const int32_t* tokens, int64_t row_stride,
+                                           int64_t col_stride, int rows, int per_row) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= static_cast<int64_t>(rows) * per_row) return;
+  const int64_t r = i / per_row, c = i - r * per_row;
+  const int32_t t = tokens[r * row_stride + c * col_stride];
+  if (t >= 0) atomicAdd(counts + r * counts_stride + t, 1);
+}
+
+__global__ void spec_finalize_kernel(int32_t* accepted, int32_t* tokens, const int32_t* drafts,
+                                     int64_t drafts_stride, int batch, int k) {
+  const int b = blockIdx.x * blockDim.x + threadIdx.x;
+  if (b >= batch) return;
+  const uint32_t bits = static_cast<uint32_t>(accepted[b]);
+  const int n = min(k, __ffs(~bits) - 1);  // leading run of accepted positions
+  int32_t* row = tokens + static_cast<int64_t>(b) * (k + 1);
+  for (int j = 0; j <= k; ++j) {
+    if (j < n) {
+      row[j] = drafts[static_cast<int64_t>(b) * drafts_stride + j];
+    } else if (j > n) {
+      row[j] = -1;
+    }  // j == n: the recovered / bonus token the sampler wrote there
+  }
+  accepted[b] = n;
+}
+
+unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kStateThreads - 1) / kStateThreads); }
+
+}  // namespace
+
+void launch_spec_finalize(int32_t* accepted, int32_t* tokens, const int32_t* drafts,
+                          int64_t drafts_stride, int batch, int k, const char* op,
+                          cudaStream_t stream) {
+  if (batch == 0) return;
+  spec_finalize_kernel<<<blocks_for(batch), kStateThreads, 0, stream>>>(accepted, tokens, drafts,
+                                                                         drafts_stride, batch, k);
+  HPC_OPS_CUDA_CHECK(op, cudaGetLastError());
+}
+
+void launch_update_seen_mask(uint32_t* mask, int64_t mask_stride, const int32_t* tokens,
+                             int64_t token_row_stride, int64_t token_col_stride, int rows,
+                             int per_row, const char* op, cudaStream_t stream) {
+  const int64_t n = static_cast<int64_t>(rows) * per_row;
+  if (n == 0) return;
+  update_seen_mask_kernel<<<blocks_for(n), kStateThreads, 0, stream>>>(
+      mask, mask_stride, tokens, token_row_stride, token_col_stride, rows, per_row);
+  HPC_OPS_CUDA_CHECK(op, cudaGetLastError());
+}
+
+void launch_update_token_counts(int32_t* counts, int64_t counts_stride, const int32_t* tokens,
+                                int64_t token_row_stride, int64_t token_col_stride, int rows,
+                                int per_row, const char* op, cudaStream_t stream) {
+  const int64_t n = static_cast<int64_t>(rows) * per_row;
+  if (n == 0) return;
+  update_token_counts_kernel<<<blocks_for(n), kStateThreads, 0, stream>>>(
+      counts, counts_stride, tokens, token_row_stride, token_col_stride, rows, per_row);
+  HPC_OPS_CUDA_CHECK(op, cudaGetLastError());
+}
+
+}  // namespace hpc_ops::sampling
