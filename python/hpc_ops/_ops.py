@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from . import _C
-from ._tensor import desc, desc_or_none, stream_of
+from ._tensor import UINT64_MASK, desc, desc_or_none, stream_of
 
 
 def _scale_arg(scale, scale_out):
@@ -146,9 +146,13 @@ def _(x, w, cu_seqlens, rows_per_group, row_index, x_scale, w_scale, out, layout
     return None
 
 
-def _sampling_c_args(values, tensors, masks, seed_values, seed_tensors):
-    from .sampling import _c_args
-    return _c_args(values, tensors, masks, seed_values, seed_tensors)
+def sampling_c_args(values, tensors, masks, seed_values, seed_tensors):
+    """The (params, masks, seeds) tuples _C.sample / _C.verify_speculative
+    take: (value, descriptor or None) per parameter, mask descriptors, and the
+    seed / offset scalars as ints in [0, 2^64) with their tensors."""
+    params = tuple((v, desc_or_none(t)) for v, t in zip(values, tensors))
+    seeds = tuple((v & UINT64_MASK, desc_or_none(t)) for v, t in zip(seed_values, seed_tensors))
+    return params, tuple(desc_or_none(m) for m in masks), seeds
 
 
 @torch.library.custom_op("hpc_ops::sample", mutates_args=("out", "logprobs_out"))
@@ -158,7 +162,7 @@ def sample_op(logits: Tensor, values: List[float], tensors: List[Optional[Tensor
               seed_tensors: List[Optional[Tensor]], out: Tensor,
               logprobs_out: Optional[Tensor]) -> None:
     masks = (seen_mask, token_counts, allowed_mask)
-    _C.sample(desc(logits), *_sampling_c_args(values, tensors, masks, seed_values, seed_tensors),
+    _C.sample(desc(logits), *sampling_c_args(values, tensors, masks, seed_values, seed_tensors),
               desc(out), desc_or_none(logprobs_out), stream_of(logits))
 
 
@@ -177,7 +181,7 @@ def verify_speculative_op(drafts: Tensor, draft_probs: Optional[Tensor], target:
                           tokens: Tensor) -> None:
     masks = (seen_mask, token_counts, allowed_mask)
     _C.verify_speculative(desc(drafts), desc_or_none(draft_probs), desc(target),
-                          *_sampling_c_args(values, tensors, masks, seed_values, seed_tensors),
+                          *sampling_c_args(values, tensors, masks, seed_values, seed_tensors),
                           desc(accepted), desc(tokens), stream_of(target))
 
 

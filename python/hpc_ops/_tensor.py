@@ -26,6 +26,7 @@ _UNKNOWN_DTYPE = 255
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
+UINT64_MASK = (1 << 64) - 1   # Python ints crossing as uint64 (seeds, offsets)
 
 try:  # the raw-stream query avoids building a torch.cuda.Stream object per call
     _current_raw_stream = torch._C._cuda_getCurrentRawStream

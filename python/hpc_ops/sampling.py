@@ -10,9 +10,8 @@ import numbers
 import torch
 
 from . import _C, _ops
-from ._tensor import as_optional_tensor, as_tensor, desc, desc_or_none, direct_call_ok, stream_of
-
-_MASK64 = (1 << 64) - 1
+from ._tensor import UINT64_MASK, as_optional_tensor, as_tensor, desc, desc_or_none
+from ._tensor import direct_call_ok, stream_of
 
 # (name, value meaning "off") in the order of hpc_ops::SamplingOptions.
 _PARAMS = (("temperature", 1.0), ("top_k", 0), ("top_p", 1.0), ("min_p", 0.0),
@@ -36,12 +35,16 @@ def _seed(op: str, name: str, value):
     if isinstance(value, bool):
         raise ValueError(f"hpc_ops.{op}: {name} must be an int or an int64 tensor, got a bool")
     if isinstance(value, numbers.Integral):
-        v = int(value) & _MASK64
+        v = int(value) & UINT64_MASK
         return (v - (1 << 64) if v >= 1 << 63 else v), None
     return 0, as_tensor(value, op, name)
 
 
-def _options(op, params: dict, seeds, offsets, seeds_needed: bool):
+def _inputs(op, params: dict, masks: dict, seeds, offsets, seeds_needed: bool):
+    """(values, tensors, masks, seed_values, seed_tensors): the parameters in
+    SamplingOptions order as scalars and optional tensors, the masks as
+    optional tensors, seeds and offsets as signed int64 scalars (torch.library
+    int) and optional tensors."""
     values, tensors = [], []
     for name, off in _PARAMS:
         v, t = _param(op, name, params[name], off)
@@ -54,13 +57,8 @@ def _options(op, params: dict, seeds, offsets, seeds_needed: bool):
         seeds = 0 if seeds is None else seeds
         offsets = 0 if offsets is None else offsets
     seed_values, seed_tensors = zip(_seed(op, "seeds", seeds), _seed(op, "offsets", offsets))
-    return values, tensors, list(seed_values), list(seed_tensors)
-
-
-def _c_args(values, tensors, masks, seed_values, seed_tensors):
-    params = tuple((v, desc_or_none(t)) for v, t in zip(values, tensors))
-    seeds = tuple((v & _MASK64, desc_or_none(t)) for v, t in zip(seed_values, seed_tensors))
-    return params, tuple(desc_or_none(m) for m in masks), seeds
+    mask_tensors = [as_optional_tensor(t, op, name) for name, t in masks.items()]
+    return values, tensors, mask_tensors, list(seed_values), list(seed_tensors)
 
 
 def sample(logits, *, temperature=1.0, top_k=None, top_p=None, min_p=None,
@@ -114,12 +112,11 @@ def sample(logits, *, temperature=1.0, top_k=None, top_p=None, min_p=None,
     params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                   repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                   frequency_penalty=frequency_penalty)
+    masks = dict(seen_mask=seen_mask, token_counts=token_counts, allowed_mask=allowed_mask)
     greedy = isinstance(temperature, numbers.Real) and not isinstance(temperature, bool) \
         and float(temperature) == 0.0
-    values, tensors, seed_values, seed_tensors = _options(op, params, seeds, offsets, not greedy)
-    masks = [as_optional_tensor(m, op, n) for m, n in ((seen_mask, "seen_mask"),
-                                                       (token_counts, "token_counts"),
-                                                       (allowed_mask, "allowed_mask"))]
+    values, tensors, masks, seed_values, seed_tensors = _inputs(op, params, masks, seeds, offsets,
+                                                                not greedy)
     batch = logits.shape[0] if logits.dim() >= 1 else 0
     out = torch.empty(batch, dtype=torch.int32, device=logits.device) if out is None \
         else as_tensor(out, op, "out")
@@ -128,8 +125,8 @@ def sample(logits, *, temperature=1.0, top_k=None, top_p=None, min_p=None,
     elif logprobs_out is not None:
         logprobs_out = as_tensor(logprobs_out, op, "logprobs_out")
     if direct_call_ok(logits):
-        _C.sample(desc(logits), *_c_args(values, tensors, masks, seed_values, seed_tensors),
-                  desc(out), desc_or_none(logprobs_out), stream_of(logits))
+        args = _ops.sampling_c_args(values, tensors, masks, seed_values, seed_tensors)
+        _C.sample(desc(logits), *args, desc(out), desc_or_none(logprobs_out), stream_of(logits))
     else:
         _ops.sample_op(logits, values, tensors, *masks, seed_values, seed_tensors, out,
                        logprobs_out)
@@ -175,11 +172,9 @@ def verify_speculative(draft_token_ids, draft_probs, target_logits, *, temperatu
     params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                   repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                   frequency_penalty=frequency_penalty)
-    values, tensors, seed_values, seed_tensors = _options(op, params, seeds, offsets,
-                                                          draft_probs is not None)
-    masks = [as_optional_tensor(m, op, n) for m, n in ((seen_mask, "seen_mask"),
-                                                       (token_counts, "token_counts"),
-                                                       (allowed_mask, "allowed_mask"))]
+    masks = dict(seen_mask=seen_mask, token_counts=token_counts, allowed_mask=allowed_mask)
+    values, tensors, masks, seed_values, seed_tensors = _inputs(op, params, masks, seeds, offsets,
+                                                                draft_probs is not None)
     batch = drafts.shape[0] if drafts.dim() >= 1 else 0
     k = drafts.shape[1] if drafts.dim() == 2 else 0
     accepted = torch.empty(batch, dtype=torch.int32, device=target.device) \
@@ -187,8 +182,8 @@ def verify_speculative(draft_token_ids, draft_probs, target_logits, *, temperatu
     tokens = torch.empty(batch, k + 1, dtype=torch.int32, device=target.device) \
         if tokens_out is None else as_tensor(tokens_out, op, "tokens_out")
     if direct_call_ok(target):
-        _C.verify_speculative(desc(drafts), desc_or_none(draft_probs), desc(target),
-                              *_c_args(values, tensors, masks, seed_values, seed_tensors),
+        args = _ops.sampling_c_args(values, tensors, masks, seed_values, seed_tensors)
+        _C.verify_speculative(desc(drafts), desc_or_none(draft_probs), desc(target), *args,
                               desc(accepted), desc(tokens), stream_of(target))
     else:
         _ops.verify_speculative_op(drafts, draft_probs, target, values, tensors, *masks,

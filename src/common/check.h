@@ -18,6 +18,9 @@
 
 namespace hpc_ops::detail {
 
+// An optional tensor argument was given (a default Tensor{} has no data).
+inline bool has(const Tensor& t) { return t.data != nullptr; }
+
 std::string shape_string(const Tensor& t);    // "[4, 4096]"
 std::string device_string(const Device& d);   // "cuda:0" / "cpu"
 

@@ -21,8 +21,6 @@ const char* fp8_scheme_name(Fp8Scheme s);
 bool check_kv_cache_pair(const Checker& check, const Tensor& k_cache, const Tensor& v_cache,
                          int fp8_align);
 
-inline bool has(const Tensor& t) { return t.data != nullptr; }
-
 // A float32 scale tensor of exactly one element (shape [] or [1], or any
 // shape of one element).
 void check_one_scale(const Checker& check, const Tensor& t, const char* name, Fp8Scheme scheme);

@@ -29,15 +29,24 @@ __device__ __forceinline__ uint4 philox4x32_10(uint4 c, uint32_t k0, uint32_t k1
   return c;
 }
 
-// Word `index` of `stream` for (seed, offset): counter (index / 4, stream,
-// offset lo, offset hi), key (seed lo, seed hi), output word index % 4.
+// The four words of block `block` (= index / 4) of `stream` for (seed,
+// offset): counter (block, stream, offset lo, offset hi), key (seed lo, seed hi).
+__device__ __forceinline__ uint4 philox_block(uint64_t seed, uint64_t offset, uint32_t stream,
+                                              uint32_t block) {
+  return philox4x32_10(make_uint4(block, stream, static_cast<uint32_t>(offset),
+                                  static_cast<uint32_t>(offset >> 32)),
+                       static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+}
+
+// Word j (0..3) of a block.
+__device__ __forceinline__ uint32_t word_of(const uint4& w, uint32_t j) {
+  return j == 0 ? w.x : j == 1 ? w.y : j == 2 ? w.z : w.w;
+}
+
+// Word `index` of `stream`: word index % 4 of block index / 4.
 __device__ __forceinline__ uint32_t philox_word(uint64_t seed, uint64_t offset, uint32_t stream,
                                                 uint32_t index) {
-  const uint4 c = make_uint4(index >> 2, stream, static_cast<uint32_t>(offset),
-                             static_cast<uint32_t>(offset >> 32));
-  const uint4 w = philox4x32_10(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-  const uint32_t j = index & 3u;
-  return j == 0 ? w.x : j == 1 ? w.y : j == 2 ? w.z : w.w;
+  return word_of(philox_block(seed, offset, stream, index >> 2), index & 3u);
 }
 
 // u = ((x >> 9) + 0.5) / 2^23: 23 random bits, an odd multiple of 2^-24, so

@@ -19,9 +19,8 @@ namespace hpc_ops {
 namespace {
 
 using detail::Checker;
+using detail::has;
 using sampling::SamplingParams;
-
-bool has(const Tensor& t) { return t.data != nullptr; }
 
 // Tensors to check for the device at the end, with their names.
 using DeviceList = std::vector<std::pair<const Tensor*, const char*>>;
@@ -322,14 +321,12 @@ TokenView check_tokens(const Checker& check, const Tensor& tokens, int64_t batch
   return v;
 }
 
-}  // namespace
-
-namespace {
-
-// The state tensor (int32 [B, N]) and the tokens of an update, every check
-// (devices last); returns the tokens' view.
-TokenView check_state_update(const Checker& check, const Tensor& state, const char* name,
-                             const char* layout, const Tensor& tokens) {
+// A state update (seen mask or counts, int32 [B, N]) by tokens: every check
+// (devices last), then one launch.
+void update_state(const char* op, sampling::StateUpdate kind, const Tensor& state,
+                  const char* name, const char* layout, const Tensor& tokens,
+                  cudaStream_t stream) {
+  const Checker check(op);
   check.dtype(state, name, {DType::kInt32});
   check.ndim(state, name, 2, layout);
   check.last_dim_contiguous(state, name);
@@ -338,32 +335,24 @@ TokenView check_state_update(const Checker& check, const Tensor& state, const ch
   if (state.shape[0] > INT32_MAX) check.unsupported(name, ".shape[0] = ", state.shape[0]);
   check.on_cuda(state, name);
   check.same_device(tokens, "tokens", state, name);
-  return v;
+  if (state.shape[0] == 0 || state.shape[1] == 0) return;
+  detail::DeviceGuard guard(state.device.index, check.op());
+  sampling::launch_state_update(kind, static_cast<int32_t*>(state.data), state.strides[0],
+                                static_cast<const int32_t*>(tokens.data), v.row_stride,
+                                v.col_stride, static_cast<int>(state.shape[0]), v.per_row,
+                                check.op(), stream);
 }
 
 }  // namespace
 
 void update_seen_mask(const Tensor& seen_mask, const Tensor& tokens, cudaStream_t stream) {
-  const Checker check("update_seen_mask");
-  const TokenView v = check_state_update(check, seen_mask, "seen_mask", "[B, ceil(V / 32)]", tokens);
-  if (seen_mask.shape[0] == 0 || seen_mask.shape[1] == 0) return;
-  detail::DeviceGuard guard(seen_mask.device.index, check.op());
-  sampling::launch_update_seen_mask(static_cast<uint32_t*>(seen_mask.data), seen_mask.strides[0],
-                                    static_cast<const int32_t*>(tokens.data), v.row_stride,
-                                    v.col_stride, static_cast<int>(seen_mask.shape[0]), v.per_row,
-                                    check.op(), stream);
+  update_state("update_seen_mask", sampling::StateUpdate::kSeenMask, seen_mask, "seen_mask",
+               "[B, ceil(V / 32)]", tokens, stream);
 }
 
 void update_token_counts(const Tensor& token_counts, const Tensor& tokens, cudaStream_t stream) {
-  const Checker check("update_token_counts");
-  const TokenView v = check_state_update(check, token_counts, "token_counts", "[B, V]", tokens);
-  if (token_counts.shape[0] == 0 || token_counts.shape[1] == 0) return;
-  detail::DeviceGuard guard(token_counts.device.index, check.op());
-  sampling::launch_update_token_counts(static_cast<int32_t*>(token_counts.data),
-                                       token_counts.strides[0],
-                                       static_cast<const int32_t*>(tokens.data), v.row_stride,
-                                       v.col_stride, static_cast<int>(token_counts.shape[0]),
-                                       v.per_row, check.op(), stream);
+  update_state("update_token_counts", sampling::StateUpdate::kTokenCounts, token_counts,
+               "token_counts", "[B, V]", tokens, stream);
 }
 
 }  // namespace hpc_ops

@@ -29,9 +29,9 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include <cfloat>
 #include <climits>
 #include <cstdint>
+#include <cstring>
 
 #include "common/philox.cuh"
 #include "sampling/sampling_params.h"
@@ -42,6 +42,7 @@ namespace cg = cooperative_groups;
 
 constexpr int kWarps = kThreads / 32;
 constexpr uint32_t kOutOfRange = 0xFFFFFFFFu;  // key of tokens >= 32 below the max (and -inf)
+constexpr uint32_t kEveryKey = kOutOfRange - 1;  // threshold keeping every in-range token
 constexpr float kKeyScale = 134217728.0f;      // 2^27: 32 units of (m - s) span the 32-bit key
 constexpr uint32_t kRaceKeyLimit = 20u << 27;  // (m - s) <= 20: tokens that can still win the race
 constexpr float kMassScale = 1099511627776.0f;  // 2^40 fixed point of exp(s - m) in (0, 1]
@@ -77,6 +78,7 @@ struct SharedState {
   Stats cta_stats;                        // read by the other CTAs of the cluster
   Winner cta_winner[2];                   // two reductions may follow each other
   unsigned long long cta_mass;
+  unsigned long long row_mass;
   float draft_e;                          // exp(s - m) of the draft token if this CTA owns it
   int32_t draft_survives;
   // broadcast to the CTA
@@ -108,14 +110,20 @@ __device__ __forceinline__ Winner better(Winner a, Winner b) {
   return a.idx <= b.idx ? a : b;
 }
 
-__device__ __forceinline__ Stats shfl_stats(Stats v, int offset) {
-  return {__shfl_xor_sync(0xffffffffu, v.m, offset), __shfl_xor_sync(0xffffffffu, v.z, offset),
-          __shfl_xor_sync(0xffffffffu, v.idx, offset)};
+// __shfl_xor_sync of a small struct of 32-bit words.
+template <class T>
+__device__ __forceinline__ T shfl_xor(T v, int offset) {
+  static_assert(sizeof(T) % 4 == 0, "a struct of 32-bit words");
+  uint32_t w[sizeof(T) / 4];
+  memcpy(w, &v, sizeof(T));
+#pragma unroll
+  for (int i = 0; i < static_cast<int>(sizeof(T) / 4); ++i) w[i] = __shfl_xor_sync(0xffffffffu, w[i], offset);
+  memcpy(&v, w, sizeof(T));
+  return v;
 }
 
-__device__ __forceinline__ Winner shfl_winner(Winner v, int offset) {
-  return {__shfl_xor_sync(0xffffffffu, v.key, offset),
-          __shfl_xor_sync(0xffffffffu, v.idx, offset), __shfl_xor_sync(0xffffffffu, v.s, offset)};
+__device__ __forceinline__ unsigned long long plus(unsigned long long a, unsigned long long b) {
+  return a + b;
 }
 
 __device__ __forceinline__ float read_param(const FloatParam& p, int b) {
@@ -327,36 +335,43 @@ __device__ __forceinline__ void choose_by_mass(SharedState& sh, unsigned long lo
   }
 }
 
-// Argmax of every thread's w over the cluster; every thread of every CTA gets
-// the same result (each CTA combines the CTA winners in rank order). slot
-// alternates between back-to-back calls.
-__device__ __forceinline__ Winner cluster_argmax(cg::cluster_group& cluster, SharedState& sh,
-                                                 Winner w, int slot) {
+// op-reduction of every thread's v over the cluster (op associative and
+// commutative); every thread of every CTA gets the same bits: warps, then the
+// CTA's warps in warp 0, then lane r of warp 0 reads rank r (DSMEM) and one
+// fixed shuffle tree combines the ranks. cta_slot must not be written again
+// before the next cluster barrier (alternate slots for back-to-back calls).
+template <class T, class Op>
+__device__ __forceinline__ T cluster_allreduce(cg::cluster_group& cluster, T v, Op op, T identity,
+                                               T* warp_slots, T* cta_slot, T* result_slot) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) w = better(w, shfl_winner(w, o));
-  if (lane == 0) sh.warp_winner[warp] = w;
+  for (int o = 16; o > 0; o >>= 1) v = op(v, shfl_xor(v, o));
+  if (lane == 0) warp_slots[warp] = v;
   __syncthreads();
   if (warp == 0) {
-    Winner x = lane < kWarps ? sh.warp_winner[lane] : no_winner();
+    T x = lane < kWarps ? warp_slots[lane] : identity;
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) x = better(x, shfl_winner(x, o));
-    if (lane == 0) sh.cta_winner[slot] = x;
+    for (int o = 16; o > 0; o >>= 1) x = op(x, shfl_xor(x, o));
+    if (lane == 0) *cta_slot = x;
   }
   cluster.sync();
   if (warp == 0) {
-    // lane r reads rank r; the same shuffle tree in every CTA gives every CTA
-    // the same bits
-    const unsigned ranks = cluster.num_blocks();
-    Winner all = static_cast<unsigned>(lane) < ranks
-                     ? cluster.map_shared_rank(&sh, static_cast<unsigned>(lane))->cta_winner[slot]
-                     : no_winner();
+    T all = static_cast<unsigned>(lane) < cluster.num_blocks()
+                ? *cluster.map_shared_rank(cta_slot, static_cast<unsigned>(lane))
+                : identity;
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) all = better(all, shfl_winner(all, o));
-    if (lane == 0) sh.row_winner = all;
+    for (int o = 16; o > 0; o >>= 1) all = op(all, shfl_xor(all, o));
+    if (lane == 0) *result_slot = all;
   }
   __syncthreads();
-  return sh.row_winner;
+  return *result_slot;
+}
+
+// The race winner of the cluster (slot: 0 or 1, see cluster_allreduce).
+__device__ __forceinline__ Winner cluster_argmax(cg::cluster_group& cluster, SharedState& sh,
+                                                 Winner w, int slot) {
+  return cluster_allreduce(cluster, w, better, no_winner(), sh.warp_winner, &sh.cta_winner[slot],
+                           &sh.row_winner);
 }
 
 template <typename T>
@@ -367,7 +382,6 @@ __global__ void __launch_bounds__(kThreads, 1) sampling_kernel(const __grid_cons
 
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());
-  const int ranks = static_cast<int>(cluster.num_blocks());
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int row = blockIdx.y;
   const int b = row / p.positions;
@@ -440,26 +454,8 @@ __global__ void __launch_bounds__(kThreads, 1) sampling_kernel(const __grid_cons
       }
     }
   }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) st = combine(st, shfl_stats(st, o));
-  if (lane == 0) sh.warp_stats[warp] = st;
-  __syncthreads();
-  if (warp == 0) {
-    Stats w = lane < kWarps ? sh.warp_stats[lane] : Stats{-INFINITY, 0.0f, INT_MAX};
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) w = combine(w, shfl_stats(w, o));
-    if (lane == 0) sh.cta_stats = w;
-  }
-  cluster.sync();
-  if (warp == 0) {  // lane r reads rank r (see cluster_argmax)
-    Stats all = lane < ranks ? cluster.map_shared_rank(&sh, lane)->cta_stats
-                             : Stats{-INFINITY, 0.0f, INT_MAX};
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) all = combine(all, shfl_stats(all, o));
-    if (lane == 0) sh.row_stats = all;
-  }
-  __syncthreads();
-  const Stats row_stats = sh.row_stats;
+  const Stats row_stats = cluster_allreduce(cluster, st, combine, Stats{-INFINITY, 0.0f, INT_MAX},
+                                            sh.warp_stats, &sh.cta_stats, &sh.row_stats);
   const float m = row_stats.m;
   const bool empty = m == -INFINITY;
 
@@ -494,7 +490,7 @@ __global__ void __launch_bounds__(kThreads, 1) sampling_kernel(const __grid_cons
     }
   } else {
     // ---- thresholds (step 7) -------------------------------------------------------------
-    uint32_t threshold = kOutOfRange - 1;  // keep keys <= threshold (every in-range token)
+    uint32_t threshold = kEveryKey;  // keep keys <= threshold (every in-range token)
 
     // Every token of the slice, or of the candidate list once one is built:
     // f(s, slice index).
@@ -554,7 +550,7 @@ __global__ void __launch_bounds__(kThreads, 1) sampling_kernel(const __grid_cons
     if (top_k > 0 && top_k < p.vocab) {
       uint32_t prefix = 0, pmask = 0, need = static_cast<uint32_t>(top_k);
       for (int shift = 24; shift >= 0; shift -= 8) {
-        histogram_round(prefix, pmask, kOutOfRange - 1, shift, false);
+        histogram_round(prefix, pmask, kEveryKey, shift, false);
         if (warp == 0) choose_by_count(sh, need);
         __syncthreads();
         if (!sh.found) break;  // fewer than k in range: every in-range token survives
@@ -644,17 +640,12 @@ __global__ void __launch_bounds__(kThreads, 1) sampling_kernel(const __grid_cons
           any |= keys[q] <= limit;
         }
         if (!any) continue;
-        const int t0 = begin + 4 * g;  // a multiple of 4: one Philox call gives its 4 words
-        const uint4 words = device::philox4x32_10(
-            make_uint4(static_cast<uint32_t>(t0) >> 2, stream, static_cast<uint32_t>(offset),
-                       static_cast<uint32_t>(offset >> 32)),
-            static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+        const int t0 = begin + 4 * g;  // a multiple of 4: one Philox block gives its 4 words
+        const uint4 words = device::philox_block(seed, offset, stream, static_cast<uint32_t>(t0) >> 2);
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
           const float s = at(x, q);
-          if (keys[q] <= limit && survives(s, keys[q])) {
-            consider(s, t0 + q, q == 0 ? words.x : q == 1 ? words.y : q == 2 ? words.z : words.w);
-          }
+          if (keys[q] <= limit && survives(s, keys[q])) consider(s, t0 + q, device::word_of(words, q));
         }
       }
       return w;
@@ -679,18 +670,8 @@ __global__ void __launch_bounds__(kThreads, 1) sampling_kernel(const __grid_cons
           }
         }
       });
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
-      if (lane == 0) sh.warp_mass[warp] = part;
-      __syncthreads();
-      if (tid == 0) {
-        unsigned long long total = 0;
-        for (int j = 0; j < kWarps; ++j) total += sh.warp_mass[j];
-        sh.cta_mass = total;
-      }
-      cluster.sync();
-      unsigned long long zs = 0;
-      for (int r = 0; r < ranks; ++r) zs += cluster.map_shared_rank(&sh, r)->cta_mass;
+      const unsigned long long zs = cluster_allreduce(cluster, part, plus, 0ull, sh.warp_mass,
+                                                      &sh.cta_mass, &sh.row_mass);
       const float inv_z = static_cast<float>(static_cast<double>(kMassScale) / static_cast<double>(zs));
       if (rank == 0 && tid == 0 && draft_valid) {  // a * P[d] < Q[d]
         const SharedState* o = cluster.map_shared_rank(&sh, draft / p.slice);

@@ -29,12 +29,14 @@ void launch_spec_finalize(int32_t* accepted, int32_t* tokens, const int32_t* dra
                           int64_t drafts_stride, int batch, int k, const char* op,
                           cudaStream_t stream);
 
-// tokens [rows, per_row] with strides; entries < 0 skipped.
-void launch_update_seen_mask(uint32_t* mask, int64_t mask_stride, const int32_t* tokens,
-                             int64_t token_row_stride, int64_t token_col_stride, int rows,
-                             int per_row, const char* op, cudaStream_t stream);
-void launch_update_token_counts(int32_t* counts, int64_t counts_stride, const int32_t* tokens,
-                                int64_t token_row_stride, int64_t token_col_stride, int rows,
-                                int per_row, const char* op, cudaStream_t stream);
+enum class StateUpdate { kSeenMask, kTokenCounts };
+
+// Sets the seen bit of / counts each token of tokens [rows, per_row] (element
+// strides) in its row of state (int32 words / counts, row stride
+// state_stride); entries < 0 are skipped.
+void launch_state_update(StateUpdate kind, int32_t* state, int64_t state_stride,
+                         const int32_t* tokens, int64_t token_row_stride,
+                         int64_t token_col_stride, int rows, int per_row, const char* op,
+                         cudaStream_t stream);
 
 }  // namespace hpc_ops::sampling

@@ -9,24 +9,28 @@ namespace {
 
 constexpr int kStateThreads = 256;
 
-__global__ void update_seen_mask_kernel(uint32_t* mask, int64_t mask_stride, const int32_t* tokens,
-                                        int64_t row_stride, int64_t col_stride, int rows,
-                                        int per_row) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= static_cast<int64_t>(rows) * per_row) return;
-  const int64_t r = i / per_row, c = i - r * per_row;
-  const int32_t t = tokens[r * row_stride + c * col_stride];
-  if (t >= 0) atomicOr(mask + r * mask_stride + (t >> 5), 1u << (t & 31));
-}
+// Marks token t in a row of the seen bitmask.
+struct SetSeenBit {
+  __device__ void operator()(int32_t* row, int32_t t) const {
+    atomicOr(reinterpret_cast<uint32_t*>(row) + (t >> 5), 1u << (t & 31));
+  }
+};
 
-__global__ void update_token_counts_kernel(int32_t* counts, int64_t counts_stride,
-                                           const int32_t* tokens, int64_t row_stride,
-                                           int64_t col_stride, int rows, int per_row) {
+// Counts token t in a row of the counts.
+struct CountToken {
+  __device__ void operator()(int32_t* row, int32_t t) const { atomicAdd(row + t, 1); }
+};
+
+// One thread per (row, j) of tokens [rows, per_row]; entries < 0 skipped.
+template <class Update>
+__global__ void update_state_kernel(int32_t* state, int64_t state_stride, const int32_t* tokens,
+                                    int64_t row_stride, int64_t col_stride, int rows,
+                                    int per_row) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= static_cast<int64_t>(rows) * per_row) return;
   const int64_t r = i / per_row, c = i - r * per_row;
   const int32_t t = tokens[r * row_stride + c * col_stride];
-  if (t >= 0) atomicAdd(counts + r * counts_stride + t, 1);
+  if (t >= 0) Update{}(state + r * state_stride, t);
 }
 
 __global__ void spec_finalize_kernel(int32_t* accepted, int32_t* tokens, const int32_t* drafts,
@@ -59,23 +63,17 @@ void launch_spec_finalize(int32_t* accepted, int32_t* tokens, const int32_t* dra
   HPC_OPS_CUDA_CHECK(op, cudaGetLastError());
 }
 
-void launch_update_seen_mask(uint32_t* mask, int64_t mask_stride, const int32_t* tokens,
-                             int64_t token_row_stride, int64_t token_col_stride, int rows,
-                             int per_row, const char* op, cudaStream_t stream) {
+void launch_state_update(StateUpdate kind, int32_t* state, int64_t state_stride,
+                         const int32_t* tokens, int64_t token_row_stride,
+                         int64_t token_col_stride, int rows, int per_row, const char* op,
+                         cudaStream_t stream) {
   const int64_t n = static_cast<int64_t>(rows) * per_row;
   if (n == 0) return;
-  update_seen_mask_kernel<<<blocks_for(n), kStateThreads, 0, stream>>>(
-      mask, mask_stride, tokens, token_row_stride, token_col_stride, rows, per_row);
-  HPC_OPS_CUDA_CHECK(op, cudaGetLastError());
-}
-
-void launch_update_token_counts(int32_t* counts, int64_t counts_stride, const int32_t* tokens,
-                                int64_t token_row_stride, int64_t token_col_stride, int rows,
-                                int per_row, const char* op, cudaStream_t stream) {
-  const int64_t n = static_cast<int64_t>(rows) * per_row;
-  if (n == 0) return;
-  update_token_counts_kernel<<<blocks_for(n), kStateThreads, 0, stream>>>(
-      counts, counts_stride, tokens, token_row_stride, token_col_stride, rows, per_row);
+  auto kernel = kind == StateUpdate::kSeenMask ? update_state_kernel<SetSeenBit>
+                                               : update_state_kernel<CountToken>;
+  kernel<<<blocks_for(n), kStateThreads, 0, stream>>>(state, state_stride, tokens,
+                                                      token_row_stride, token_col_stride, rows,
+                                                      per_row);
   HPC_OPS_CUDA_CHECK(op, cudaGetLastError());
 }
 
