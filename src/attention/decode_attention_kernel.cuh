@@ -29,6 +29,7 @@
 #include "attention/decode_kernels.h"
 #include "attention/decode_kv_formats.cuh"
 #include "common/mma_sm80.cuh"
+#include "common/pdl.cuh"
 
 namespace hpc_ops::attention {
 

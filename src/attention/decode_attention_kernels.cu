@@ -7,6 +7,7 @@
 
 #include "attention/decode_attention_kernel.cuh"
 #include "common/cuda_check.h"
+#include "common/launch.h"
 
 namespace hpc_ops::attention {
 namespace {
@@ -96,24 +97,18 @@ int ctas_per_sm_for(int rows, const char* op) {
   }
 }
 
-// Launches with programmatic stream serialization (PDL), so a kernel's launch
-// and prologue overlap the previous kernel's tail.
+// Launches with programmatic stream serialization (PDL, common/launch.h), so
+// a kernel's launch and prologue overlap the previous kernel's tail.
 // NOTE: attention + merge are two dependent launches per call; without PDL
 // each adds its launch latency to a decode step.
 template <class Kernel>
 void launch_pdl(Kernel kernel, unsigned grid, unsigned threads, size_t smem, cudaStream_t stream,
                 const DecodeParams& p) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(grid);
-  config.blockDim = dim3(threads);
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attribute;
-  config.numAttrs = 1;
-  HPC_OPS_CUDA_CHECK("decode_attention", cudaLaunchKernelEx(&config, kernel, p));
+  detail::LaunchShape shape;
+  shape.grid = dim3(grid);
+  shape.block = dim3(threads);
+  shape.smem_bytes = smem;
+  HPC_OPS_CUDA_CHECK("decode_attention", detail::launch_kernel(kernel, shape, stream, p));
 }
 
 template <int kMTiles, class Kv>

@@ -56,8 +56,8 @@ struct DecodeParams {
 void check_workspace(const detail::Checker& check, const Tensor& workspace,
                      const DecodePlanInfo& info, const Tensor& kv_lens);
 
-void launch_plan_kernel(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* schedule,
-                        cudaStream_t stream);
+cudaError_t launch_plan_kernel(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* schedule,
+                               cudaStream_t stream);
 
 void launch_decode_attention(const DecodeParams& p, cudaStream_t stream);
 

@@ -156,9 +156,10 @@ void plan_decode_attention(const Tensor& kv_lens, const DecodePlanInfo& info,
   attention::check_workspace(check, workspace, info, kv_lens);
   if (info.batch == 0) return;
   detail::DeviceGuard guard(kv_lens.device.index, check.op());
-  attention::launch_plan_kernel(static_cast<const int32_t*>(kv_lens.data), info,
-                                static_cast<int32_t*>(workspace.data), stream);
-  HPC_OPS_CUDA_CHECK(check.op(), cudaGetLastError());
+  HPC_OPS_CUDA_CHECK(check.op(), attention::launch_plan_kernel(static_cast<const int32_t*>(kv_lens.data),
+                                                               info,
+                                                               static_cast<int32_t*>(workspace.data),
+                                                               stream));
 }
 
 }  // namespace hpc_ops

@@ -5,7 +5,8 @@
 #include <cub/block/block_scan.cuh>
 
 #include "attention/decode_kernels.h"
-#include "common/cuda_check.h"
+#include "common/launch.h"
+#include "common/pdl.cuh"
 
 namespace hpc_ops::attention {
 namespace {
@@ -41,6 +42,7 @@ __global__ void __launch_bounds__(kPlanThreads)
                        int32_t window, int32_t bins, int32_t* sched) {
   __shared__ typename PlanScan::TempStorage scan_storage;
   __shared__ int32_t carry;
+  device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
   const ScheduleLayout layout = schedule_layout(batch, heads, bins);
   const int32_t units = batch * heads;
   // Pass 1: tile_start (and first_tile per request).
@@ -91,11 +93,14 @@ __global__ void __launch_bounds__(kPlanThreads)
 
 }  // namespace
 
-void launch_plan_kernel(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* schedule,
+cudaError_t launch_plan_kernel(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* schedule,
                         cudaStream_t stream) {
-  decode_plan_kernel<<<1, kPlanThreads, 0, stream>>>(kv_lens, info.batch, info.num_kv_heads,
-                                                     info.q_len, info.sliding_window,
-                                                     info.num_bins, schedule);
+  detail::LaunchShape shape;
+  shape.grid = dim3(1);
+  shape.block = dim3(kPlanThreads);
+  return detail::launch_kernel(decode_plan_kernel, shape, stream, kv_lens, info.batch,
+                               info.num_kv_heads, info.q_len, info.sliding_window, info.num_bins,
+                               schedule);
 }
 
 }  // namespace hpc_ops::attention

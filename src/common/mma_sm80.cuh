@@ -103,15 +103,4 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// Programmatic dependent launch (PDL): a kernel launched with the
-// programmatic-serialization attribute may start while the previous kernel in
-// the stream runs; it must wait before touching that kernel's outputs.
-// Without the attribute both are no-ops.
-__device__ __forceinline__ void pdl_wait_for_previous() {
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-}
-__device__ __forceinline__ void pdl_allow_next() {
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-}
-
 }  // namespace hpc_ops::device

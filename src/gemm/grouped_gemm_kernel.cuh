@@ -33,6 +33,7 @@
 #include <cutlass/arch/barrier.h>
 #include <cutlass/arch/reg_reconfig.h>
 
+#include "common/pdl.cuh"
 #include "common/wgmma.cuh"
 #include "gemm/grouped_gemm_params.h"
 
@@ -188,6 +189,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   Barrier* full = reinterpret_cast<Barrier*>(
       (reinterpret_cast<uintptr_t>(group_rows + kMaxGroups) + 7) & ~static_cast<uintptr_t>(7));
   Barrier* empty = full + kStages;
+  device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
 
   const int channel_tiles = (p.n + kWeightTile - 1) / kWeightTile;
   const int k_tiles = (p.k + Traits::kKTile - 1) / Traits::kKTile;

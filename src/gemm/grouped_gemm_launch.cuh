@@ -3,6 +3,7 @@
 // shared by the per-type instantiation files.
 #pragma once
 
+#include "common/launch.h"
 #include "gemm/grouped_gemm_kernel.cuh"
 
 namespace hpc_ops::gemm {
@@ -15,8 +16,11 @@ cudaError_t launch_grouped_gemm_tile(const CUtensorMap& w_map, const GroupedGemm
   const cudaError_t err = cudaFuncSetAttribute(
       kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes);
   if (err != cudaSuccess) return err;
-  kernel<<<grid, kThreads, Traits::kSmemBytes, stream>>>(w_map, params);
-  return cudaGetLastError();
+  detail::LaunchShape shape;
+  shape.grid = dim3(static_cast<unsigned>(grid));
+  shape.block = dim3(kThreads);
+  shape.smem_bytes = Traits::kSmemBytes;
+  return detail::launch_kernel(kernel, shape, stream, w_map, params);
 }
 
 template <class Element, Epilogue kEpilogue>

@@ -20,6 +20,7 @@
 #include <cuda_runtime.h>
 
 #include "common/fp8_scale.cuh"
+#include "common/pdl.cuh"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
 #include "rope/rope_config.h"
@@ -138,6 +139,7 @@ __global__ void __launch_bounds__(kRopeThreads, kRopeMinCtas)
   constexpr int kGroups = kRopeThreads / kLanes;
   __shared__ int warp_counts[kRopeThreads / 32];
   __shared__ __align__(16) float cos_sin_row[256];  // rotary_dim <= head_dim <= 256
+  device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
   const int row = blockIdx.x;
   const int lane = threadIdx.x % kLanes;
   const int group = threadIdx.x / kLanes;

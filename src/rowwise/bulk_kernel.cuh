@@ -83,6 +83,7 @@ __global__ void __launch_bounds__(kBulkThreads, 3)
 
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ float scratch[2 * kWarps];  // room for a pair reduction
+  device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
   uint64_t* full = reinterpret_cast<uint64_t*>(smem);  // one barrier per stage
   auto buffer = [&](int stage, int input) {
     return reinterpret_cast<Packed8<TIn>*>(smem + p.buffers_offset +
@@ -294,8 +295,8 @@ __global__ void __launch_bounds__(kBulkThreads, 3)
 // needs an opt-in per kernel and device; it is raised when a launch needs more
 // than any before (a host call, never on the steady-state path).
 template <Prologue kPrologue, class TIn>
-void launch_bulk_kernel(const RowwiseParams& params, const LaunchConfig& launch_config,
-                        cudaStream_t stream) {
+cudaError_t launch_bulk_kernel(const RowwiseParams& params, const LaunchConfig& launch_config,
+                               cudaStream_t stream) {
   const BulkConfig& config = launch_config.bulk;
   auto* kernel = bulk_kernel<kPrologue, TIn>;
   static int opted_in[64] = {};  // bytes, per device; a benign race sets it twice
@@ -312,7 +313,11 @@ void launch_bulk_kernel(const RowwiseParams& params, const LaunchConfig& launch_
       opted_in[device] = config.smem_bytes;
     }
   }
-  kernel<<<static_cast<unsigned>(config.grid), kBulkThreads, config.smem_bytes, stream>>>(params);
+  detail::LaunchShape shape;
+  shape.grid = dim3(static_cast<unsigned>(config.grid));
+  shape.block = dim3(kBulkThreads);
+  shape.smem_bytes = static_cast<size_t>(config.smem_bytes);
+  return detail::launch_kernel(kernel, shape, stream, params);
 }
 
 }  // namespace hpc_ops::rowwise

@@ -21,6 +21,8 @@
 
 #include <cuda_runtime.h>
 
+#include "common/launch.h"
+#include "common/pdl.cuh"
 #include "rowwise/rowwise_kernel.cuh"
 
 namespace hpc_ops::rowwise {
@@ -35,6 +37,7 @@ __global__ void __launch_bounds__(kLoopedMaxThreads, kLoopedMinCtas)
   using Bf16 = __nv_bfloat16;
   constexpr int kVecs = kLoopedVecs;
   __shared__ float scratch[32];
+  device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
 
   uint32_t batch = 0;
   uint32_t m = 0;
@@ -106,11 +109,12 @@ __global__ void __launch_bounds__(kLoopedMaxThreads, kLoopedMinCtas)
 
 // Host-side launcher: one CTA per row of looped_threads(cols) threads.
 template <Prologue kPrologue, class TIn>
-void launch_looped_kernel(const RowwiseParams& params, const LaunchConfig& launch_config,
-                          cudaStream_t stream) {
-  const int64_t rows = params.num_batches * params.rows_per_batch;
-  looped_kernel<kPrologue, TIn>
-      <<<static_cast<unsigned>(rows), launch_config.looped_threads, 0, stream>>>(params);
+cudaError_t launch_looped_kernel(const RowwiseParams& params, const LaunchConfig& launch_config,
+                                 cudaStream_t stream) {
+  detail::LaunchShape shape;
+  shape.grid = dim3(static_cast<unsigned>(params.num_batches * params.rows_per_batch));
+  shape.block = dim3(static_cast<unsigned>(launch_config.looped_threads));
+  return detail::launch_kernel(looped_kernel<kPrologue, TIn>, shape, stream, params);
 }
 
 }  // namespace hpc_ops::rowwise

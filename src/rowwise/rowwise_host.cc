@@ -219,8 +219,7 @@ void launch(const detail::Checker& check, const KernelTable& table, Prologue pro
   for (int i = 0; i < table.size; ++i) {
     const KernelKey& k = table.entries[i].key;
     if (k.prologue == prologue && k.in_dtype == in_dtype && k.vecs_per_thread == vecs) {
-      table.entries[i].launch(p, config, stream);
-      HPC_OPS_CUDA_CHECK(check.op(), cudaGetLastError());
+      HPC_OPS_CUDA_CHECK(check.op(), table.entries[i].launch(p, config, stream));
       return;
     }
   }

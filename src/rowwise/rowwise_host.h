@@ -36,7 +36,7 @@ struct KernelKey {
   int vecs_per_thread;
 };
 
-using Launcher = void (*)(const RowwiseParams&, const LaunchConfig&, cudaStream_t);
+using Launcher = cudaError_t (*)(const RowwiseParams&, const LaunchConfig&, cudaStream_t);
 
 struct KernelEntry {
   KernelKey key;

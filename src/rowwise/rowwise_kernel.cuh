@@ -21,6 +21,8 @@
 #include <algorithm>
 
 #include "common/fp8_scale.cuh"
+#include "common/launch.h"
+#include "common/pdl.cuh"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
 #include "hpc_ops/core/dtype.h"
@@ -103,6 +105,7 @@ __global__ void __launch_bounds__(max_threads_for_vecs(kVecs), min_ctas_for_vecs
   constexpr bool kNorm = kPrologue == Prologue::kRmsNorm || kPrologue == Prologue::kAddRmsNorm;
   constexpr bool kGated = kPrologue == Prologue::kSiluMul || kPrologue == Prologue::kGeluTanhMul;
   __shared__ float scratch[32];
+  device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
 
   const int threads_per_row = p.warps_per_row * 32;
   const int row_in_cta = threadIdx.x / threads_per_row;
@@ -326,8 +329,8 @@ __global__ void __launch_bounds__(max_threads_for_vecs(kVecs), min_ctas_for_vecs
 // then walks row tiles. One CTA per row (v1) paid a CTA launch per 14-28 KB
 // row and a partial last wave.
 template <Prologue kPrologue, class TIn, int kVecs>
-void launch_rowwise_kernel(const RowwiseParams& params, const LaunchConfig& launch_config,
-                           cudaStream_t stream) {
+cudaError_t launch_rowwise_kernel(const RowwiseParams& params, const LaunchConfig& launch_config,
+                                  cudaStream_t stream) {
   const RowwiseConfig& config = launch_config.row;
   auto* kernel = rowwise_kernel<kPrologue, TIn, kVecs>;
   const int threads = config.threads_per_cta();
@@ -343,7 +346,10 @@ void launch_rowwise_kernel(const RowwiseParams& params, const LaunchConfig& laun
   const int64_t grid = config.persistent
                            ? std::min<int64_t>(config.grid, int64_t{resident} * config.num_sms)
                            : config.grid;
-  kernel<<<static_cast<unsigned>(std::max<int64_t>(grid, 1)), threads, 0, stream>>>(params);
+  detail::LaunchShape shape;
+  shape.grid = dim3(static_cast<unsigned>(std::max<int64_t>(grid, 1)));
+  shape.block = dim3(static_cast<unsigned>(threads));
+  return detail::launch_kernel(kernel, shape, stream, params);
 }
 
 }  // namespace hpc_ops::rowwise

@@ -29,6 +29,7 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
   constexpr bool kGated = kPrologue == Prologue::kSiluMul || kPrologue == Prologue::kGeluTanhMul;
   static_assert(kGated || kPrologue == Prologue::kIdentity, "norms need the row kernel");
   constexpr int kVecsPerGroup = 16;  // 128 columns
+  device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
 
   const int nvec = p.cols / kVecElems;
   // Below 2^31 (the launcher checks rows x groups).
@@ -122,8 +123,8 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
 // NOTE: grid = enough CTAs for one pass at full occupancy at most; the
 // grid-stride loop covers the rest.
 template <Prologue kPrologue, class TIn>
-void launch_stream_kernel(const RowwiseParams& params, const LaunchConfig& launch_config,
-                          cudaStream_t stream) {
+cudaError_t launch_stream_kernel(const RowwiseParams& params, const LaunchConfig& launch_config,
+                                 cudaStream_t stream) {
   const RowwiseConfig& config = launch_config.row;
   auto* kernel = stream_kernel<kPrologue, TIn>;
   static int resident = 0;  // CTAs per SM; benign race
@@ -142,7 +143,10 @@ void launch_stream_kernel(const RowwiseParams& params, const LaunchConfig& launc
   // cycles per SM, issue-bound per warp).
   const int64_t needed = (chunks * 32 + kStreamThreads - 1) / kStreamThreads;
   const int64_t grid = std::max<int64_t>(1, std::min<int64_t>(needed, int64_t{resident} * config.num_sms));
-  kernel<<<static_cast<unsigned>(grid), kStreamThreads, 0, stream>>>(params);
+  detail::LaunchShape shape;
+  shape.grid = dim3(static_cast<unsigned>(grid));
+  shape.block = dim3(kStreamThreads);
+  return detail::launch_kernel(kernel, shape, stream, params);
 }
 
 }  // namespace hpc_ops::rowwise

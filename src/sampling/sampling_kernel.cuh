@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common/pdl.cuh"
 #include "common/philox.cuh"
 #include "sampling/sampling_params.h"
 
@@ -379,6 +380,7 @@ __global__ void __launch_bounds__(kThreads, 1) sampling_kernel(const __grid_cons
   extern __shared__ __align__(16) unsigned char smem_raw[];
   SharedState& sh = *reinterpret_cast<SharedState*>(smem_raw);
   float4* cache = reinterpret_cast<float4*>(smem_raw + kSharedStateBytes);
+  device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
 
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());

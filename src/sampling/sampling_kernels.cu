@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 
 #include "common/cuda_check.h"
+#include "common/launch.h"
 #include "sampling/sampling_kernel.cuh"
 #include "sampling/sampling_kernels.h"
 
@@ -31,19 +32,12 @@ template <typename T>
 void launch(const SamplingParams& p, int rows, int cluster, int64_t smem, const char* op,
             cudaStream_t stream) {
   prepare<T>(op);
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(cluster), static_cast<unsigned>(rows));
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = static_cast<size_t>(smem);
-  config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = static_cast<unsigned>(cluster);
-  attribute[0].val.clusterDim.y = 1;
-  attribute[0].val.clusterDim.z = 1;
-  config.attrs = attribute;
-  config.numAttrs = 1;
-  HPC_OPS_CUDA_CHECK(op, cudaLaunchKernelEx(&config, sampling_kernel<T>, p));
+  detail::LaunchShape shape;
+  shape.grid = dim3(static_cast<unsigned>(cluster), static_cast<unsigned>(rows));
+  shape.block = dim3(kThreads);
+  shape.smem_bytes = static_cast<size_t>(smem);
+  shape.cluster_x = static_cast<unsigned>(cluster);
+  HPC_OPS_CUDA_CHECK(op, detail::launch_kernel(sampling_kernel<T>, shape, stream, p));
 }
 
 }  // namespace

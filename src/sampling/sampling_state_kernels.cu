@@ -2,6 +2,8 @@
 // Small kernels around the sampler: the seen-mask / token-count updates after
 // a step, and the last step of speculative verification.
 #include "common/cuda_check.h"
+#include "common/launch.h"
+#include "common/pdl.cuh"
 #include "sampling/sampling_kernels.h"
 
 namespace hpc_ops::sampling {
@@ -26,6 +28,7 @@ template <class Update>
 __global__ void update_state_kernel(int32_t* state, int64_t state_stride, const int32_t* tokens,
                                     int64_t row_stride, int64_t col_stride, int rows,
                                     int per_row) {
+  device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= static_cast<int64_t>(rows) * per_row) return;
   const int64_t r = i / per_row, c = i - r * per_row;
@@ -35,6 +38,7 @@ __global__ void update_state_kernel(int32_t* state, int64_t state_stride, const 
 
 __global__ void spec_finalize_kernel(int32_t* accepted, int32_t* tokens, const int32_t* drafts,
                                      int64_t drafts_stride, int batch, int k) {
+  device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
   const int b = blockIdx.x * blockDim.x + threadIdx.x;
   if (b >= batch) return;
   const uint32_t bits = static_cast<uint32_t>(accepted[b]);
@@ -50,7 +54,12 @@ __global__ void spec_finalize_kernel(int32_t* accepted, int32_t* tokens, const i
   accepted[b] = n;
 }
 
-unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kStateThreads - 1) / kStateThreads); }
+detail::LaunchShape shape_for(int64_t n) {
+  detail::LaunchShape shape;
+  shape.grid = dim3(static_cast<unsigned>((n + kStateThreads - 1) / kStateThreads));
+  shape.block = dim3(kStateThreads);
+  return shape;
+}
 
 }  // namespace
 
@@ -58,9 +67,8 @@ void launch_spec_finalize(int32_t* accepted, int32_t* tokens, const int32_t* dra
                           int64_t drafts_stride, int batch, int k, const char* op,
                           cudaStream_t stream) {
   if (batch == 0) return;
-  spec_finalize_kernel<<<blocks_for(batch), kStateThreads, 0, stream>>>(accepted, tokens, drafts,
-                                                                         drafts_stride, batch, k);
-  HPC_OPS_CUDA_CHECK(op, cudaGetLastError());
+  HPC_OPS_CUDA_CHECK(op, detail::launch_kernel(spec_finalize_kernel, shape_for(batch), stream,
+                                                accepted, tokens, drafts, drafts_stride, batch, k));
 }
 
 void launch_state_update(StateUpdate kind, int32_t* state, int64_t state_stride,
@@ -71,10 +79,9 @@ void launch_state_update(StateUpdate kind, int32_t* state, int64_t state_stride,
   if (n == 0) return;
   auto kernel = kind == StateUpdate::kSeenMask ? update_state_kernel<SetSeenBit>
                                                : update_state_kernel<CountToken>;
-  kernel<<<blocks_for(n), kStateThreads, 0, stream>>>(state, state_stride, tokens,
-                                                      token_row_stride, token_col_stride, rows,
-                                                      per_row);
-  HPC_OPS_CUDA_CHECK(op, cudaGetLastError());
+  HPC_OPS_CUDA_CHECK(op, detail::launch_kernel(kernel, shape_for(n), stream, state, state_stride,
+                                                tokens, token_row_stride, token_col_stride, rows,
+                                                per_row));
 }
 
 }  // namespace hpc_ops::sampling

@@ -110,6 +110,54 @@ def test_cuda_graph_replay_with_new_data(gen):
             assert_bits_equal(s[i, n:], masked_before[1][i, n:], what + " scales past the count")
 
 
+def _dependent_chain(x, residual, w, sync: bool):
+    """Operators each reading what the previous one wrote: RMSNorm of the
+    last output, add + RMSNorm + FP8 updating the residual in place,
+    SiLU-and-mul and dynamic per-tensor quantization (zero, amax, quantize)
+    of its output. sync=True waits for the GPU after every call."""
+    def step(value):
+        if sync:
+            torch.cuda.synchronize()
+        return value
+
+    outs = []
+    h = x
+    for _ in range(4):
+        h = step(hpc_ops.rms_norm(h, w))
+        q, _, s = step(hpc_ops.fused_add_rms_norm(h, residual, w, quant="per_token",
+                                                  residual_out=residual))
+        outs += [h, q, s]
+    a = step(hpc_ops.silu_and_mul(h))
+    outs += [a, *step(hpc_ops.silu_and_mul(h, quant="per_group"))]
+    outs += [*step(hpc_ops.quantize_fp8(a, "per_tensor"))]
+    return outs
+
+
+@pytest.mark.parametrize("rows,hidden", [(1, 2048), (300, 4096), (4096, 7168), (3, 65536)],
+                         ids=["1x2048", "300x4096", "4096x7168-looped", "3x65536-bulk"])
+def test_cuda_graph_dependent_chain_matches_synchronized_calls(gen, rows, hidden):
+    """A chain of dependent calls captured in one graph. The kernels launch
+    with programmatic dependent launch, so each may start while the previous
+    one runs and must wait for its writes: the replay matches the same calls
+    with a device synchronization after each one, bit for bit."""
+    x = varied(gen, rows, hidden)
+    residual0 = varied(gen, rows, hidden)
+    w = (1 + 0.3 * torch.randn(hidden, generator=gen, device="cuda")).to(BF16)
+    residual = residual0.clone()
+    expected = [t.clone() for t in _dependent_chain(x, residual, w, sync=True)]
+    residual_expected = residual.clone()
+
+    graph, outs = capture_graph(lambda: _dependent_chain(x, residual, w, sync=False))
+    for t in outs:
+        poison_(t)
+    residual.copy_(residual0)
+    graph.replay()
+    torch.cuda.synchronize()
+    for i, (got, want) in enumerate(zip(outs, expected)):
+        assert_bits_equal(got, want, f"{rows}x{hidden}: output {i} of the chain")
+    assert_bits_equal(residual, residual_expected, f"{rows}x{hidden}: residual")
+
+
 def test_cuda_graph_allocates_no_new_memory_per_replay(gen):
     """Replays reuse the captured buffers: outputs keep their addresses."""
     x = varied(gen, 64, 7168)

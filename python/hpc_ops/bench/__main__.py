@@ -134,7 +134,8 @@ def main(argv=None) -> int:
     env = report.environment()
     print(f"hpc_ops {env['hpc_ops']} on {env['device']} ({env['sm_count']} SMs, L2 "
           f"{env['l2_bytes'] / 2**20:.0f} MiB), torch {env['torch']}, CUDA {env['cuda']}, "
-          f"git {env['git_commit'] or '?'}", flush=True)
+          f"git {env['git_commit'] or '?'}, PDL {'on' if env['pdl'] else 'off (HPC_OPS_PDL=0)'}",
+          flush=True)
     print("measuring the bandwidth ceiling ...", flush=True)
     ceil = timing.measure_ceilings(20 if quick else 50, clock_reader=report.read_sm_clock)
     print(f"ceiling: copy {ceil['copy_tbps']:.2f} TB/s (1 GiB, read+write), read-only sum "

@@ -60,6 +60,9 @@ def environment() -> dict:
         "git_commit": commit,
         "git_dirty": None if commit is None else
         bool(_run(["git", "status", "--porcelain", "--untracked-files=no"])),
+        # Programmatic dependent launch between consecutive kernels (on unless
+        # HPC_OPS_PDL=0; the graph of N calls lets each call overlap the last).
+        "pdl": os.environ.get("HPC_OPS_PDL", "1") != "0",
         "python": platform.python_version(),
         "host": platform.node(),
     }

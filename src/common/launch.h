@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: Apache-2.0
+// Kernel launches with programmatic dependent launch (PDL) allowed, and
+// optionally a cluster shape, through cudaLaunchKernelEx.
+//
+// With PDL the GPU schedules a kernel while the previous kernel of the stream
+// finishes, so its launch and CTA start overlap that kernel's tail instead of
+// following it (CUDA graphs keep the edge). Every kernel launched here calls
+// device::pdl_enter() (common/pdl.cuh) before touching global memory, so the
+// results are the same as with plain stream order.
+// NOTE: measured on the H200 in docs/perf/norm.md (v9); HPC_OPS_PDL=0 turns
+// the attribute off for comparisons.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+namespace hpc_ops::detail {
+
+// True unless the environment sets HPC_OPS_PDL=0 (read once per process).
+bool pdl_enabled();
+
+struct LaunchShape {
+  dim3 grid;
+  dim3 block;
+  size_t smem_bytes = 0;
+  unsigned cluster_x = 0;  // CTAs per cluster along x; 0: no cluster attribute
+};
+
+// Launches kernel(args...) on `stream`; returns the launch's error code.
+template <class... Params, class... Args>
+cudaError_t launch_kernel(void (*kernel)(Params...), const LaunchShape& shape,
+                          cudaStream_t stream, const Args&... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = shape.grid;
+  config.blockDim = shape.block;
+  config.dynamicSmemBytes = shape.smem_bytes;
+  config.stream = stream;
+  cudaLaunchAttribute attributes[2];
+  unsigned count = 0;
+  if (pdl_enabled()) {
+    attributes[count].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attributes[count].val.programmaticStreamSerializationAllowed = 1;
+    ++count;
+  }
+  if (shape.cluster_x > 0) {
+    attributes[count].id = cudaLaunchAttributeClusterDimension;
+    attributes[count].val.clusterDim.x = shape.cluster_x;
+    attributes[count].val.clusterDim.y = 1;
+    attributes[count].val.clusterDim.z = 1;
+    ++count;
+  }
+  config.attrs = attributes;
+  config.numAttrs = count;
+  return cudaLaunchKernelEx(&config, kernel, args...);
+}
+
+}  // namespace hpc_ops::detail

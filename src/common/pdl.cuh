@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: Apache-2.0
+// Programmatic dependent launch (PDL), device side. A kernel launched with
+// the programmatic-serialization attribute (detail::launch_kernel) may be
+// scheduled while the previous kernel in the stream still runs: it must call
+// pdl_wait_for_previous() before its first global-memory access, and it lets
+// the next kernel start early with pdl_allow_next(). Without the attribute
+// both are no-ops.
+#pragma once
+
+namespace hpc_ops::device {
+
+// Blocks until every earlier grid of the stream has completed and its memory
+// operations are visible to this grid.
+__device__ __forceinline__ void pdl_wait_for_previous() {
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+}
+
+// The next grid may be scheduled once every CTA of this grid has called this
+// (or exited); it still waits for this grid's completion before reading.
+__device__ __forceinline__ void pdl_allow_next() {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+
+// The prologue of every kernel launched through detail::launch_kernel:
+// wait for the previous grid, then let the next one be scheduled. Calling
+// pdl_allow_next at the start costs nothing in a multi-wave grid: the next
+// grid is scheduled only once the last wave's CTAs have started, so its CTAs
+// take the SM slots this grid's tail leaves free.
+__device__ __forceinline__ void pdl_enter() {
+  pdl_wait_for_previous();
+  pdl_allow_next();
+}
+
+}  // namespace hpc_ops::device
