@@ -380,8 +380,7 @@ __global__ void __launch_bounds__(DecodeGeometry<kMTiles, Kv>::kThreads)
   __shared__ float row_sum[G::kWarps][16];
   // The schedule (and the caller's inputs) come from earlier kernels; the
   // merge kernel may be scheduled as soon as every CTA got here.
-  device::pdl_wait_for_previous();
-  device::pdl_allow_next();
+  device::pdl_enter();
   const int32_t* sched = p.schedule;
   const ScheduleLayout layout = schedule_layout(p.batch, p.kv_heads, p.num_bins);
   // One round of independent loads: the header and this bin's first unit.

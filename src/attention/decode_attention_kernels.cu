@@ -66,15 +66,11 @@ int m_tiles_for(int rows) { return rows <= 16 ? 1 : rows <= 32 ? 2 : rows <= 64 
 // Opts the variant into its dynamic shared memory on the current device (once).
 template <int kMTiles, class Kv>
 void prepare_variant(const char* op) {
-  constexpr int kMaxDevices = 64;
-  static bool done[kMaxDevices] = {};  // benign race: the attribute set is idempotent
-  int device = 0;
-  HPC_OPS_CUDA_CHECK(op, cudaGetDevice(&device));
-  if (device >= 0 && device < kMaxDevices && done[device]) return;
-  HPC_OPS_CUDA_CHECK(op, cudaFuncSetAttribute(decode_attention_kernel<kMTiles, Kv>,
-                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              DecodeGeometry<kMTiles, Kv>::kSmemBytes));
-  if (device >= 0 && device < kMaxDevices) done[device] = true;
+  HPC_OPS_CUDA_CHECK(op, detail::once_per_device([] {
+    return cudaFuncSetAttribute(decode_attention_kernel<kMTiles, Kv>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                DecodeGeometry<kMTiles, Kv>::kSmemBytes);
+  }));
 }
 
 template <int kMTiles, class Kv>

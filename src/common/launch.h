@@ -27,6 +27,22 @@ struct LaunchShape {
   unsigned cluster_x = 0;  // CTAs per cluster along x; 0: no cluster attribute
 };
 
+// Runs set_up() (a kernel's attribute opt-ins, returning cudaError_t) once
+// per device for this call site, so launches do not repeat the driver calls.
+// A race may run it twice: setting an attribute is idempotent.
+template <class SetUp>
+cudaError_t once_per_device(SetUp&& set_up) {
+  constexpr int kMaxDevices = 64;
+  static bool done[kMaxDevices] = {};
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  const bool cached = err == cudaSuccess && device >= 0 && device < kMaxDevices;
+  if (err != cudaSuccess || (cached && done[device])) return err;
+  err = set_up();
+  if (err == cudaSuccess && cached) done[device] = true;
+  return err;
+}
+
 // Launches kernel(args...) on `stream`; returns the launch's error code.
 template <class... Params, class... Args>
 cudaError_t launch_kernel(void (*kernel)(Params...), const LaunchShape& shape,

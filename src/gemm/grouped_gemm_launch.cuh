@@ -13,8 +13,10 @@ cudaError_t launch_grouped_gemm_tile(const CUtensorMap& w_map, const GroupedGemm
                                      int grid, cudaStream_t stream) {
   using Traits = GroupedGemmTraits<Element, kTokenTile, kEpilogue>;
   auto* kernel = &grouped_gemm_kernel<Element, kTokenTile, kEpilogue>;
-  const cudaError_t err = cudaFuncSetAttribute(
-      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes);
+  const cudaError_t err = detail::once_per_device([kernel] {
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                Traits::kSmemBytes);
+  });
   if (err != cudaSuccess) return err;
   detail::LaunchShape shape;
   shape.grid = dim3(static_cast<unsigned>(grid));

@@ -15,17 +15,13 @@ namespace {
 // up to 16 CTAs, once per device.
 template <typename T>
 void prepare(const char* op) {
-  constexpr int kMaxDevices = 64;
-  static bool done[kMaxDevices] = {};  // benign race: setting an attribute is idempotent
-  int device = 0;
-  HPC_OPS_CUDA_CHECK(op, cudaGetDevice(&device));
-  if (device >= 0 && device < kMaxDevices && done[device]) return;
-  HPC_OPS_CUDA_CHECK(op, cudaFuncSetAttribute(sampling_kernel<T>,
-                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              static_cast<int>(shared_memory_budget(op))));
-  HPC_OPS_CUDA_CHECK(op, cudaFuncSetAttribute(sampling_kernel<T>,
-                                              cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-  if (device >= 0 && device < kMaxDevices) done[device] = true;
+  HPC_OPS_CUDA_CHECK(op, detail::once_per_device([op] {
+    const cudaError_t err = cudaFuncSetAttribute(sampling_kernel<T>,
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 static_cast<int>(shared_memory_budget(op)));
+    if (err != cudaSuccess) return err;
+    return cudaFuncSetAttribute(sampling_kernel<T>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  }));
 }
 
 template <typename T>

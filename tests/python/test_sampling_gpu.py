@@ -230,8 +230,24 @@ def make_seeds(gen, rows: int, as_ints: bool):
     return seeds, offsets
 
 
+class SamplingArgs:
+    """The keyword arguments shared by sample and verify_speculative, built
+    from a problem's params, masks, seeds and offsets attributes."""
+
+    def masks(self) -> dict:
+        named = (("seen_mask", self.seen_mask), ("token_counts", self.token_counts),
+                 ("allowed_mask", self.allowed_mask))
+        return {name: t for name, t in named if t is not None}
+
+    def kwargs(self) -> dict:
+        return dict(self.params, **self.masks(), seeds=self.seeds, offsets=self.offsets)
+
+    def truncation(self) -> dict:
+        return {name: self.params.get(name, off) for name, off in TRUNCATION_OFF.items()}
+
+
 @dataclass
-class Problem:
+class Problem(SamplingArgs):
     """One call of hpc_ops.sample (every tensor on the GPU)."""
     logits: torch.Tensor
     params: dict
@@ -248,17 +264,6 @@ class Problem:
     @property
     def vocab(self) -> int:
         return self.logits.shape[1]
-
-    def masks(self) -> dict:
-        named = (("seen_mask", self.seen_mask), ("token_counts", self.token_counts),
-                 ("allowed_mask", self.allowed_mask))
-        return {name: t for name, t in named if t is not None}
-
-    def kwargs(self) -> dict:
-        return dict(self.params, **self.masks(), seeds=self.seeds, offsets=self.offsets)
-
-    def truncation(self) -> dict:
-        return {name: self.params.get(name, off) for name, off in TRUNCATION_OFF.items()}
 
     def tensors(self) -> list:
         values = [self.logits, *self.params.values(), *self.masks().values(), self.seeds,
@@ -1039,7 +1044,7 @@ def test_torch_compile_matches_eager(gen):
 # Speculative verification
 # ----------------------------------------------------------------------------
 @dataclass
-class SpecProblem:
+class SpecProblem(SamplingArgs):
     """One call of hpc_ops.verify_speculative (every tensor on the GPU; masks
     per row [B, N] or per position [B, k+1, N])."""
     drafts: torch.Tensor                   # int32 [B, k]
@@ -1064,19 +1069,8 @@ class SpecProblem:
     def vocab(self) -> int:
         return self.target.shape[2]
 
-    def masks(self) -> dict:
-        named = (("seen_mask", self.seen_mask), ("token_counts", self.token_counts),
-                 ("allowed_mask", self.allowed_mask))
-        return {name: t for name, t in named if t is not None}
-
     def masks_at(self, i: int) -> dict:
         return {name: t[:, i] if t.dim() == 3 else t for name, t in self.masks().items()}
-
-    def kwargs(self) -> dict:
-        return dict(self.params, **self.masks(), seeds=self.seeds, offsets=self.offsets)
-
-    def truncation(self) -> dict:
-        return {name: self.params.get(name, off) for name, off in TRUNCATION_OFF.items()}
 
     def mirror(self) -> sr.SpecResult:
         return sr.speculative_verify_ref(self.drafts, self.draft_probs, self.target,
