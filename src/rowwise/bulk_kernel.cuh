@@ -83,7 +83,7 @@ __global__ void __launch_bounds__(kBulkThreads, 3)
 
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ float scratch[2 * kWarps];  // room for a pair reduction
-  device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
+  rowwise_enter<kPrologue>(p);  // first: earlier kernels may still run
   uint64_t* full = reinterpret_cast<uint64_t*>(smem);  // one barrier per stage
   auto buffer = [&](int stage, int input) {
     return reinterpret_cast<Packed8<TIn>*>(smem + p.buffers_offset +

@@ -37,7 +37,7 @@ __global__ void __launch_bounds__(kLoopedMaxThreads, kLoopedMinCtas)
   using Bf16 = __nv_bfloat16;
   constexpr int kVecs = kLoopedVecs;
   __shared__ float scratch[32];
-  device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
+  rowwise_enter<kPrologue>(p);  // first: earlier kernels may still run
 
   uint32_t batch = 0;
   uint32_t m = 0;

@@ -56,6 +56,13 @@ int looped_mode() {
   return mode;
 }
 
+// HPC_OPS_ROWWISE_PREFETCH_WEIGHT=0 skips the norms' early L2 prefetch of the
+// weight (rowwise_enter in rowwise_kernel.cuh).
+bool prefetch_weight() {
+  static const bool on = env_int("HPC_OPS_ROWWISE_PREFETCH_WEIGHT", 1) != 0;
+  return on;
+}
+
 }  // namespace
 
 void check_row_tensor(const detail::Checker& check, const Tensor& t, const char* name,
@@ -176,6 +183,7 @@ void launch(const detail::Checker& check, const KernelTable& table, Prologue pro
                       kMaxFastDividend / groups_per_row, " at ", p.cols, " columns");
   }
   p.rows_per_batch_div = FastDivmod(static_cast<uint32_t>(p.rows_per_batch));
+  p.prefetch_weight = prefetch_weight() ? 1 : 0;
   p.num_tiles = static_cast<int32_t>(config.row.grid);
   p.warps_per_row = config.row.threads_per_row / 32;
   p.rows_per_cta = config.row.rows_per_cta;

@@ -77,6 +77,9 @@ struct RowwiseParams {
   int32_t stages = 0;          // items in flight per CTA
   int32_t buffer_bytes = 0;    // shared-memory bytes per input buffer (128-aligned)
   int32_t buffers_offset = 0;  // where the stage buffers start in shared memory
+
+  // Norms: the first CTA asks L2 for the weight before the PDL wait (0: off).
+  int32_t prefetch_weight = 1;
 };
 
 }  // namespace hpc_ops::rowwise

@@ -29,7 +29,7 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
   constexpr bool kGated = kPrologue == Prologue::kSiluMul || kPrologue == Prologue::kGeluTanhMul;
   static_assert(kGated || kPrologue == Prologue::kIdentity, "norms need the row kernel");
   constexpr int kVecsPerGroup = 16;  // 128 columns
-  device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
+  rowwise_enter<kPrologue>(p);  // first: earlier kernels may still run
 
   const int nvec = p.cols / kVecElems;
   // Below 2^31 (the launcher checks rows x groups).
