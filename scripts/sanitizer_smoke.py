@@ -215,8 +215,9 @@ if "gemm" in hpc_ops.built_families():
                           xg.float() @ w[g].float().T, tol=3e-2, floor=0.5)
 
 if "sampling" in hpc_ops.built_families():
-    # One CTA and multi-CTA rows, a row stride wider than V, a vocabulary whose
-    # slices exceed the shared-memory cache (re-read path), every mode.
+    # One CTA and multi-CTA rows (8 and 16 CTAs), a row stride wider than V, a
+    # vocabulary whose slices exceed the shared-memory cache (re-read path),
+    # every mode.
     I32, I64 = torch.int32, torch.int64
     for vocab, dtype, pad in ((1000, torch.float32, 0), (50257, BF16, 3), (500000, torch.float32, 0)):
         rows = 3
@@ -234,6 +235,10 @@ if "sampling" in hpc_ops.built_families():
                                  return_logprobs=True, **common)
         if not bool(((tok >= 0) & (tok < vocab)).all() and lp.isfinite().all()):
             failures.append(f"sample V={vocab}: tokens {tok.tolist()} logprobs {lp.tolist()}")
+        # Temperature only on <= 4 rows: the wide cluster split, with the logprob pass.
+        tok, lp = hpc_ops.sample(logits, temperature=0.8, return_logprobs=True, **common)
+        if not bool(((tok >= 0) & (tok < vocab)).all() and lp.isfinite().all()):
+            failures.append(f"sample V={vocab} temperature only: {tok.tolist()} {lp.tolist()}")
         k = 2
         target = (torch.randn(rows, k + 1, vocab, device=dev) * 3).to(dtype)
         drafts = torch.randint(0, vocab, (rows, k), dtype=I32, device=dev)

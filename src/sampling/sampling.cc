@@ -179,13 +179,21 @@ void check_devices(const Checker& check, const Tensor& anchor, const char* ancho
   }
 }
 
-// The cluster split for V on the current device (HPC_OPS_SAMPLING_CLUSTER
-// overrides the cluster limit of 8, for experiments).
-sampling::ClusterSplit split_for(int64_t vocab, const char* op) {
-  int max_cluster = 8;
+// Whether top-k or top-p may truncate some row (a per-request tensor may).
+bool threshold_search(const sampling::SamplingParams& p, int64_t vocab) {
+  return p.top_k.ptr != nullptr || (p.top_k.value > 0 && p.top_k.value < vocab) ||
+         p.top_p.ptr != nullptr || p.top_p.value < 1.0f;
+}
+
+// The cluster split of `rows` rows of V tokens on the current device
+// (HPC_OPS_SAMPLING_CLUSTER overrides the cluster limit, for experiments).
+sampling::ClusterSplit split_for(int64_t vocab, int64_t rows, bool thresholds, const char* op) {
+  int max_cluster = sampling::kPortableCluster;
   if (const char* env = std::getenv("HPC_OPS_SAMPLING_CLUSTER")) {
     const int v = std::atoi(env);
     if (v >= 1 && v <= sampling::kMaxClusterSize) max_cluster = v;
+  } else if (!thresholds && rows <= sampling::kWideClusterMaxRows) {
+    max_cluster = sampling::max_cluster_for(rows, thresholds, sampling::wide_clusters_resident(op));
   }
   return sampling::choose_cluster_split(vocab, max_cluster, sampling::shared_memory_budget(op),
                                         sampling::shared_state_bytes());
@@ -219,7 +227,7 @@ void sample(const Tensor& logits, const SamplingOptions& options, const Tensor& 
   if (batch == 0) return;
 
   detail::DeviceGuard guard(logits.device.index, check.op());
-  const sampling::ClusterSplit split = split_for(vocab, check.op());
+  const sampling::ClusterSplit split = split_for(vocab, batch, threshold_search(p, vocab), check.op());
   p.logits = {logits.data, logits.strides[0], 0};
   p.vocab = static_cast<int32_t>(vocab);
   p.positions = 1;
@@ -274,7 +282,8 @@ void verify_speculative(const Tensor& draft_token_ids, const Tensor& draft_probs
   if (batch == 0) return;
 
   detail::DeviceGuard guard(target_logits.device.index, check.op());
-  const sampling::ClusterSplit split = split_for(vocab, check.op());
+  const sampling::ClusterSplit split =
+      split_for(vocab, batch * positions, threshold_search(p, vocab), check.op());
   p.logits = {target_logits.data, target_logits.strides[0], target_logits.strides[1]};
   p.vocab = static_cast<int32_t>(vocab);
   p.positions = positions;

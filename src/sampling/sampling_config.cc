@@ -10,6 +10,11 @@ namespace hpc_ops::sampling {
 // histogram rounds and cluster barriers) outweighs its share of the load.
 constexpr int64_t kMinTokensPerCta = 4096;
 
+int max_cluster_for(int64_t rows, bool threshold_search, int wide_resident) {
+  const bool wide = !threshold_search && rows <= kWideClusterMaxRows && rows <= wide_resident;
+  return wide ? kWideCluster : kPortableCluster;
+}
+
 ClusterSplit choose_cluster_split(int64_t vocab, int max_cluster, int64_t shared_budget,
                                   int64_t state_bytes) {
   ClusterSplit s;

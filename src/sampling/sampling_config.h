@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// How a row of the vocabulary is split over the CTAs of a cluster. A function
-// of V alone (never of the batch), so a row is computed the same way whatever
-// else shares the batch.
+// How a row of the vocabulary is split over the CTAs of a cluster. Every
+// result of the kernel (token, acceptance, logprob) is the same for any split,
+// so the split may follow the batch: wide clusters for a few rows.
 #pragma once
 
 #include <cstdint>
@@ -15,8 +15,22 @@ struct ClusterSplit {
   int64_t smem_bytes = 0;  // dynamic shared memory per CTA
 };
 
-// max_cluster: 8 (portable) unless overridden; shared_budget: dynamic shared
-// memory a CTA may take (bytes); state_bytes: the kernel's fixed part.
+// The most CTAs one row may take. Rows that need no threshold search (no
+// top-k, no top-p) and are few enough that their clusters of kWideCluster
+// CTAs all run at once (`wide_resident`: how many fit the device) take
+// kWideCluster; everything else kPortableCluster.
+// NOTE: measured on the H200 (docs/perf/sampling.md, v2), temperature-only,
+// B = 1: 8 CTAs 16.7 us (V = 128256) and 18.6 (151936), 16 CTAs 13.1 and
+// 14.6; at B = 8 16 CTAs take 25.8 us against 17.1 (the clusters no longer
+// fit at once), and top-k + top-p at B = 1 27.5 against 25.9 (more CTAs per
+// histogram round).
+constexpr int kPortableCluster = 8;
+constexpr int kWideCluster = 16;
+constexpr int64_t kWideClusterMaxRows = 4;
+int max_cluster_for(int64_t rows, bool threshold_search, int wide_resident);
+
+// max_cluster: from max_cluster_for (or an override); shared_budget: dynamic
+// shared memory a CTA may take (bytes); state_bytes: the kernel's fixed part.
 ClusterSplit choose_cluster_split(int64_t vocab, int max_cluster, int64_t shared_budget,
                                   int64_t state_bytes);
 

@@ -3,10 +3,8 @@
 // (request x position); CTA r owns the vocabulary slice [r * slice, ...).
 //
 //   load    read the logits once (allowed mask, penalties, temperature
-//           applied on the fly) into shared memory; per-thread online
-//           max / sum-exp / first argmax; cluster reduction (DSMEM, one
-//           fixed shuffle tree over the ranks, so every CTA gets the same
-//           bits);
+//           applied on the fly) into shared memory; per-thread max and
+//           first argmax; cluster reduction (DSMEM);
 //   top-k   radix select of the k-th smallest key K = (m - s) * 2^27 (8-bit
 //           digits, MSB first: digit 0 bins the distance to the max in 1/8
 //           steps, so the histogram atomics spread; early exit when the
@@ -20,7 +18,10 @@
 //           token id (the mirror's argmax of log w - log E); tokens more
 //           than 20 below the max are skipped (they cannot beat the max
 //           token: the race term spans < 19.45), and so are tokens whose
-//           bound (1 - u) e^(m - s) already loses.
+//           bound (1 - u) e^(m - s) already loses;
+//   logprob only when asked: Z = sum of 2^-40 fixed-point exp(s - m), an
+//           integer sum, so like every result above it does not depend on
+//           how the row is split (the split may follow the batch size).
 // Every pass after the load runs from shared memory (slices larger than the
 // shared budget re-read the tail of the slice from global memory).
 #pragma once
@@ -50,9 +51,8 @@ constexpr float kMassScale = 1099511627776.0f;  // 2^40 fixed point of exp(s - m
 constexpr uint32_t kRaceStreamSample = 0u;
 constexpr uint32_t kAcceptStream = 0xFFFFFFFFu;
 
-struct Stats {      // max, sum of exp(s - max), first index of the max
+struct Stats {      // max, first index of the max
   float m;
-  float z;
   int32_t idx;
 };
 
@@ -99,10 +99,9 @@ constexpr int kSharedStateBytes = (sizeof(SharedState) + 15) / 16 * 16;
 
 __device__ __forceinline__ Stats combine(Stats a, Stats b) {
   const float m = fmaxf(a.m, b.m);
-  if (m == -INFINITY) return {-INFINITY, 0.0f, INT_MAX};
-  const float z = a.z * __expf(a.m - m) + b.z * __expf(b.m - m);
+  if (m == -INFINITY) return {-INFINITY, INT_MAX};
   const int32_t idx = a.m > b.m ? a.idx : b.m > a.m ? b.idx : min(a.idx, b.idx);
-  return {m, z, idx};
+  return {m, idx};
 }
 
 __device__ __forceinline__ Winner better(Winner a, Winner b) {
@@ -428,7 +427,7 @@ __global__ void __launch_bounds__(kThreads, 1) sampling_kernel(const __grid_cons
   };
 
   // ---- load: steps 1-5, statistics of step 6 ----------------------------------------------
-  Stats st{-INFINITY, 0.0f, INT_MAX};
+  Stats st{-INFINITY, INT_MAX};
   {
     constexpr int kUnroll = 2;  // two 16-byte loads in flight per thread (32 KB per SM)
     for (int g0 = tid; g0 < groups; g0 += kUnroll * kThreads) {
@@ -445,18 +444,13 @@ __global__ void __launch_bounds__(kThreads, 1) sampling_kernel(const __grid_cons
         const float gm = fmaxf(fmaxf(x[j].x, x[j].y), fmaxf(x[j].z, x[j].w));
         if (gm > st.m) {
           const int q = x[j].x == gm ? 0 : x[j].y == gm ? 1 : x[j].z == gm ? 2 : 3;
-          st.z *= __expf(st.m - gm);
           st.m = gm;
           st.idx = begin + 4 * g + q;
-        }
-        if (gm > -INFINITY) {
-          st.z += (__expf(x[j].x - st.m) + __expf(x[j].y - st.m)) +
-                  (__expf(x[j].z - st.m) + __expf(x[j].w - st.m));
         }
       }
     }
   }
-  const Stats row_stats = cluster_allreduce(cluster, st, combine, Stats{-INFINITY, 0.0f, INT_MAX},
+  const Stats row_stats = cluster_allreduce(cluster, st, combine, Stats{-INFINITY, INT_MAX},
                                             sh.warp_stats, &sh.cta_stats, &sh.row_stats);
   const float m = row_stats.m;
   const bool empty = m == -INFINITY;
@@ -702,12 +696,28 @@ __global__ void __launch_bounds__(kThreads, 1) sampling_kernel(const __grid_cons
     if (all.key < INFINITY) result = all;
   }
 
+  // ---- log Z for the logprob (cluster-uniform branch) -------------------------------------
+  // Z = sum over the row of exp(s - m) in 2^-40 fixed point (<= V * 2^40 <
+  // 2^64): integer partial sums, so Z has the same bits for any split.
+  float log_z = 0.0f;
+  if (p.logprobs_out != nullptr && !empty) {
+    unsigned long long part = 0;
+    for (int g = tid; g < groups; g += kThreads) {
+      const float4 x = group_at(g);
+#pragma unroll
+      for (int q = 0; q < 4; ++q) part += mass_of(at(x, q), m);
+    }
+    const unsigned long long zs =
+        cluster_allreduce(cluster, part, plus, 0ull, sh.warp_mass, &sh.cta_mass, &sh.row_mass);
+    log_z = static_cast<float>(log(static_cast<double>(zs) / static_cast<double>(kMassScale)));
+  }
+
   // ---- outputs (rank 0, thread 0) ----------------------------------------------------------
   if (rank == 0 && tid == 0) {
     if (p.mode == Mode::kSample) {
       p.tokens_out[b] = result.idx;
       if (p.logprobs_out != nullptr) {
-        p.logprobs_out[b] = result.idx >= 0 ? (result.s - m) - logf(row_stats.z) : __int_as_float(0x7fc00000);
+        p.logprobs_out[b] = result.idx >= 0 ? (result.s - m) - log_z : __int_as_float(0x7fc00000);
       }
     } else {
       p.tokens_out[rq * p.positions + pos] = result.idx;

@@ -5,10 +5,14 @@
 
 #include "common/cuda_check.h"
 #include "common/launch.h"
+#include "sampling/sampling_config.h"
 #include "sampling/sampling_kernel.cuh"
 #include "sampling/sampling_kernels.h"
 
 namespace hpc_ops::sampling {
+
+static_assert(kWideCluster <= kMaxClusterSize, "the kernel's cluster loops cover the wide split");
+
 namespace {
 
 // Opts the kernel into the device's whole shared memory and into clusters of
@@ -37,6 +41,40 @@ void launch(const SamplingParams& p, int rows, int cluster, int64_t smem, const 
 }
 
 }  // namespace
+
+int wide_clusters_resident(const char* op) {
+  prepare<float>(op);
+  constexpr int kMaxDevices = 64;
+  static int resident[kMaxDevices];
+  static bool known[kMaxDevices] = {};
+  int device = 0;
+  HPC_OPS_CUDA_CHECK(op, cudaGetDevice(&device));
+  const bool cached = device >= 0 && device < kMaxDevices;
+  if (cached && known[device]) return resident[device];
+  // One 1024-thread CTA per SM whatever its shared memory (registers), so
+  // the budget stands for every split.
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(kWideCluster, 1);
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = static_cast<size_t>(shared_memory_budget(op));
+  cudaLaunchAttribute cluster;
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = kWideCluster;
+  cluster.val.clusterDim.y = 1;
+  cluster.val.clusterDim.z = 1;
+  config.attrs = &cluster;
+  config.numAttrs = 1;
+  int count = 0;
+  if (cudaOccupancyMaxActiveClusters(&count, sampling_kernel<float>, &config) != cudaSuccess) {
+    (void)cudaGetLastError();  // a device that cannot form such clusters: none
+    count = 0;
+  }
+  if (cached) {
+    resident[device] = count;
+    known[device] = true;
+  }
+  return count;
+}
 
 int64_t shared_state_bytes() { return kSharedStateBytes; }
 

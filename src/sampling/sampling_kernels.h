@@ -18,6 +18,10 @@ int64_t shared_state_bytes();
 // Dynamic shared memory a CTA may use on the current device.
 int64_t shared_memory_budget(const char* op);
 
+// How many clusters of kWideCluster CTAs the device runs at once (0 when
+// its GPCs cannot hold one); queried once per device.
+int wide_clusters_resident(const char* op);
+
 // One cluster of `cluster` CTAs per flat row (rows = B * positions).
 void launch_sampling(const SamplingParams& p, bool bf16_logits, int rows, int cluster,
                      int64_t smem_bytes, const char* op, cudaStream_t stream);

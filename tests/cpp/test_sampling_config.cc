@@ -1,12 +1,26 @@
 // SPDX-License-Identifier: Apache-2.0
-// The cluster split of the sampler (sampling_config.h): a function of V alone,
-// slices of whole 32-token mask words covering V, caches within the budget.
+// The cluster split of the sampler (sampling_config.h): slices of whole
+// 32-token mask words covering V, caches within the budget, and wide clusters
+// only for a few rows without a threshold search that all fit at once.
 #include <cstdint>
 
 #include "sampling/sampling_config.h"
 #include "test_harness.h"
 
 using hpc_ops::sampling::choose_cluster_split;
+using hpc_ops::sampling::kPortableCluster;
+using hpc_ops::sampling::kWideCluster;
+using hpc_ops::sampling::max_cluster_for;
+
+TEST(wide_clusters_only_for_few_rows_without_thresholds) {
+  EXPECT_EQ(max_cluster_for(1, false, 8), kWideCluster);
+  EXPECT_EQ(max_cluster_for(4, false, 8), kWideCluster);
+  EXPECT_EQ(max_cluster_for(5, false, 8), kPortableCluster);    // more rows: the wider split loses
+  EXPECT_EQ(max_cluster_for(1, true, 8), kPortableCluster);     // top-k / top-p rounds
+  EXPECT_EQ(max_cluster_for(3, false, 2), kPortableCluster);    // not all resident at once
+  EXPECT_EQ(max_cluster_for(1, false, 0), kPortableCluster);    // the device cannot form one
+  EXPECT_EQ(max_cluster_for(2, false, 2), kWideCluster);
+}
 
 TEST(small_vocabularies_use_one_cta) {
   for (int64_t v : {1, 2, 31, 33, 1000, 4096}) {

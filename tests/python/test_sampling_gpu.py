@@ -871,6 +871,44 @@ def test_batch_invariance(gen):
             f"row {b} among 300 rows differs from its batch of {rows}"
 
 
+@pytest.mark.parametrize("config", ["temperature", "min_p", "repetition", "greedy"])
+@pytest.mark.parametrize("vocab", [128256, 151936, 256000])
+def test_split_invariance_with_logprobs(gen, config, vocab):
+    """Up to 4 rows without top-k / top-p take wider clusters than a larger
+    batch (sampling_config.h): each row alone, in pairs and among 12 rows gets
+    the same token and the same logprob bits, and matches the mirror."""
+    rows = 12
+    problem = make_problem(gen, CONFIGS[config], vocab, rows, F32, "rows")
+    _, full_t, full_l, *_ = run_and_check(problem, "split: ")
+    for start, size in [(0, 1), (5, 1), (11, 1), (2, 2), (7, 4)]:
+        part = problem.select(torch.arange(start, start + size, device="cuda"))
+        tokens, logprobs = run_sample(part)
+        assert_bits_equal(tokens, full_t[start:start + size], f"rows {start}..+{size}: tokens")
+        assert_bits_equal(logprobs, full_l[start:start + size], f"rows {start}..+{size}: logprobs")
+
+
+def test_split_invariance_of_verification(gen):
+    """One request of k = 3 drafts (4 rows: the wide split) is verified the
+    same alone as among 6 requests (24 rows)."""
+    batch, k, vocab = 6, 3, 151936
+    logits = make_logits(gen, batch * (k + 1), vocab).view(batch, k + 1, vocab)
+    drafts = torch.randint(0, vocab, (batch, k), generator=gen, device="cuda", dtype=I32)
+    drafts[:, 0] = logits[:, 0].argmax(-1).to(I32)  # some drafts are the likely token
+    probs = torch.softmax(make_logits(gen, batch * k, vocab).view(batch, k, vocab), -1)
+    seeds = torch.randint(0, 2 ** 62, (batch,), generator=gen, device="cuda", dtype=torch.int64)
+    offsets = torch.randint(0, 2 ** 40, (batch,), generator=gen, device="cuda", dtype=torch.int64)
+    for draft_probs in (None, probs):
+        dp = lambda sel: None if draft_probs is None else draft_probs[sel]  # noqa: E731
+        acc, tok = verify_speculative(drafts, dp(slice(None)), logits, temperature=0.75,
+                                      seeds=seeds, offsets=offsets)
+        for b in range(batch):
+            sel = slice(b, b + 1)
+            acc_b, tok_b = verify_speculative(drafts[sel], dp(sel), logits[sel], temperature=0.75,
+                                              seeds=seeds[sel], offsets=offsets[sel])
+            assert_bits_equal(acc_b, acc[sel], f"request {b}: accepted count")
+            assert_bits_equal(tok_b, tok[sel], f"request {b}: tokens")
+
+
 def test_determinism(gen):
     """Identical inputs give identical tokens and logprobs, bit for bit,
     call after call."""
