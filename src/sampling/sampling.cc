@@ -12,6 +12,7 @@
 
 #include "common/check.h"
 #include "common/cuda_check.h"
+#include "common/device_info.h"
 #include "sampling/sampling_config.h"
 #include "sampling/sampling_kernels.h"
 
@@ -195,8 +196,22 @@ sampling::ClusterSplit split_for(int64_t vocab, int64_t rows, bool thresholds, c
   } else if (!thresholds && rows <= sampling::kWideClusterMaxRows) {
     max_cluster = sampling::max_cluster_for(rows, thresholds, sampling::wide_clusters_resident(op));
   }
-  return sampling::choose_cluster_split(vocab, max_cluster, sampling::shared_memory_budget(op),
-                                        sampling::shared_state_bytes());
+  sampling::ClusterSplit split = sampling::choose_cluster_split(
+      vocab, max_cluster, sampling::shared_memory_budget(op), sampling::shared_state_bytes());
+  // HPC_OPS_SAMPLING_THREADS=1024 or 512 forces the CTA size (experiments, tests).
+  const char* forced = std::getenv("HPC_OPS_SAMPLING_THREADS");
+  int device = 0;
+  HPC_OPS_CUDA_CHECK(op, cudaGetDevice(&device));
+  const bool paired = forced ? std::atoi(forced) == sampling::kPairedCtaThreads
+                             : sampling::use_paired_ctas(rows, split.cluster,
+                                                         detail::multiprocessor_count(op, device));
+  if (paired) {
+    split = sampling::choose_cluster_split(vocab, max_cluster,
+                                           sampling::paired_shared_memory_budget(op),
+                                           sampling::shared_state_bytes());
+    split.threads = sampling::kPairedCtaThreads;
+  }
+  return split;
 }
 
 void check_grid_rows(const Checker& check, int64_t rows) {
@@ -236,8 +251,8 @@ void sample(const Tensor& logits, const SamplingOptions& options, const Tensor& 
   p.mode = sampling::Mode::kSample;
   p.tokens_out = static_cast<int32_t*>(tokens_out.data);
   p.logprobs_out = static_cast<float*>(logprobs_out.data);
-  sampling::launch_sampling(p, logits.dtype == DType::kBFloat16, static_cast<int>(batch),
-                            split.cluster, split.smem_bytes, check.op(), stream);
+  sampling::launch_sampling(p, logits.dtype == DType::kBFloat16, static_cast<int>(batch), split,
+                            check.op(), stream);
 }
 
 void verify_speculative(const Tensor& draft_token_ids, const Tensor& draft_probs,
@@ -300,8 +315,7 @@ void verify_speculative(const Tensor& draft_token_ids, const Tensor& draft_probs
   HPC_OPS_CUDA_CHECK(check.op(), cudaMemsetAsync(accepted_out.data, 0,
                                                  static_cast<size_t>(batch) * 4, stream));
   sampling::launch_sampling(p, target_logits.dtype == DType::kBFloat16,
-                            static_cast<int>(batch * positions), split.cluster, split.smem_bytes,
-                            check.op(), stream);
+                            static_cast<int>(batch * positions), split, check.op(), stream);
   sampling::launch_spec_finalize(static_cast<int32_t*>(accepted_out.data), p.tokens_out, p.drafts,
                                  p.drafts_stride, static_cast<int>(batch), static_cast<int>(k),
                                  check.op(), stream);

@@ -15,6 +15,10 @@ int max_cluster_for(int64_t rows, bool threshold_search, int wide_resident) {
   return wide ? kWideCluster : kPortableCluster;
 }
 
+bool use_paired_ctas(int64_t rows, int cluster, int num_sms) {
+  return rows * cluster > static_cast<int64_t>(num_sms);
+}
+
 ClusterSplit choose_cluster_split(int64_t vocab, int max_cluster, int64_t shared_budget,
                                   int64_t state_bytes) {
   ClusterSplit s;

@@ -13,7 +13,18 @@ struct ClusterSplit {
   int slice = 0;         // tokens per CTA, a multiple of 32
   int cached = 0;        // of those, kept in shared memory
   int64_t smem_bytes = 0;  // dynamic shared memory per CTA
+  int threads = 1024;      // per CTA: 1024, or kPairedCtaThreads (two CTAs per SM)
 };
+
+// CTAs of 512 threads, two per SM, for batches whose clusters take more than
+// one wave of SMs at one CTA per SM: a CTA's barriers and cluster waits then
+// overlap the other CTA's passes.
+// NOTE: measured on the H200 (docs/perf/sampling.md, v3), V = 128256: top-k
+// + top-p B = 512 856 -> 521 us, B = 32 73.5 -> 55.3; temperature-only B =
+// 512 541 -> 373 (same 64 registers per thread; slices past half the SM's
+// shared memory re-read their tail from global memory).
+constexpr int kPairedCtaThreads = 512;
+bool use_paired_ctas(int64_t rows, int cluster, int num_sms);
 
 // The most CTAs one row may take. Rows that need no threshold search (no
 // top-k, no top-p) and are few enough that their clusters of kWideCluster

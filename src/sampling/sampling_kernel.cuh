@@ -42,7 +42,7 @@ namespace hpc_ops::sampling {
 
 namespace cg = cooperative_groups;
 
-constexpr int kWarps = kThreads / 32;
+constexpr int kWarps = kThreads / 32;  // the most warps of a CTA (slots of the reductions)
 constexpr uint32_t kOutOfRange = 0xFFFFFFFFu;  // key of tokens >= 32 below the max (and -inf)
 constexpr uint32_t kEveryKey = kOutOfRange - 1;  // threshold keeping every in-range token
 constexpr float kKeyScale = 134217728.0f;      // 2^27: 32 units of (m - s) span the 32-bit key
@@ -349,7 +349,7 @@ __device__ __forceinline__ T cluster_allreduce(cg::cluster_group& cluster, T v, 
   if (lane == 0) warp_slots[warp] = v;
   __syncthreads();
   if (warp == 0) {
-    T x = lane < kWarps ? warp_slots[lane] : identity;
+    T x = lane < static_cast<int>(blockDim.x >> 5) ? warp_slots[lane] : identity;
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) x = op(x, shfl_xor(x, o));
     if (lane == 0) *cta_slot = x;
@@ -374,8 +374,12 @@ __device__ __forceinline__ Winner cluster_argmax(cg::cluster_group& cluster, Sha
                            &sh.row_winner);
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads, 1) sampling_kernel(const __grid_constant__ SamplingParams p) {
+// kCtaThreads: 1024 (one CTA per SM) or 512 (two per SM, so one CTA's
+// barriers and cluster waits overlap the other's passes; large batches).
+template <typename T, int kCtaThreads>
+__global__ void __launch_bounds__(kCtaThreads, kThreads / kCtaThreads)
+    sampling_kernel(const __grid_constant__ SamplingParams p) {
+  static_assert(kCtaThreads <= kThreads && kCtaThreads >= kBins, "a CTA has 256..1024 threads");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   SharedState& sh = *reinterpret_cast<SharedState*>(smem_raw);
   float4* cache = reinterpret_cast<float4*>(smem_raw + kSharedStateBytes);
@@ -430,16 +434,16 @@ __global__ void __launch_bounds__(kThreads, 1) sampling_kernel(const __grid_cons
   Stats st{-INFINITY, INT_MAX};
   {
     constexpr int kUnroll = 2;  // two 16-byte loads in flight per thread (32 KB per SM)
-    for (int g0 = tid; g0 < groups; g0 += kUnroll * kThreads) {
+    for (int g0 = tid; g0 < groups; g0 += kUnroll * kCtaThreads) {
       float4 x[kUnroll];
 #pragma unroll
       for (int j = 0; j < kUnroll; ++j) {
-        const int g = g0 + j * kThreads;
+        const int g = g0 + j * kCtaThreads;
         x[j] = g < groups ? v.group(4 * g, n) : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
       }
 #pragma unroll
       for (int j = 0; j < kUnroll; ++j) {
-        const int g = g0 + j * kThreads;
+        const int g = g0 + j * kCtaThreads;
         if (g < groups && g < cached_groups) cache[g] = x[j];
         const float gm = fmaxf(fmaxf(x[j].x, x[j].y), fmaxf(x[j].z, x[j].w));
         if (gm > st.m) {
@@ -494,9 +498,9 @@ __global__ void __launch_bounds__(kThreads, 1) sampling_kernel(const __grid_cons
     auto for_each_token = [&](auto f) {
       if (use_list) {
         const int count = static_cast<int>(sh.list_count);
-        for (int j = tid; j < count; j += kThreads) f(sh.list_s[j], sh.list_index[j]);
+        for (int j = tid; j < count; j += kCtaThreads) f(sh.list_s[j], sh.list_index[j]);
       } else {
-        for (int g = tid; g < groups; g += kThreads) {
+        for (int g = tid; g < groups; g += kCtaThreads) {
           const float4 x = group_at(g);
 #pragma unroll
           for (int q = 0; q < 4; ++q) f(at(x, q), 4 * g + q);
@@ -616,7 +620,7 @@ __global__ void __launch_bounds__(kThreads, 1) sampling_kernel(const __grid_cons
       };
       if (use_list) {
         const int count = static_cast<int>(sh.list_count);
-        for (int j = tid; j < count; j += kThreads) {
+        for (int j = tid; j < count; j += kCtaThreads) {
           const float s = sh.list_s[j];
           const uint32_t key = key_of(s, m);
           if (key <= limit && survives(s, key)) {
@@ -626,7 +630,7 @@ __global__ void __launch_bounds__(kThreads, 1) sampling_kernel(const __grid_cons
         }
         return w;
       }
-      for (int g = tid; g < groups; g += kThreads) {
+      for (int g = tid; g < groups; g += kCtaThreads) {
         const float4 x = group_at(g);
         uint32_t keys[4];
         bool any = false;
@@ -702,7 +706,7 @@ __global__ void __launch_bounds__(kThreads, 1) sampling_kernel(const __grid_cons
   float log_z = 0.0f;
   if (p.logprobs_out != nullptr && !empty) {
     unsigned long long part = 0;
-    for (int g = tid; g < groups; g += kThreads) {
+    for (int g = tid; g < groups; g += kCtaThreads) {
       const float4 x = group_at(g);
 #pragma unroll
       for (int q = 0; q < 4; ++q) part += mass_of(at(x, q), m);

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Launch of the fused sampling kernel: float32 and bfloat16 logits (two
-// instantiations), one cluster per row.
+// Launch of the fused sampling kernel: float32 and bfloat16 logits, CTAs of
+// 1024 or 512 threads (four instantiations), one cluster per row.
 #include <cuda_bf16.h>
 
 #include "common/cuda_check.h"
@@ -17,33 +17,44 @@ namespace {
 
 // Opts the kernel into the device's whole shared memory and into clusters of
 // up to 16 CTAs, once per device.
-template <typename T>
+template <typename T, int kCtaThreads>
 void prepare(const char* op) {
   HPC_OPS_CUDA_CHECK(op, detail::once_per_device([op] {
-    const cudaError_t err = cudaFuncSetAttribute(sampling_kernel<T>,
+    const cudaError_t err = cudaFuncSetAttribute(sampling_kernel<T, kCtaThreads>,
                                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                  static_cast<int>(shared_memory_budget(op)));
     if (err != cudaSuccess) return err;
-    return cudaFuncSetAttribute(sampling_kernel<T>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    return cudaFuncSetAttribute(sampling_kernel<T, kCtaThreads>,
+                                cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
   }));
 }
 
-template <typename T>
+template <typename T, int kCtaThreads>
 void launch(const SamplingParams& p, int rows, int cluster, int64_t smem, const char* op,
             cudaStream_t stream) {
-  prepare<T>(op);
+  prepare<T, kCtaThreads>(op);
   detail::LaunchShape shape;
   shape.grid = dim3(static_cast<unsigned>(cluster), static_cast<unsigned>(rows));
-  shape.block = dim3(kThreads);
+  shape.block = dim3(kCtaThreads);
   shape.smem_bytes = static_cast<size_t>(smem);
   shape.cluster_x = static_cast<unsigned>(cluster);
-  HPC_OPS_CUDA_CHECK(op, detail::launch_kernel(sampling_kernel<T>, shape, stream, p));
+  HPC_OPS_CUDA_CHECK(op, detail::launch_kernel(sampling_kernel<T, kCtaThreads>, shape, stream, p));
+}
+
+template <typename T>
+void launch_with(const SamplingParams& p, int rows, const ClusterSplit& split, const char* op,
+                 cudaStream_t stream) {
+  if (split.threads == kPairedCtaThreads) {
+    launch<T, kPairedCtaThreads>(p, rows, split.cluster, split.smem_bytes, op, stream);
+  } else {
+    launch<T, kThreads>(p, rows, split.cluster, split.smem_bytes, op, stream);
+  }
 }
 
 }  // namespace
 
 int wide_clusters_resident(const char* op) {
-  prepare<float>(op);
+  prepare<float, kThreads>(op);
   constexpr int kMaxDevices = 64;
   static int resident[kMaxDevices];
   static bool known[kMaxDevices] = {};
@@ -65,7 +76,8 @@ int wide_clusters_resident(const char* op) {
   config.attrs = &cluster;
   config.numAttrs = 1;
   int count = 0;
-  if (cudaOccupancyMaxActiveClusters(&count, sampling_kernel<float>, &config) != cudaSuccess) {
+  if (cudaOccupancyMaxActiveClusters(&count, sampling_kernel<float, kThreads>, &config) !=
+      cudaSuccess) {
     (void)cudaGetLastError();  // a device that cannot form such clusters: none
     count = 0;
   }
@@ -86,12 +98,22 @@ int64_t shared_memory_budget(const char* op) {
   return bytes;
 }
 
-void launch_sampling(const SamplingParams& p, bool bf16_logits, int rows, int cluster,
-                     int64_t smem_bytes, const char* op, cudaStream_t stream) {
+int64_t paired_shared_memory_budget(const char* op) {
+  int device = 0, per_sm = 0;
+  HPC_OPS_CUDA_CHECK(op, cudaGetDevice(&device));
+  HPC_OPS_CUDA_CHECK(op, cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor,
+                                                device));
+  // Two CTAs, each with the 1 KB the runtime reserves per CTA (the kernel has
+  // no static shared memory).
+  return per_sm / 2 - 1024;
+}
+
+void launch_sampling(const SamplingParams& p, bool bf16_logits, int rows, const ClusterSplit& split,
+                     const char* op, cudaStream_t stream) {
   if (bf16_logits) {
-    launch<__nv_bfloat16>(p, rows, cluster, smem_bytes, op, stream);
+    launch_with<__nv_bfloat16>(p, rows, split, op, stream);
   } else {
-    launch<float>(p, rows, cluster, smem_bytes, op, stream);
+    launch_with<float>(p, rows, split, op, stream);
   }
 }
 

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "sampling/sampling_config.h"
 #include "sampling/sampling_params.h"
 
 namespace hpc_ops::sampling {
@@ -22,9 +23,13 @@ int64_t shared_memory_budget(const char* op);
 // its GPCs cannot hold one); queried once per device.
 int wide_clusters_resident(const char* op);
 
-// One cluster of `cluster` CTAs per flat row (rows = B * positions).
-void launch_sampling(const SamplingParams& p, bool bf16_logits, int rows, int cluster,
-                     int64_t smem_bytes, const char* op, cudaStream_t stream);
+// Dynamic shared memory a CTA may use when two share an SM.
+int64_t paired_shared_memory_budget(const char* op);
+
+// One cluster of split.cluster CTAs of split.threads threads per flat row
+// (rows = B * positions).
+void launch_sampling(const SamplingParams& p, bool bf16_logits, int rows, const ClusterSplit& split,
+                     const char* op, cudaStream_t stream);
 
 // verify_speculative's last step: accepted[b] holds the acceptance bits of
 // its k positions on entry and the accepted count on exit; tokens [B, k+1]

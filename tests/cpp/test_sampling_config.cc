@@ -12,6 +12,14 @@ using hpc_ops::sampling::kPortableCluster;
 using hpc_ops::sampling::kWideCluster;
 using hpc_ops::sampling::max_cluster_for;
 
+TEST(paired_ctas_once_clusters_exceed_one_wave) {
+  using hpc_ops::sampling::use_paired_ctas;
+  EXPECT_TRUE(!use_paired_ctas(1, 16, 132));
+  EXPECT_TRUE(!use_paired_ctas(16, 8, 132));   // 128 CTAs: one wave at one CTA per SM
+  EXPECT_TRUE(use_paired_ctas(17, 8, 132));
+  EXPECT_TRUE(use_paired_ctas(512, 8, 132));
+}
+
 TEST(wide_clusters_only_for_few_rows_without_thresholds) {
   EXPECT_EQ(max_cluster_for(1, false, 8), kWideCluster);
   EXPECT_EQ(max_cluster_for(4, false, 8), kWideCluster);
