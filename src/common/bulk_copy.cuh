@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Hopper bulk asynchronous copies (the 1-D form of TMA, cp.async.bulk) from
-// global to shared memory, and the transaction-counting mbarrier they signal.
+// global to shared memory, the transaction-counting mbarrier they signal, and
+// the bulk L2 prefetch.
 // One thread issues a copy of any multiple of 16 bytes; the copy engine moves
 // it without registers, and waiters learn of completion through the barrier.
 // Thin wrappers over the PTX (ISA 8.0+, sm_90), one instruction each.
@@ -11,6 +12,16 @@
 #include <cstdint>
 
 namespace hpc_ops::device {
+
+// Asks the copy engine to bring `bytes` (a multiple of 16, 16-byte aligned)
+// into L2. A hint: no data reaches the SM, so later loads read whatever L2
+// holds then (L2 is the device's point of coherence).
+__device__ __forceinline__ void prefetch_l2_bulk(const void* p, uint32_t bytes) {
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;"
+               :
+               : "l"(__cvta_generic_to_global(p)), "r"(bytes)
+               : "memory");
+}
 
 __device__ __forceinline__ uint32_t shared_address(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));

@@ -27,20 +27,39 @@ struct LaunchShape {
   unsigned cluster_x = 0;  // CTAs per cluster along x; 0: no cluster attribute
 };
 
-// Runs set_up() (a kernel's attribute opt-ins, returning cudaError_t) once
-// per device for this call site, so launches do not repeat the driver calls.
-// A race may run it twice: setting an attribute is idempotent.
-template <class SetUp>
-cudaError_t once_per_device(SetUp&& set_up) {
+// *value = what compute(value) (returning cudaError_t) finds for the current
+// device, computed once per device for this call site and then remembered.
+// A race may compute it twice: the queries cached here are idempotent.
+template <class T, class Compute>
+cudaError_t cached_per_device(T* value, Compute&& compute) {
   constexpr int kMaxDevices = 64;
-  static bool done[kMaxDevices] = {};
+  static T values[kMaxDevices] = {};
+  static bool known[kMaxDevices] = {};
   int device = 0;
   cudaError_t err = cudaGetDevice(&device);
-  const bool cached = err == cudaSuccess && device >= 0 && device < kMaxDevices;
-  if (err != cudaSuccess || (cached && done[device])) return err;
-  err = set_up();
-  if (err == cudaSuccess && cached) done[device] = true;
+  if (err != cudaSuccess) return err;
+  const bool cacheable = device >= 0 && device < kMaxDevices;
+  if (cacheable && known[device]) {
+    *value = values[device];
+    return cudaSuccess;
+  }
+  err = compute(value);
+  if (err == cudaSuccess && cacheable) {
+    values[device] = *value;
+    known[device] = true;
+  }
   return err;
+}
+
+// Runs set_up() (a kernel's attribute opt-ins, returning cudaError_t) once
+// per device for this call site, so launches do not repeat the driver calls.
+template <class SetUp>
+cudaError_t once_per_device(SetUp&& set_up) {
+  bool done = false;
+  return cached_per_device(&done, [&](bool* d) {
+    *d = true;
+    return set_up();
+  });
 }
 
 // Launches kernel(args...) on `stream`; returns the launch's error code.

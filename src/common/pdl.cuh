@@ -5,7 +5,7 @@
 // pdl_wait_for_previous() before its first global-memory access, and it lets
 // the next kernel start early with pdl_allow_next(). Without the attribute
 // both are no-ops. The one thing allowed before the wait is an L2 prefetch
-// (device::prefetch_l2_bulk) of data such as a layer's weight: it moves
+// (device::prefetch_l2_bulk, common/bulk_copy.cuh) of data such as a layer's weight: it moves
 // nothing into the SM, so loads after the wait still see every earlier write.
 #pragma once
 

@@ -61,16 +61,6 @@ __device__ __forceinline__ uint64_t l2_evict_first_policy() {
 }
 
 // 16 bytes from global memory with an L2 eviction policy.
-// Asks the copy engine to bring `bytes` (a multiple of 16, 16-byte aligned)
-// into L2. A hint: no data reaches the SM, so later loads read whatever L2
-// holds then (L2 is the device's point of coherence).
-__device__ __forceinline__ void prefetch_l2_bulk(const void* p, uint32_t bytes) {
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;"
-               :
-               : "l"(__cvta_generic_to_global(p)), "r"(bytes)
-               : "memory");
-}
-
 __device__ __forceinline__ uint4 load_16_hinted(const void* p, uint64_t policy) {
   uint4 v;
   asm volatile("ld.global.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"

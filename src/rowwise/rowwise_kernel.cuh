@@ -20,6 +20,7 @@
 
 #include <algorithm>
 
+#include "common/bulk_copy.cuh"
 #include "common/fp8_scale.cuh"
 #include "common/launch.h"
 #include "common/pdl.cuh"

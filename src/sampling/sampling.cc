@@ -186,22 +186,22 @@ bool threshold_search(const sampling::SamplingParams& p, int64_t vocab) {
          p.top_p.ptr != nullptr || p.top_p.value < 1.0f;
 }
 
-// The cluster split of `rows` rows of V tokens on the current device
+// The cluster split of `rows` rows of V tokens on `device` (the current one)
 // (HPC_OPS_SAMPLING_CLUSTER overrides the cluster limit, for experiments).
-sampling::ClusterSplit split_for(int64_t vocab, int64_t rows, bool thresholds, const char* op) {
+sampling::ClusterSplit split_for(int64_t vocab, int64_t rows, bool thresholds, int device,
+                                 const char* op) {
   int max_cluster = sampling::kPortableCluster;
   if (const char* env = std::getenv("HPC_OPS_SAMPLING_CLUSTER")) {
     const int v = std::atoi(env);
     if (v >= 1 && v <= sampling::kMaxClusterSize) max_cluster = v;
   } else if (!thresholds && rows <= sampling::kWideClusterMaxRows) {
+    // (the occupancy query only where max_cluster_for may answer 16)
     max_cluster = sampling::max_cluster_for(rows, thresholds, sampling::wide_clusters_resident(op));
   }
   sampling::ClusterSplit split = sampling::choose_cluster_split(
       vocab, max_cluster, sampling::shared_memory_budget(op), sampling::shared_state_bytes());
   // HPC_OPS_SAMPLING_THREADS=1024 or 512 forces the CTA size (experiments, tests).
   const char* forced = std::getenv("HPC_OPS_SAMPLING_THREADS");
-  int device = 0;
-  HPC_OPS_CUDA_CHECK(op, cudaGetDevice(&device));
   const bool paired = forced ? std::atoi(forced) == sampling::kPairedCtaThreads
                              : sampling::use_paired_ctas(rows, split.cluster,
                                                          detail::multiprocessor_count(op, device));
@@ -242,7 +242,8 @@ void sample(const Tensor& logits, const SamplingOptions& options, const Tensor& 
   if (batch == 0) return;
 
   detail::DeviceGuard guard(logits.device.index, check.op());
-  const sampling::ClusterSplit split = split_for(vocab, batch, threshold_search(p, vocab), check.op());
+  const sampling::ClusterSplit split =
+      split_for(vocab, batch, threshold_search(p, vocab), logits.device.index, check.op());
   p.logits = {logits.data, logits.strides[0], 0};
   p.vocab = static_cast<int32_t>(vocab);
   p.positions = 1;
@@ -298,7 +299,8 @@ void verify_speculative(const Tensor& draft_token_ids, const Tensor& draft_probs
 
   detail::DeviceGuard guard(target_logits.device.index, check.op());
   const sampling::ClusterSplit split =
-      split_for(vocab, batch * positions, threshold_search(p, vocab), check.op());
+      split_for(vocab, batch * positions, threshold_search(p, vocab), target_logits.device.index,
+                check.op());
   p.logits = {target_logits.data, target_logits.strides[0], target_logits.strides[1]};
   p.vocab = static_cast<int32_t>(vocab);
   p.positions = positions;

@@ -55,36 +55,28 @@ void launch_with(const SamplingParams& p, int rows, const ClusterSplit& split, c
 
 int wide_clusters_resident(const char* op) {
   prepare<float, kThreads>(op);
-  constexpr int kMaxDevices = 64;
-  static int resident[kMaxDevices];
-  static bool known[kMaxDevices] = {};
-  int device = 0;
-  HPC_OPS_CUDA_CHECK(op, cudaGetDevice(&device));
-  const bool cached = device >= 0 && device < kMaxDevices;
-  if (cached && known[device]) return resident[device];
-  // One 1024-thread CTA per SM whatever its shared memory (registers), so
-  // the budget stands for every split.
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(kWideCluster, 1);
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = static_cast<size_t>(shared_memory_budget(op));
-  cudaLaunchAttribute cluster;
-  cluster.id = cudaLaunchAttributeClusterDimension;
-  cluster.val.clusterDim.x = kWideCluster;
-  cluster.val.clusterDim.y = 1;
-  cluster.val.clusterDim.z = 1;
-  config.attrs = &cluster;
-  config.numAttrs = 1;
   int count = 0;
-  if (cudaOccupancyMaxActiveClusters(&count, sampling_kernel<float, kThreads>, &config) !=
-      cudaSuccess) {
-    (void)cudaGetLastError();  // a device that cannot form such clusters: none
-    count = 0;
-  }
-  if (cached) {
-    resident[device] = count;
-    known[device] = true;
-  }
+  HPC_OPS_CUDA_CHECK(op, detail::cached_per_device(&count, [op](int* resident) {
+    // One 1024-thread CTA per SM whatever its shared memory (registers), so
+    // the budget stands for every split.
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(kWideCluster, 1);
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = static_cast<size_t>(shared_memory_budget(op));
+    cudaLaunchAttribute cluster;
+    cluster.id = cudaLaunchAttributeClusterDimension;
+    cluster.val.clusterDim.x = kWideCluster;
+    cluster.val.clusterDim.y = 1;
+    cluster.val.clusterDim.z = 1;
+    config.attrs = &cluster;
+    config.numAttrs = 1;
+    if (cudaOccupancyMaxActiveClusters(resident, sampling_kernel<float, kThreads>, &config) !=
+        cudaSuccess) {
+      (void)cudaGetLastError();  // a device that cannot form such clusters: none
+      *resident = 0;
+    }
+    return cudaSuccess;
+  }));
   return count;
 }
 
