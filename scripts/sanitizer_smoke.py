@@ -3,6 +3,8 @@
 groups, masked experts with empty and full counts, strided rows) and checks the
 results, so compute-sanitizer (memcheck, racecheck) sees every kernel variant
 and path quickly. Exit code 0 when every result matches its reference."""
+import itertools
+import os
 import sys
 
 import torch
@@ -116,10 +118,14 @@ if "attention" in hpc_ops.built_families():
 if "rope" in hpc_ops.built_families():
     # RoPE + QK norm + KV write: two requests (5 new rows over 3 cached, 1 decode
     # row), a padding row, head dims 64/128/256, NeoX with norm and partial
-    # interleaved rotation, BF16 and FP8 (per-token-head k scales, fp8 q) caches.
+    # interleaved rotation, BF16 and FP8 (per-token-head k scales, fp8 q) caches;
+    # each with both kernels (HPC_OPS_ROPE_KERNEL forces one): the per-row
+    # kernel and the streaming one (a producer warp, bulk copies, mbarriers).
     FP8 = torch.float8_e4m3fn
-    for d, style, rot, fp8 in ((64, "neox", 64, False), (128, "interleaved", 64, False),
-                               (256, "neox", 256, True), (128, "neox", 128, True)):
+    for kernel, (d, style, rot, fp8) in itertools.product(
+            ("per_row", "stream"), ((64, "neox", 64, False), (128, "interleaved", 64, False),
+                                    (256, "neox", 256, True), (128, "neox", 128, True))):
+        os.environ["HPC_OPS_ROPE_KERNEL"] = kernel
         hq, hkv, page, rows = 6, 2, 16, 7
         kv_lens = torch.tensor([8, 20], dtype=torch.int32, device=dev)
         cu = torch.tensor([0, 5, 6], dtype=torch.int32, device=dev)
@@ -159,7 +165,7 @@ if "rope" in hpc_ops.built_families():
         positions = torch.tensor([3, 4, 5, 6, 7, 19], device=dev)
         q_ref = rotate(q[:6], positions, wq)
         got = qo[:6].float() * (qs[:6, :, None] if fp8 else 1)
-        check(f"rope q d={d} {style} fp8={fp8}", got, q_ref, tol=0.15 if fp8 else 3e-2)
+        check(f"rope {kernel} q d={d} {style} fp8={fp8}", got, q_ref, tol=0.15 if fp8 else 3e-2)
         check(f"rope padding row d={d}", qo[6:].float(), torch.zeros_like(qo[6:].float()))
         k_ref = rotate(k[:6], positions, wk)
         for r, (pg, slot) in enumerate([(3, 3), (3, 4), (3, 5), (3, 6), (3, 7), (2, 3)]):
@@ -167,6 +173,30 @@ if "rope" in hpc_ops.built_families():
             vv = vc[pg, slot].float() * (kw["v_scale"][:, None] if fp8 else 1)
             check(f"rope k row {r} d={d} fp8={fp8}", kk, k_ref[r], tol=0.15 if fp8 else 3e-2)
             check(f"rope v row {r} d={d} fp8={fp8}", vv, v[r].float(), tol=0.15 if fp8 else 3e-2)
+
+    # 3000 rows of a prefill: every streaming CTA refills its stages several
+    # times; both kernels must give the same bits.
+    rows, hq, hkv, d, page = 3000, 6, 2, 128, 16
+    q = torch.randn(rows, hq, d, dtype=BF16, device=dev)
+    k = torch.randn(rows, hkv, d, dtype=BF16, device=dev)
+    v = torch.randn(rows, hkv, d, dtype=BF16, device=dev)
+    kv_lens = torch.tensor([3100], dtype=torch.int32, device=dev)
+    cu = torch.tensor([0, rows - 2], dtype=torch.int32, device=dev)  # 2 padding rows
+    table = torch.randperm(200, device=dev).to(torch.int32)[None]
+    pos = torch.arange(4096, device=dev, dtype=torch.float32)[:, None]
+    freq = 1e4 ** (-torch.arange(d // 2, device=dev) / (d // 2))
+    cos_sin = torch.cat([torch.cos(pos * freq), torch.sin(pos * freq)], -1)
+    outs = []
+    for kernel in ("per_row", "stream"):
+        os.environ["HPC_OPS_ROPE_KERNEL"] = kernel
+        kc = torch.zeros(200, page, hkv, d, dtype=BF16, device=dev)
+        vc = torch.zeros_like(kc)
+        qo = hpc_ops.rope_qk_norm_kv_write(q, k, v, cos_sin, kc, vc, table, kv_lens, cu)
+        outs.append((qo, kc, vc))
+    for name, a, b in zip(("q_out", "k_cache", "v_cache"), outs[0], outs[1]):
+        if not torch.equal(a.view(torch.int16), b.view(torch.int16)):
+            failures.append(f"rope stream vs per_row {name}: different bits")
+    del os.environ["HPC_OPS_ROPE_KERNEL"]
 
 if "gemm" in hpc_ops.built_families():
     # Every layout and scaling once, ragged groups (0, 1, 19 rows), N and K tails.

@@ -36,6 +36,11 @@
 // the row's cache write; a rotation position outside [0, max_position) gives
 // NaN in the row's q_out and skips its cache write. Other cache slots are
 // never touched.
+//
+// Two kernels give the same bits: a per-row one for decode steps and small
+// chunks, a streaming one (shared-memory stages filled by the copy engine)
+// for prefill chunks; the op picks by rows and scales (src/rope/rope_config.h).
+// HPC_OPS_ROPE_KERNEL=per_row or stream forces one, for tests and comparisons.
 #pragma once
 
 #include <cuda_runtime_api.h>

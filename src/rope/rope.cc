@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // RoPE + QK-norm + paged KV write: validation of every argument (structure
-// first, devices last), then one launch (rope_kernels.cu).
+// first, devices last), then one launch of the kernel rope_config.h picks
+// (rope_kernels.cu).
 #include "hpc_ops/rope.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "common/check.h"
 #include "common/cuda_check.h"
@@ -250,9 +253,26 @@ void rope_qk_norm_kv_write(const Tensor& q, const Tensor& k, const Tensor& v,
 
   detail::DeviceGuard guard(q.device.index, check.op());
   const int heads = p.num_q_heads + 2 * p.num_kv_heads;
-  p.heads_per_cta = rope::choose_heads_per_cta(
-      rows, heads, static_cast<int>(head_dim),
-      detail::multiprocessor_count(check.op(), q.device.index));
+  const int sms = detail::multiprocessor_count(check.op(), q.device.index);
+  const rope::StreamShape stream_shape = rope::stream_shape(
+      heads, static_cast<int>(head_dim), p.rotary_dim, p.cos_sin_f32 ? 4 : 2);
+  // HPC_OPS_ROPE_KERNEL=per_row or stream forces a kernel (experiments,
+  // tests); stream falls back to per_row where a row does not fit twice.
+  const bool dynamic_scales = p.q_scale_out != nullptr || p.k_scale_out != nullptr;
+  bool stream_kernel = rope::use_stream_kernel(rows, sms, stream_shape, dynamic_scales);
+  if (const char* forced = std::getenv("HPC_OPS_ROPE_KERNEL")) {
+    stream_kernel = std::strcmp(forced, "stream") == 0 && stream_shape.stages >= 2;
+  }
+  if (stream_kernel) {
+    p.stages = stream_shape.stages;
+    p.stage_bytes = stream_shape.stage_bytes;
+    p.cos_sin_offset = stream_shape.cos_sin_offset;
+    p.cos_sin_bytes = stream_shape.cos_sin_bytes;
+    HPC_OPS_CUDA_CHECK(check.op(), rope::launch_rope_stream(p, static_cast<int>(head_dim),
+                                                            rope::stream_grid(rows, sms), stream));
+    return;
+  }
+  p.heads_per_cta = rope::choose_heads_per_cta(rows, heads, static_cast<int>(head_dim), sms);
   HPC_OPS_CUDA_CHECK(check.op(), rope::launch_rope_kv_write(p, static_cast<int>(head_dim), stream));
 }
 

@@ -1,20 +1,43 @@
 // SPDX-License-Identifier: Apache-2.0
-// Instantiations of the RoPE + KV-write kernel: per head dim (64, 128, 256)
-// and cache dtype (BF16, FP8): 6 kernels.
+// Instantiations of the RoPE + KV-write kernels: per-row and streaming, per
+// head dim (64, 128, 256) and cache dtype (BF16, FP8): 12 kernels.
 #include "common/launch.h"
 #include "rope/rope_kernel.cuh"
 #include "rope/rope_kernels.h"
+#include "rope/rope_stream_kernel.cuh"
 
 namespace hpc_ops::rope {
 namespace {
 
 template <int kD>
-cudaError_t launch(bool fp8, dim3 grid, const RopeParams& params, cudaStream_t stream) {
+cudaError_t launch_per_row(bool fp8, dim3 grid, const RopeParams& params, cudaStream_t stream) {
   detail::LaunchShape shape;
   shape.grid = grid;
   shape.block = dim3(kRopeThreads);
   return fp8 ? detail::launch_kernel(rope_kv_write_kernel<kD, true>, shape, stream, params)
              : detail::launch_kernel(rope_kv_write_kernel<kD, false>, shape, stream, params);
+}
+
+template <int kD, bool kFp8>
+cudaError_t launch_stream(int ctas, const RopeParams& params, cudaStream_t stream) {
+  // Opt into more than 48 KB of dynamic shared memory, once per device.
+  const cudaError_t err = detail::once_per_device([] {
+    return cudaFuncSetAttribute(rope_stream_kernel<kD, kFp8>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                kStreamSharedBytesPerCta);
+  });
+  if (err != cudaSuccess) return err;
+  detail::LaunchShape shape;
+  shape.grid = dim3(static_cast<unsigned>(ctas));
+  shape.block = dim3(kStreamThreads);
+  shape.smem_bytes = static_cast<size_t>(params.stages) * params.stage_bytes;
+  return detail::launch_kernel(rope_stream_kernel<kD, kFp8>, shape, stream, params);
+}
+
+template <int kD>
+cudaError_t launch_stream_for(bool fp8, int ctas, const RopeParams& params, cudaStream_t stream) {
+  return fp8 ? launch_stream<kD, true>(ctas, params, stream)
+             : launch_stream<kD, false>(ctas, params, stream);
 }
 
 }  // namespace
@@ -25,9 +48,19 @@ cudaError_t launch_rope_kv_write(const RopeParams& params, int head_dim, cudaStr
                   static_cast<unsigned>((heads + params.heads_per_cta - 1) / params.heads_per_cta));
   const bool fp8 = params.kv_fp8;
   switch (head_dim) {
-    case 64: return launch<64>(fp8, grid, params, stream);
-    case 128: return launch<128>(fp8, grid, params, stream);
-    case 256: return launch<256>(fp8, grid, params, stream);
+    case 64: return launch_per_row<64>(fp8, grid, params, stream);
+    case 128: return launch_per_row<128>(fp8, grid, params, stream);
+    case 256: return launch_per_row<256>(fp8, grid, params, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+cudaError_t launch_rope_stream(const RopeParams& params, int head_dim, int ctas, cudaStream_t stream) {
+  const bool fp8 = params.kv_fp8;
+  switch (head_dim) {
+    case 64: return launch_stream_for<64>(fp8, ctas, params, stream);
+    case 128: return launch_stream_for<128>(fp8, ctas, params, stream);
+    case 256: return launch_stream_for<256>(fp8, ctas, params, stream);
     default: return cudaErrorInvalidValue;
   }
 }

@@ -13,7 +13,13 @@ struct RopeParams {
   int32_t batch = 0;
   int32_t num_q_heads = 0;
   int32_t num_kv_heads = 0;
-  int32_t heads_per_cta = 0;  // of the Hq + 2 Hkv heads of a row (blockIdx.y chunks)
+  int32_t heads_per_cta = 0;  // per-row kernel: of the Hq + 2 Hkv heads of a row (blockIdx.y chunks)
+
+  // Streaming kernel (rope_stream_kernel.cuh): its shared-memory stages.
+  int32_t stages = 0;
+  int32_t stage_bytes = 0;     // heads (Hq + 2 Hkv) x D bf16, then cos | sin
+  int32_t cos_sin_offset = 0;  // bytes into a stage
+  int32_t cos_sin_bytes = 0;   // rotary_dim x (4 or 2)
 
   // Inputs [rows, heads, D] (bf16).
   const void* q = nullptr;

@@ -37,6 +37,12 @@ checked against the reference and bit for bit against an eager call.
 torch.compile (fullgraph) gives the eager bits. Argument errors with device
 tensors (and host tensors among device ones) are ValueErrors naming the
 argument, and leave the outputs untouched.
+
+Kernels: every test runs twice, with the per-row kernel and with the
+streaming kernel forced (HPC_OPS_ROPE_KERNEL), so each case covers both
+whatever its row count; test_kernels_agree_bit_for_bit checks that the two,
+and the automatic choice, give the same bits on a prefill large enough for
+the streaming CTAs to cycle through their stages.
 """
 from __future__ import annotations
 
@@ -64,6 +70,14 @@ I64 = torch.int64
 NT, RT = "norm_then_rope", "rope_then_norm"
 PT, QT, QK = PER_TENSOR, Q_TOKEN_HEAD, QK_TOKEN_HEAD
 ATTN_ATOL, ATTN_RTOL = 2e-2, 2e-2   # as test_decode_attention_gpu.py
+
+
+@pytest.fixture(autouse=True, params=["per_row", "stream"])
+def rope_kernel(request, monkeypatch):
+    """Forces one of the two kernels for the whole test (the op reads
+    HPC_OPS_ROPE_KERNEL at every call)."""
+    monkeypatch.setenv("HPC_OPS_ROPE_KERNEL", request.param)
+    return request.param
 
 
 def rope(*args, **kwargs):
@@ -437,6 +451,34 @@ def test_cache_position_outside_the_table(gen, variant):
     assert written == list(range(0, 8)) + [110, 111, 112] + [115, 116, 117], written
     assert sorted(expected.nan_rows.nonzero().flatten().tolist()) == [113, 114]
     run_and_check(problem)
+
+
+# ----------------------------------------------------------------------------
+# The two kernels
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", ["bf16", "fp8qk_q8", "fp8pt_q8"])
+def test_kernels_agree_bit_for_bit(gen, variant, rope_kernel, monkeypatch):
+    """The per-row kernel, the streaming kernel and the automatic choice give
+    the same bits on a prefill of 5000 rows over two requests with padding
+    rows (each streaming CTA cycles through its stages several times); the
+    result matches the reference."""
+    if rope_kernel != "per_row":
+        pytest.skip("runs once: it forces each kernel itself")
+    problem = make_rope_problem(gen, ((4097, 4097), (1000, 903), (7, 0)), 32, 8, page_size=16,
+                                form="packed", norm_order=NT, pad_rows=5,
+                                **EDGE_VARIANTS[variant])
+    before = problem.snapshot()
+    results = {}
+    for kernel in ("per_row", "stream", None):
+        if kernel is None:
+            monkeypatch.delenv("HPC_OPS_ROPE_KERNEL")
+        else:
+            monkeypatch.setenv("HPC_OPS_ROPE_KERNEL", kernel)
+        restore_outputs_(problem, before)
+        run_and_check(problem, what=f"{kernel or 'auto'}: ")
+        results[kernel] = output_bits(problem)
+    assert_same_outputs(results["stream"], results["per_row"], "stream vs per_row")
+    assert_same_outputs(results[None], results["per_row"], "auto vs per_row")
 
 
 # ----------------------------------------------------------------------------

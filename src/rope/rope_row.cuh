@@ -1,0 +1,400 @@
+// SPDX-License-Identifier: Apache-2.0
+// What both RoPE + KV-write kernels (rope_kernel.cuh, rope_stream_kernel.cuh)
+// do for one row: find where it goes (RowTarget), and for each of its heads
+// normalize, rotate and store (RowWriter).
+//
+// A head of D elements is owned by a lane group of D / 16 lanes; each lane
+// holds two 8-element chunks (16 bytes each) chosen so that both members of
+// every rotation pair it touches are its own (LaneChunks), so the rotation
+// needs no shuffle. Per-head reductions (the norm's sum of squares, FP8
+// maxima) are shuffles inside the group, masked to its lanes: the groups of a
+// warp may be on different heads, even different kinds.
+// NOTE: with 8 elements per lane (v5) ncu counted ~230 instructions per head
+// and 16-lane group, the NeoX partner costing 8 shuffles; two chunks per lane
+// took Llama-70B 1x16K from 235 to 203 us (docs/perf/rope.md v6).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include "common/fp8_scale.cuh"
+#include "common/reduce.cuh"
+#include "common/vec.cuh"
+#include "rope/rope_params.h"
+
+namespace hpc_ops::rope {
+
+using Bf16 = __nv_bfloat16;
+using Fp8 = __nv_fp8_e4m3;
+
+// Where one row goes.
+struct RowTarget {
+  bool padding = true;       // past cu_seqlens[B]: q out zero, nothing else
+  bool position_ok = false;  // rotation position inside the cos/sin cache
+  bool write = false;        // a valid cache slot
+  int32_t position = 0;
+  int64_t page = 0;
+  int32_t slot = 0;
+};
+
+// The target of `row`, owned by request b (< batch).
+__device__ __forceinline__ RowTarget target_in_request(const RopeParams& p, int row, int b) {
+  RowTarget t;
+  t.padding = false;
+  const int start = __ldg(p.cu_seqlens + b);
+  const int rows_of_b = __ldg(p.cu_seqlens + b + 1) - start;
+  const int64_t cache_pos = int64_t{__ldg(p.kv_lens + b)} - rows_of_b + (row - start);
+  int64_t position = cache_pos;
+  if (p.positions != nullptr) {
+    position = p.positions_i64 ? __ldg(static_cast<const long long*>(p.positions) + row)
+                               : __ldg(static_cast<const int32_t*>(p.positions) + row);
+  }
+  t.position_ok = position >= 0 && position < p.max_position;
+  t.position = t.position_ok ? static_cast<int32_t>(position) : 0;
+  if (!t.position_ok || cache_pos < 0 || cache_pos >= int64_t{p.max_pages} * p.page_size) return t;
+  const int page_index = static_cast<int>(cache_pos / p.page_size);
+  const int32_t page = __ldg(p.page_table + b * p.page_table_stride + page_index);
+  t.write = page >= 0 && page < p.num_pages;
+  t.page = page;
+  t.slot = static_cast<int32_t>(cache_pos - int64_t{page_index} * p.page_size);
+  return t;
+}
+
+// The target of `row`, found by the whole CTA (kThreads threads): the owning
+// request is the number of b in 1..B with cu_seqlens[b] <= row (cu_seqlens
+// is non-decreasing from 0). Every thread of the CTA must call it.
+// NOTE: one coalesced pass and one barrier instead of a binary search, whose
+// log2(B) dependent loads made a B = 256 decode step 15.7 us (compile 10.0).
+template <int kThreads>
+__device__ __forceinline__ RowTarget locate_row_by_cta(const RopeParams& p, int row,
+                                                       int* warp_counts) {
+  int count = 0;
+  for (int b = 1 + static_cast<int>(threadIdx.x); b <= p.batch; b += kThreads) {
+    count += __ldg(p.cu_seqlens + b) <= row ? 1 : 0;
+  }
+  count = __reduce_add_sync(0xffffffffu, count);
+  if (threadIdx.x % 32 == 0) warp_counts[threadIdx.x / 32] = count;
+  __syncthreads();
+  int b = 0;
+#pragma unroll
+  for (int w = 0; w < kThreads / 32; ++w) b += warp_counts[w];
+  return b < p.batch ? target_in_request(p, row, b) : RowTarget{};
+}
+
+// The target of `row`, found by one thread (a binary search of cu_seqlens):
+// for the streaming kernel, whose producer looks up 32 rows at once, one per
+// lane, far ahead of their use.
+__device__ __forceinline__ RowTarget locate_row_by_thread(const RopeParams& p, int row) {
+  if (row >= __ldg(p.cu_seqlens + p.batch)) return RowTarget{};
+  int lo = 0, hi = p.batch;  // cu_seqlens[lo] <= row < cu_seqlens[hi]
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (__ldg(p.cu_seqlens + mid) <= row) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  return target_in_request(p, row, lo);
+}
+
+// This lane's two chunks of a head (element offsets) and whether each is
+// rotated. NeoX pairs element i with i + R/2 (i < R/2): lanes l < R/16 take
+// chunks l and l + R/16, frequencies 8 l .. 8 l + 7 for both; the other lanes
+// take two adjacent chunks of the unrotated tail. Interleaved pairs elements
+// 2k and 2k + 1: lane l takes chunks l and l + D/16, each rotated when inside R.
+struct LaneChunks {
+  int off0, off1;
+  bool rot0, rot1;
+};
+
+template <int kLanes>
+__device__ __forceinline__ LaneChunks lane_chunks(int lane, int rotary_dim, bool interleaved) {
+  LaneChunks c;
+  if (interleaved) {
+    c.off0 = 8 * lane;
+    c.off1 = 8 * (lane + kLanes);
+    c.rot0 = c.off0 < rotary_dim;
+    c.rot1 = c.off1 < rotary_dim;
+  } else {
+    const int pair_lanes = rotary_dim / 16;
+    c.rot0 = c.rot1 = lane < pair_lanes;
+    c.off0 = c.rot0 ? 8 * lane : rotary_dim + 16 * (lane - pair_lanes);
+    c.off1 = c.rot0 ? c.off0 + rotary_dim / 2 : c.off0 + 8;
+  }
+  return c;
+}
+
+// Reads 4 cos/sin values of shared memory (float32 or bf16) as floats.
+__device__ __forceinline__ void read4_shared(uint32_t address, bool f32, float* v) {
+  if (f32) {
+    const uint4 r = device::lds_128(address);
+    v[0] = __uint_as_float(r.x), v[1] = __uint_as_float(r.y);
+    v[2] = __uint_as_float(r.z), v[3] = __uint_as_float(r.w);
+  } else {
+    uint32_t lo, hi;
+    asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(lo), "=r"(hi) : "r"(address));
+    v[0] = __uint_as_float(lo << 16), v[1] = __uint_as_float(lo & 0xffff0000u);
+    v[2] = __uint_as_float(hi << 16), v[3] = __uint_as_float(hi & 0xffff0000u);
+  }
+}
+
+// One row's cos/sin in shared memory: the R/2 cosines, then the R/2 sines,
+// as float32 or bf16, read per head (volatile shared loads: never hoisted
+// into registers across heads).
+// NOTE: held in registers for the row (16 per lane) they cost the streaming
+// kernel 5-15% (FP8 instantiations spilled at its 96-register bound).
+struct RowCosSin {
+  uint32_t cos = 0;  // shared-space addresses
+  uint32_t sin = 0;
+  bool f32 = true;
+
+  __device__ __forceinline__ RowCosSin(const void* row, int rotary_dim, bool is_f32) : f32(is_f32) {
+    cos = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+    sin = cos + (is_f32 ? 4 : 2) * (rotary_dim / 2);
+  }
+
+  // Frequencies freq .. freq + 3.
+  __device__ __forceinline__ void get4(int freq, float* c, float* s) const {
+    const int elem = f32 ? 4 : 2;
+    read4_shared(cos + elem * freq, f32, c);
+    read4_shared(sin + elem * freq, f32, s);
+  }
+};
+
+// 8 consecutive values of a float32 or bf16 array (16-byte aligned) as floats.
+__device__ __forceinline__ void load8_floats(const void* base, bool f32, int64_t index,
+                                             float (&out)[8]) {
+  if (f32) {
+    const auto* p = reinterpret_cast<const float4*>(static_cast<const float*>(base) + index);
+    const float4 a = __ldg(p);
+    const float4 b = __ldg(p + 1);
+    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
+    out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+  } else {
+    device::Packed8<Bf16> v;
+    v.raw = __ldg(reinterpret_cast<const uint4*>(static_cast<const Bf16*>(base) + index));
+    device::unpack(v, out);
+  }
+}
+
+// x / scale, correctly rounded, from inv_scale = 1 / scale and one residual
+// step. v reaches the cache as it came, bf16, and a bf16 value divided by a
+// scale whose mantissa shares a factor with it (3, 7, ...) lands exactly on an
+// FP8 rounding midpoint: x * inv_scale alone falls on either side of it (1.6%
+// of the codes of a head differed from round-to-nearest-even in one test).
+__device__ __forceinline__ float divide_rn(float x, float scale, float inv_scale) {
+  const float y = x * inv_scale;
+  return fmaf(fmaf(-y, scale, x), inv_scale, y);
+}
+
+// Per-kernel values every row uses (static FP8 scales), read once per thread.
+struct KernelConstants {
+  float q_inv_scale = 1.0f;
+  float k_inv_scale = 1.0f;
+
+  template <bool kFp8>
+  __device__ __forceinline__ static KernelConstants read(const RopeParams& p) {
+    KernelConstants k;
+    if (kFp8) {
+      if (p.q_fp8 && p.q_scale != nullptr) k.q_inv_scale = 1.0f / __ldg(p.q_scale);
+      if (p.k_scale != nullptr) k.k_inv_scale = 1.0f / __ldg(p.k_scale);
+    }
+    return k;
+  }
+};
+
+// Writes the heads of one row: q heads (h < Hq) normalized, rotated and
+// stored to q_out; k heads normalized, rotated and stored to the cache slot;
+// v heads stored as they are. kFp8: an FP8 cache (then q_out may be FP8 too);
+// a template parameter so the BF16 kernels carry no FP8 code.
+//
+// write() must be called by every lane of a warp together (`active` false
+// for a lane group without a head this step): the per-head reductions (the
+// norm's sum of squares, the FP8 maximum) are full-warp shuffles within each
+// group, run whether or not the group's head needs them (a v head, an
+// inactive group), so groups of one warp may hold heads of different kinds.
+// NOTE: masked shuffles (a group's own lanes) made the compiler emit a
+// divergent slow path around each, and each head's branches on its kind
+// split warps at q/k/v boundaries.
+template <int kD, bool kFp8>
+struct RowWriter {
+  static constexpr int kLanes = kD / 16;
+
+  const RopeParams& p;  // the kernel's __grid_constant__ parameters
+  RowTarget target;
+  LaneChunks chunks;
+  KernelConstants constants;
+  RowCosSin cos_sin;
+  int lane;
+  char* q_out_row;    // this row's q_out (bytes)
+  char* k_slot;       // this row's cache slots (bytes; valid when target.write)
+  char* v_slot;
+  float* q_scale_row;
+
+  __device__ __forceinline__ RowWriter(const RopeParams& params, int row, const RowTarget& t,
+                                       const LaneChunks& c, const KernelConstants& k,
+                                       const void* cos_sin_row, bool cos_sin_f32, int lane_in_group)
+      : p(params),
+        target(t),
+        chunks(c),
+        constants(k),
+        cos_sin(cos_sin_row, params.rotary_dim, cos_sin_f32),
+        lane(lane_in_group) {
+    constexpr int kCacheBytes = kFp8 ? 1 : 2;
+    q_out_row = static_cast<char*>(p.q_out) + row * p.q_out_strides[0] * (kFp8 && p.q_fp8 ? 1 : 2);
+    q_scale_row = p.q_scale_out == nullptr ? nullptr : p.q_scale_out + row * p.q_scale_strides[0];
+    k_slot = static_cast<char*>(p.k_cache) +
+             (t.page * p.k_cache_strides[0] + t.slot * p.k_cache_strides[1]) * kCacheBytes;
+    v_slot = static_cast<char*>(p.v_cache) +
+             (t.page * p.v_cache_strides[0] + t.slot * p.v_cache_strides[1]) * kCacheBytes;
+  }
+
+  // Head h of the row (0 <= h < Hq + 2 Hkv when active), this lane's chunks a and b.
+  __device__ __forceinline__ void write(int h, bool active, const device::Packed8<Bf16>& a,
+                                        const device::Packed8<Bf16>& b) const {
+    const int hq = p.num_q_heads;
+    const int hkv = p.num_kv_heads;
+    const bool is_q = h < hq;
+    const bool is_k = !is_q && h < hq + hkv;
+    float x0[8], x1[8];
+    device::unpack(a, x0);
+    device::unpack(b, x1);
+
+    // Norm and rotation of q and k heads (the norm's sum runs on every lane).
+    const bool norm = p.q_norm_weight != nullptr;
+    const void* weight = is_q ? p.q_norm_weight : p.k_norm_weight;
+    if (norm && !p.rope_then_norm) rms_norm(x0, x1, weight, is_q || is_k);
+    if (is_q || is_k) rotate(x0, x1);
+    if (norm && p.rope_then_norm) rms_norm(x0, x1, weight, is_q || is_k);
+    if (is_q && target.padding) {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) x0[e] = x1[e] = 0.0f;
+    } else if (is_q && !target.position_ok) {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) x0[e] = x1[e] = __int_as_float(0x7fffffff);
+    }
+    const int v_head = h - hq - hkv;
+    if (kFp8 && !is_q && !is_k && active) {  // v / its static scale, correctly rounded
+      const float scale = __ldg(p.v_scale + v_head * p.v_scale_stride);
+      const float inv_scale = 1.0f / scale;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        x0[e] = divide_rn(x0[e], scale, inv_scale);
+        x1[e] = divide_rn(x1[e], scale, inv_scale);
+      }
+    }
+    // The head's max |x| for a dynamic per-(token, head) scale, on every lane
+    // whenever some head kind has one.
+    float head_amax = 0.0f;
+    if (kFp8 && (p.q_scale_out != nullptr || p.k_scale_out != nullptr)) {
+      device::AbsMaxOp op;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) head_amax = op(op(head_amax, fabsf(x0[e])), fabsf(x1[e]));
+      head_amax = device::warp_allreduce<kLanes>(head_amax, op);
+    }
+
+    if (is_q) {
+      const bool q_fp8 = kFp8 && p.q_fp8;
+      char* dst = q_out_row + h * p.q_out_strides[1] * (q_fp8 ? 1 : 2);
+      float* scale_out = q_scale_row == nullptr ? nullptr : q_scale_row + h * p.q_scale_strides[1];
+      store(dst, q_fp8, x0, x1, constants.q_inv_scale, scale_out, head_amax, active);
+    } else if (is_k) {  // k: static per-tensor scale, or per (token, head) into k_scale_out
+      const int head = h - hq;
+      float* scale_out = p.k_scale_out == nullptr
+                             ? nullptr
+                             : p.k_scale_out + target.page * p.k_scale_strides[0] +
+                                   target.slot * p.k_scale_strides[1] + head * p.k_scale_strides[2];
+      char* dst = k_slot + head * p.k_cache_strides[2] * (kFp8 ? 1 : 2);
+      store(dst, kFp8, x0, x1, constants.k_inv_scale, scale_out, head_amax, active && target.write);
+    } else {  // v: already divided by its static scale
+      char* dst = v_slot + v_head * p.v_cache_strides[2] * (kFp8 ? 1 : 2);
+      store(dst, kFp8, x0, x1, 1.0f, nullptr, head_amax, active && target.write);
+    }
+  }
+
+ private:
+  // Stores this lane's two chunks of one head (when `write`): bf16, or e4m3
+  // with a static inverse scale or, when scale_out is given, the dynamic
+  // scale of head_amax (written by the group's first lane to *scale_out).
+  __device__ __forceinline__ void store(char* dst, bool fp8, const float (&y0)[8],
+                                        const float (&y1)[8], float static_inv_scale,
+                                        float* scale_out, float head_amax, bool write) const {
+    if (!write) return;
+    if (!kFp8 || !fp8) {
+      // (plain stores, not store_packed's asm: its memory clobber kept the
+      // compiler from moving the next head's loads above them)
+      *reinterpret_cast<uint4*>(reinterpret_cast<Bf16*>(dst) + chunks.off0) = device::pack_bf16(y0).raw;
+      *reinterpret_cast<uint4*>(reinterpret_cast<Bf16*>(dst) + chunks.off1) = device::pack_bf16(y1).raw;
+      return;
+    }
+    float inv_scale = static_inv_scale;
+    if (scale_out != nullptr) {
+      const float scale = device::dynamic_scale(head_amax);
+      if (lane == 0) *scale_out = scale;
+      inv_scale = __frcp_rn(scale);
+    }
+    device::store8_fp8(reinterpret_cast<Fp8*>(dst) + chunks.off0, y0, inv_scale);
+    device::store8_fp8(reinterpret_cast<Fp8*>(dst) + chunks.off1, y1, inv_scale);
+  }
+
+  // x * rsqrt(mean(x^2) + eps) * w over the head, when `apply` (the sum runs
+  // on every lane).
+  __device__ __forceinline__ void rms_norm(float (&x0)[8], float (&x1)[8], const void* weight,
+                                           bool apply) const {
+    float ss = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) ss += x0[e] * x0[e] + x1[e] * x1[e];
+    ss = device::warp_allreduce<kLanes>(ss, device::SumOp{});
+    if (!apply) return;
+    const float inv_rms = rsqrtf(ss * (1.0f / kD) + p.eps);
+    float w[8];
+    load8_floats(weight, p.norm_weight_f32, chunks.off0, w);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) x0[e] = (x0[e] * inv_rms) * w[e];
+    load8_floats(weight, p.norm_weight_f32, chunks.off1, w);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) x1[e] = (x1[e] * inv_rms) * w[e];
+  }
+
+  __device__ __forceinline__ void rotate(float (&x0)[8], float (&x1)[8]) const {
+    float c[4], s[4];
+    if (p.interleaved) {  // adjacent pairs, frequencies off / 2 .. off / 2 + 3 per chunk
+      if (chunks.rot0) {
+        cos_sin.get4(chunks.off0 / 2, c, s);
+        rotate_adjacent(x0, c, s);
+      }
+      if (chunks.rot1) {
+        cos_sin.get4(chunks.off1 / 2, c, s);
+        rotate_adjacent(x1, c, s);
+      }
+      return;
+    }
+    if (!chunks.rot0) return;
+    // x0[e] pairs with x1[e], frequency off0 + e; four at a time.
+#pragma unroll
+    for (int quad = 0; quad < 2; ++quad) {
+      cos_sin.get4(chunks.off0 + 4 * quad, c, s);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int e = 4 * quad + k;
+        const float a = x0[e], b = x1[e];
+        x0[e] = a * c[k] - b * s[k];
+        x1[e] = b * c[k] + a * s[k];
+      }
+    }
+  }
+
+  __device__ __forceinline__ static void rotate_adjacent(float (&x)[8], const float (&c)[4],
+                                                         const float (&s)[4]) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const float a = x[2 * k], b = x[2 * k + 1];
+      x[2 * k] = a * c[k] - b * s[k];
+      x[2 * k + 1] = b * c[k] + a * s[k];
+    }
+  }
+};
+
+}  // namespace hpc_ops::rope
