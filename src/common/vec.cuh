@@ -15,6 +15,8 @@
 
 #include <cstdint>
 
+#include "common/fp8_scale.cuh"
+
 namespace hpc_ops::device {
 
 constexpr int kVecElems = 8;  // elements moved per vector access
@@ -163,14 +165,14 @@ __device__ __forceinline__ void store_packed(__nv_bfloat16* p, const Packed8<__n
                : "memory");
 }
 
-// Multiplies by inv_scale, converts to e4m3 with saturation to +-448
-// (cvt.rn.satfinite.e4m3x2.f32) and stores 8 bytes.
-__device__ __forceinline__ void store8_fp8(__nv_fp8_e4m3* p, const float (&v)[8], float inv_scale) {
+// Divides by the scale (divide_rn, common/fp8_scale.cuh), converts to e4m3
+// with saturation to +-448 (cvt.rn.satfinite.e4m3x2.f32) and stores 8 bytes.
+__device__ __forceinline__ void store8_fp8(__nv_fp8_e4m3* p, const float (&v)[8], Fp8Divisor d) {
   uint2 raw;
   auto* pairs = reinterpret_cast<__nv_fp8x2_storage_t*>(&raw);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    pairs[i] = __nv_cvt_float2_to_fp8x2(make_float2(v[2 * i] * inv_scale, v[2 * i + 1] * inv_scale),
+    pairs[i] = __nv_cvt_float2_to_fp8x2(make_float2(divide_rn(v[2 * i], d), divide_rn(v[2 * i + 1], d)),
                                         __NV_SATFINITE, __NV_E4M3);
   }
   *reinterpret_cast<uint2*>(p) = raw;

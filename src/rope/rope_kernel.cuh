@@ -10,7 +10,7 @@
 //
 // Per row, once: which request owns it (counted over cu_seqlens by the whole
 // CTA), its cache slot and rotation position, and the row's cos/sin values
-// (staged in shared memory as float32, read per head).
+// (staged in shared memory as stored, read per head).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -30,7 +30,7 @@ __global__ void __launch_bounds__(kRopeThreads, kRopeMinCtas)
   constexpr int kLanes = kD / 16;
   constexpr int kGroups = kRopeThreads / kLanes;
   __shared__ int warp_counts[kRopeThreads / 32];
-  __shared__ __align__(16) float cos_sin_row[256];  // rotary_dim <= head_dim <= 256
+  __shared__ __align__(16) uint32_t cos_sin_row[256];  // rotary_dim <= 256 values of <= 4 bytes
   device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
   const int row = blockIdx.x;
   const int lane = threadIdx.x % kLanes;
@@ -65,12 +65,12 @@ __global__ void __launch_bounds__(kRopeThreads, kRopeMinCtas)
   // NOTE: held in registers (16 per lane) they kept v4 at 80 registers,
   // 3 CTAs per SM (ncu: 35.6% occupancy, 51% of DRAM bandwidth).
   const RowTarget target = locate_row_by_cta<kRopeThreads>(p, row, warp_counts);
+  // The row as stored (float32 or bf16), copied in 4-byte words.
   if (target.position_ok) {
-    const int64_t base = int64_t{target.position} * p.cos_sin_stride;
-    for (int i = threadIdx.x; i < p.rotary_dim; i += kRopeThreads) {
-      cos_sin_row[i] = p.cos_sin_f32 ? __ldg(static_cast<const float*>(p.cos_sin) + base + i)
-                                     : __bfloat162float(static_cast<const Bf16*>(p.cos_sin)[base + i]);
-    }
+    const int elem = p.cos_sin_f32 ? 4 : 2;
+    const auto* src = reinterpret_cast<const uint32_t*>(
+        static_cast<const char*>(p.cos_sin) + int64_t{target.position} * p.cos_sin_stride * elem);
+    for (int i = threadIdx.x; i < p.rotary_dim * elem / 4; i += kRopeThreads) cos_sin_row[i] = __ldg(src + i);
   }
   __syncthreads();
 
@@ -78,7 +78,7 @@ __global__ void __launch_bounds__(kRopeThreads, kRopeMinCtas)
   // while any of its groups has a head (RowWriter::write is warp-wide).
   const KernelConstants constants = KernelConstants::read<kFp8>(p);
   const RowWriter<kD, kFp8> writer(p, row, target, chunks, constants, cos_sin_row,
-                                   /*cos_sin_f32=*/true, lane);
+                                   p.cos_sin_f32, lane);
   const int warp_first_group = static_cast<int>(threadIdx.x / 32) * (32 / kLanes);
 #pragma unroll
   for (int u = 0; u < kRopeHeadsPerGroup; ++u) {

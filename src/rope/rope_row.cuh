@@ -7,8 +7,8 @@
 // holds two 8-element chunks (16 bytes each) chosen so that both members of
 // every rotation pair it touches are its own (LaneChunks), so the rotation
 // needs no shuffle. Per-head reductions (the norm's sum of squares, FP8
-// maxima) are shuffles inside the group, masked to its lanes: the groups of a
-// warp may be on different heads, even different kinds.
+// maxima) are full-warp shuffles within each group that every lane runs (see
+// RowWriter), so the groups of a warp may be on heads of different kinds.
 // NOTE: with 8 elements per lane (v5) ncu counted ~230 instructions per head
 // and 16-lane group, the NeoX partner costing 8 shuffles; two chunks per lane
 // took Llama-70B 1x16K from 235 to 203 us (docs/perf/rope.md v6).
@@ -179,29 +179,19 @@ __device__ __forceinline__ void load8_floats(const void* base, bool f32, int64_t
   }
 }
 
-// x / scale, correctly rounded, from inv_scale = 1 / scale and one residual
-// step. v reaches the cache as it came, bf16, and a bf16 value divided by a
-// scale whose mantissa shares a factor with it (3, 7, ...) lands exactly on an
-// FP8 rounding midpoint: x * inv_scale alone falls on either side of it (1.6%
-// of the codes of a head differed from round-to-nearest-even in one test).
-__device__ __forceinline__ float divide_rn(float x, float scale, float inv_scale) {
-  const float y = x * inv_scale;
-  return fmaf(fmaf(-y, scale, x), inv_scale, y);
-}
-
 // Per-kernel values every row uses (static FP8 scales), read once per thread.
 struct KernelConstants {
-  float q_inv_scale = 1.0f;
-  float k_inv_scale = 1.0f;
+  device::Fp8Divisor q;
+  device::Fp8Divisor k;
 
   template <bool kFp8>
   __device__ __forceinline__ static KernelConstants read(const RopeParams& p) {
-    KernelConstants k;
+    KernelConstants c;
     if (kFp8) {
-      if (p.q_fp8 && p.q_scale != nullptr) k.q_inv_scale = 1.0f / __ldg(p.q_scale);
-      if (p.k_scale != nullptr) k.k_inv_scale = 1.0f / __ldg(p.k_scale);
+      if (p.q_fp8 && p.q_scale != nullptr) c.q = device::fp8_divisor(__ldg(p.q_scale));
+      if (p.k_scale != nullptr) c.k = device::fp8_divisor(__ldg(p.k_scale));
     }
-    return k;
+    return c;
   }
 };
 
@@ -275,16 +265,6 @@ struct RowWriter {
 #pragma unroll
       for (int e = 0; e < 8; ++e) x0[e] = x1[e] = __int_as_float(0x7fffffff);
     }
-    const int v_head = h - hq - hkv;
-    if (kFp8 && !is_q && !is_k && active) {  // v / its static scale, correctly rounded
-      const float scale = __ldg(p.v_scale + v_head * p.v_scale_stride);
-      const float inv_scale = 1.0f / scale;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        x0[e] = divide_rn(x0[e], scale, inv_scale);
-        x1[e] = divide_rn(x1[e], scale, inv_scale);
-      }
-    }
     // The head's max |x| for a dynamic per-(token, head) scale, on every lane
     // whenever some head kind has one.
     float head_amax = 0.0f;
@@ -299,7 +279,7 @@ struct RowWriter {
       const bool q_fp8 = kFp8 && p.q_fp8;
       char* dst = q_out_row + h * p.q_out_strides[1] * (q_fp8 ? 1 : 2);
       float* scale_out = q_scale_row == nullptr ? nullptr : q_scale_row + h * p.q_scale_strides[1];
-      store(dst, q_fp8, x0, x1, constants.q_inv_scale, scale_out, head_amax, active);
+      store(dst, q_fp8, x0, x1, constants.q, scale_out, head_amax, active);
     } else if (is_k) {  // k: static per-tensor scale, or per (token, head) into k_scale_out
       const int head = h - hq;
       float* scale_out = p.k_scale_out == nullptr
@@ -307,19 +287,24 @@ struct RowWriter {
                              : p.k_scale_out + target.page * p.k_scale_strides[0] +
                                    target.slot * p.k_scale_strides[1] + head * p.k_scale_strides[2];
       char* dst = k_slot + head * p.k_cache_strides[2] * (kFp8 ? 1 : 2);
-      store(dst, kFp8, x0, x1, constants.k_inv_scale, scale_out, head_amax, active && target.write);
-    } else {  // v: already divided by its static scale
-      char* dst = v_slot + v_head * p.v_cache_strides[2] * (kFp8 ? 1 : 2);
-      store(dst, kFp8, x0, x1, 1.0f, nullptr, head_amax, active && target.write);
+      store(dst, kFp8, x0, x1, constants.k, scale_out, head_amax, active && target.write);
+    } else {  // v as is: per-tensor or per-head static scale
+      const int head = h - hq - hkv;
+      const bool write = active && target.write;
+      const device::Fp8Divisor divisor =
+          kFp8 && write ? device::fp8_divisor(__ldg(p.v_scale + head * p.v_scale_stride))
+                        : device::Fp8Divisor{};
+      char* dst = v_slot + head * p.v_cache_strides[2] * (kFp8 ? 1 : 2);
+      store(dst, kFp8, x0, x1, divisor, nullptr, head_amax, write);
     }
   }
 
  private:
   // Stores this lane's two chunks of one head (when `write`): bf16, or e4m3
-  // with a static inverse scale or, when scale_out is given, the dynamic
-  // scale of head_amax (written by the group's first lane to *scale_out).
+  // with a static scale or, when scale_out is given, the dynamic scale of
+  // head_amax (written by the group's first lane to *scale_out).
   __device__ __forceinline__ void store(char* dst, bool fp8, const float (&y0)[8],
-                                        const float (&y1)[8], float static_inv_scale,
+                                        const float (&y1)[8], device::Fp8Divisor static_divisor,
                                         float* scale_out, float head_amax, bool write) const {
     if (!write) return;
     if (!kFp8 || !fp8) {
@@ -329,14 +314,14 @@ struct RowWriter {
       *reinterpret_cast<uint4*>(reinterpret_cast<Bf16*>(dst) + chunks.off1) = device::pack_bf16(y1).raw;
       return;
     }
-    float inv_scale = static_inv_scale;
+    device::Fp8Divisor divisor = static_divisor;
     if (scale_out != nullptr) {
       const float scale = device::dynamic_scale(head_amax);
       if (lane == 0) *scale_out = scale;
-      inv_scale = __frcp_rn(scale);
+      divisor = device::fp8_divisor(scale);
     }
-    device::store8_fp8(reinterpret_cast<Fp8*>(dst) + chunks.off0, y0, inv_scale);
-    device::store8_fp8(reinterpret_cast<Fp8*>(dst) + chunks.off1, y1, inv_scale);
+    device::store8_fp8(reinterpret_cast<Fp8*>(dst) + chunks.off0, y0, divisor);
+    device::store8_fp8(reinterpret_cast<Fp8*>(dst) + chunks.off1, y1, divisor);
   }
 
   // x * rsqrt(mean(x^2) + eps) * w over the head, when `apply` (the sum runs

@@ -132,8 +132,8 @@ __global__ void __launch_bounds__(kBulkThreads, 3)
     for (int k = 0; k < stages; ++k) issue(k, k);
   }
 
-  const float static_inv_scale =
-      p.epilogue == Epilogue::kFp8Static ? 1.0f / *p.static_scale : 1.0f;
+  const device::Fp8Divisor static_divisor =
+      p.epilogue == Epilogue::kFp8Static ? device::fp8_divisor(*p.static_scale) : device::Fp8Divisor{};
   float amax_acc = 0.0f;  // kAmaxOnly, over all of this thread's items
 
   int stage = 0;
@@ -225,7 +225,7 @@ __global__ void __launch_bounds__(kBulkThreads, 3)
           for_each_vec(it.vecs, [&](int j) {
             float y[8];
             output(j, y);
-            device::store8_fp8(out8 + j * kVecElems, y, static_inv_scale);
+            device::store8_fp8(out8 + j * kVecElems, y, static_divisor);
           });
           break;
         case Epilogue::kFp8PerGroup:
@@ -243,7 +243,7 @@ __global__ void __launch_bounds__(kBulkThreads, 3)
               if (j % 16 == 0) {
                 scale_row[((it.col0_vec + j) / 16) * p.scale_group_stride] = scale;
               }
-              device::store8_fp8(out8 + j * kVecElems, y, __frcp_rn(scale));
+              device::store8_fp8(out8 + j * kVecElems, y, device::fp8_divisor(scale));
             }
           }
           break;
@@ -267,11 +267,11 @@ __global__ void __launch_bounds__(kBulkThreads, 3)
           }
           const float scale = dynamic_scale(amax);
           if (tid == 0) scale_row[0] = scale;
-          const float inv_scale = __frcp_rn(scale);
+          const device::Fp8Divisor divisor = device::fp8_divisor(scale);
           for_each_vec(it.vecs, [&](int j) {
             float y[8];
             output(j, y);
-            device::store8_fp8(out8 + j * kVecElems, y, inv_scale);
+            device::store8_fp8(out8 + j * kVecElems, y, divisor);
           });
           break;
         }

@@ -74,7 +74,7 @@ __global__ void __launch_bounds__(kLoopedMaxThreads, kLoopedMinCtas)
 
   // ---- Pass 2: the row again (from L2) with the weight -------------------------
   const bool fp8 = p.epilogue == Epilogue::kFp8Static;
-  const float inv_scale = fp8 ? 1.0f / *p.static_scale : 1.0f;
+  const device::Fp8Divisor divisor = fp8 ? device::fp8_divisor(*p.static_scale) : device::Fp8Divisor{};
   const int64_t out_offset = batch * p.out.batch_stride + m * p.out.row_stride;
   const auto* weight = static_cast<const Bf16*>(p.weight);
   for (int base = threadIdx.x; base < nvec; base += kVecs * threads) {
@@ -98,7 +98,7 @@ __global__ void __launch_bounds__(kLoopedMaxThreads, kLoopedMinCtas)
       for (int e = 0; e < 8; ++e) y[e] = (y[e] * inv_rms) * wf[e];
       if (fp8) {
         device::store8_fp8(static_cast<__nv_fp8_e4m3*>(p.out.ptr) + out_offset + j * kVecElems,
-                           y, inv_scale);
+                           y, divisor);
       } else {
         device::store_packed(static_cast<Bf16*>(p.out.ptr) + out_offset + j * kVecElems,
                              device::pack_bf16(y));

@@ -132,8 +132,8 @@ __global__ void __launch_bounds__(max_threads_for_vecs(kVecs), min_ctas_for_vecs
   const int nvec = p.cols / kVecElems;
   const int total_rows = static_cast<int>(p.num_batches * p.rows_per_batch);
 
-  const float static_inv_scale =
-      p.epilogue == Epilogue::kFp8Static ? 1.0f / *p.static_scale : 1.0f;
+  const device::Fp8Divisor static_divisor =
+      p.epilogue == Epilogue::kFp8Static ? device::fp8_divisor(*p.static_scale) : device::Fp8Divisor{};
 
   for (int tile = blockIdx.x; tile < p.num_tiles; tile += gridDim.x) {
     // ---- Which row this thread works on ---------------------------------------
@@ -286,7 +286,7 @@ __global__ void __launch_bounds__(max_threads_for_vecs(kVecs), min_ctas_for_vecs
         if (!valid[i]) continue;
         float y[8];
         output(i, y);
-        device::store8_fp8(out + (tid + i * threads_per_row) * kVecElems, y, static_inv_scale);
+        device::store8_fp8(out + (tid + i * threads_per_row) * kVecElems, y, static_divisor);
       }
       continue;
     }
@@ -303,7 +303,7 @@ __global__ void __launch_bounds__(max_threads_for_vecs(kVecs), min_ctas_for_vecs
         const float scale = dynamic_scale(amax);
         if (valid[i]) {
           if (j % 16 == 0) scale_row[(j / 16) * p.scale_group_stride] = scale;
-          device::store8_fp8(out + j * kVecElems, y, __frcp_rn(scale));
+          device::store8_fp8(out + j * kVecElems, y, device::fp8_divisor(scale));
         }
       }
       continue;
@@ -330,14 +330,14 @@ __global__ void __launch_bounds__(max_threads_for_vecs(kVecs), min_ctas_for_vecs
     }
     const float scale = dynamic_scale(amax);
     if (active && tid == 0) scale_row[0] = scale;
-    const float inv_scale = __frcp_rn(scale);
+    const device::Fp8Divisor divisor = device::fp8_divisor(scale);
     fresh_inputs();
 #pragma unroll
     for (int i = 0; i < kVecs; ++i) {
       if (!valid[i]) continue;
       float y[8];
       output(i, y);
-      device::store8_fp8(out + (tid + i * threads_per_row) * kVecElems, y, inv_scale);
+      device::store8_fp8(out + (tid + i * threads_per_row) * kVecElems, y, divisor);
     }
   }
 }

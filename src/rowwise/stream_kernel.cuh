@@ -39,8 +39,8 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
   const int half = lane / 16;  // which group of a slot's pair
   const int lane16 = lane % 16;
   const uint32_t warps = gridDim.x * (kStreamThreads / 32);
-  const float static_inv_scale =
-      p.epilogue == Epilogue::kFp8Static ? 1.0f / *p.static_scale : 1.0f;
+  const device::Fp8Divisor static_divisor =
+      p.epilogue == Epilogue::kFp8Static ? device::fp8_divisor(*p.static_scale) : device::Fp8Divisor{};
   float amax_acc = 0.0f;  // kAmaxOnly
 
   // The loop bound is uniform per warp so that every lane reaches the shuffles.
@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
         case Epilogue::kFp8Static:
           if (ok) {
             device::store8_fp8(static_cast<__nv_fp8_e4m3*>(p.out.ptr) + out_index, y,
-                               static_inv_scale);
+                               static_divisor);
           }
           break;
         case Epilogue::kFp8PerGroup: {
@@ -106,7 +106,7 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
           if (ok) {
             if (lane16 == 0) scale_row[(j / kVecsPerGroup) * p.scale_group_stride] = scale;
             device::store8_fp8(static_cast<__nv_fp8_e4m3*>(p.out.ptr) + out_index, y,
-                               __frcp_rn(scale));
+                               device::fp8_divisor(scale));
           }
           break;
         }
