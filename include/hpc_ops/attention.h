@@ -39,6 +39,8 @@
 // SM. plan_decode_attention computes the schedule on the GPU from kv_lens (no
 // host synchronization: one captured CUDA graph serves every step);
 // decode_attention_schedule_host computes the same schedule on the CPU.
+// The schedule also holds per-unit arrival counts that a call leaves at zero:
+// calls sharing one plan's workspace must run one after another (one stream).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -72,6 +74,11 @@ struct DecodePlanInfo {
 DecodePlanInfo make_decode_plan_info(int32_t batch, int32_t num_q_heads, int32_t num_kv_heads,
                                      int32_t head_dim, int32_t q_len, int32_t sliding_window,
                                      int device, DType kv_dtype = DType::kBFloat16);
+
+// The same description with `num_bins` bins (>= 1) instead of the device's
+// choice, its slots, schedule and workspace sized to match: for CPU planning
+// (decode_attention_schedule_host) and tuning experiments.
+DecodePlanInfo with_decode_bins(const DecodePlanInfo& info, int32_t num_bins);
 
 // Writes the schedule for kv_lens (int32 [batch], on the GPU) into workspace
 // (uint8 [info.workspace_bytes] on the same GPU). One small kernel.

@@ -158,11 +158,10 @@ def decode_schedule_cpu(kv_lens, *, num_q_heads: int, num_kv_heads: int, head_di
     _int_arg(op, "num_bins", num_bins, 1)
     batch = kv_lens.shape[0] if kv_lens.dim() >= 1 else 0
     # Validates heads, head_dim, q_len and window; then takes the given bins.
-    info = list(_C.make_decode_plan_info(batch, num_q_heads, num_kv_heads, head_dim, q_len,
-                                         _window_code(op, sliding_window), -1, 2))
-    words = 8 + 2 * (batch * num_kv_heads + 1) + batch + num_bins
-    info[6], info[7], info[9] = num_bins, 2 * num_bins, words
-    schedule = torch.empty(words, dtype=torch.int32)
+    info = _C.make_decode_plan_info(batch, num_q_heads, num_kv_heads, head_dim, q_len,
+                                    _window_code(op, sliding_window), -1, 2)
+    info = _C.with_decode_bins(info, num_bins)
+    schedule = torch.empty(info[9], dtype=torch.int32)
     _C.decode_attention_schedule_host(desc(kv_lens), tuple(info), desc(schedule))
     return schedule
 

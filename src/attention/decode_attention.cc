@@ -202,7 +202,7 @@ void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
   p.soft_cap = options.soft_cap;
   auto* ws = static_cast<uint8_t*>(workspace.data);
   const int64_t schedule_bytes = (info.schedule_words * 4 + 255) / 256 * 256;
-  p.schedule = reinterpret_cast<const int32_t*>(ws);
+  p.schedule = reinterpret_cast<int32_t*>(ws);
   p.partial_out = reinterpret_cast<float*>(ws + schedule_bytes);
   p.partial_lse = p.partial_out + int64_t{info.num_slots} * p.rows * attention::kDecodeHeadDim;
   p.num_bins = info.num_bins;

@@ -6,7 +6,9 @@
 // of 64-token tiles, which may cover the end of one (request, kv head) unit,
 // whole units and the start of another: each such piece is processed on its
 // own and ends in a direct bf16 output (a unit of one piece) or in a partial
-// result (fp32 O, log2 LSE) for the merge kernel.
+// result (fp32 O, log2 LSE). The CTA that finishes a cut unit's last piece
+// combines the unit's partials when they are few (merged_by_attention);
+// the merge kernel combines the rest.
 //
 // Rows of a unit: q_len x group (query token major), padded to 16 per m-tile.
 // Warps: kMTiles x kWarpsN; warp (m, n) owns m-tile m and the n-th slice of
@@ -28,6 +30,7 @@
 
 #include "attention/decode_kernels.h"
 #include "attention/decode_kv_formats.cuh"
+#include "attention/decode_merge.cuh"
 #include "common/mma_sm80.cuh"
 #include "common/pdl.cuh"
 
@@ -52,6 +55,7 @@ struct DecodeGeometry {
   static constexpr int kRingBytes = Kv::kStages * kStageBytes;
   static_assert(kCombineBytes <= kRingBytes, "the combine buffer reuses the ring");
   static constexpr int kSmemBytes = kQBytes + kRingBytes;
+  static_assert(kWarps == attention_warps(kRows), "the planners' merged_by_attention counts these warps");
 };
 
 // The usable length of request b: kv_lens clamped to the page table's reach.
@@ -63,6 +67,13 @@ __device__ __forceinline__ int32_t usable_len(const DecodeParams& p, int b) {
   return static_cast<int32_t>(len < kMaxKvLen ? len : kMaxKvLen);
 }
 
+// One piece of a unit: its tiles [tile_begin, tile_end) (absolute within the
+// request), the unit's piece count and this piece's index among them.
+struct Piece {
+  int u, tile_begin, tile_end;
+  int32_t pieces, index;
+};
+
 template <int kMTiles, class Kv>
 struct DecodeCta {
   using G = DecodeGeometry<kMTiles, Kv>;
@@ -71,6 +82,7 @@ struct DecodeCta {
   uint8_t* smem;
   float (*row_max)[16];
   float (*row_sum)[16];
+  int* last_arrival;  // shared: whether this CTA finished its unit's last piece
   int warp, lane, m_tile, n_part;
 
   __device__ uint8_t* stage_ptr(int stage) const { return smem + G::kQBytes + stage * G::kStageBytes; }
@@ -105,15 +117,18 @@ struct DecodeCta {
     return c;
   }
 
-  // Page ids of this thread's rows of tile `tile` (rows past len take the
-  // last token's page: always a valid entry, never copied from). Fetched a
-  // tile ahead of issue_tile so the page-table round trip overlaps the math
-  // (fetched at issue time, 64 x 4K took 277 us instead of 266).
-  __device__ void fetch_pages(const CopySource& c, int tile, int len, int32_t (&page)[kCopies]) const {
+  // Page ids of this thread's rows of tile `tile`. Entries past the
+  // request's length are read (within the page table's row) but never used:
+  // issue_tile points those rows at page 0. Not depending on len, the first
+  // fetch does not wait for the kv_lens load (one round trip less before the
+  // first KV copy). Fetched a tile ahead of issue_tile so the page-table
+  // round trip overlaps the math (fetched at issue time, 64 x 4K took 277 us
+  // instead of 266).
+  __device__ void fetch_pages(const CopySource& c, int tile, int32_t (&page)[kCopies]) const {
 #pragma unroll
     for (int i = 0; i < kCopies; ++i) {
-      const int token = tile * kDecodeTileTokens + c.row0 + i * kRowStep;
-      page[i] = c.pages[(token < len ? token : len - 1) >> p.page_shift];
+      const int index = (tile * kDecodeTileTokens + c.row0 + i * kRowStep) >> p.page_shift;
+      page[i] = c.pages[index < p.max_pages ? index : p.max_pages - 1];
     }
   }
 
@@ -130,7 +145,7 @@ struct DecodeCta {
       const int row = c.row0 + i * kRowStep;
       const int token = tile * kDecodeTileTokens + row;
       const int bytes = token < len ? 16 : 0;
-      const int64_t pg = page[i], slot = token & page_mask;
+      const int64_t pg = token < len ? page[i] : 0, slot = token & page_mask;
       device::cp_async_16(k_base + Kv::k_offset(row, c.chunk),
                           c.k + (pg * p.k_strides[0] + slot * p.k_strides[1]) * Kv::kElementBytes,
                           bytes);
@@ -163,9 +178,15 @@ struct DecodeCta {
     }
   }
 
-  // One piece: tiles [tile_begin, tile_end) of unit (b, h); slot < 0 writes
-  // the final output, else partial result `slot`.
-  __device__ void run_piece(int b, int h, int tile_begin, int tile_end, int slot) {
+  // One piece: a unit of one piece writes the final output, a cut unit's
+  // piece its partial result (slot slot_start[u] + index).
+  __device__ void run_piece(const Piece& piece) {
+    const int b = piece.u / p.kv_heads, h = piece.u - b * p.kv_heads;
+    const int tile_begin = piece.tile_begin, tile_end = piece.tile_end;
+    const ScheduleLayout layout = schedule_layout(p.batch, p.kv_heads, p.num_bins);
+    // Needed only at the end: the load's latency hides behind the piece.
+    const int32_t slot0 = piece.pieces >= 2 ? p.schedule[layout.slot_start + piece.u] : 0;
+    const int slot = piece.pieces >= 2 ? slot0 + piece.index : -1;
     const int len = usable_len(p, b);
     const int g = lane / 4, t = lane % 4;
     const int n_tiles = tile_end - tile_begin;
@@ -181,12 +202,12 @@ struct DecodeCta {
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
       if (s < n_tiles) {
-        fetch_pages(copies, tile_begin + s, len, pages);
+        fetch_pages(copies, tile_begin + s, pages);
         issue_tile(copies, tile_begin + s, len, pages, s);
       }
       device::cp_async_commit();
     }
-    if (kStages - 1 < n_tiles) fetch_pages(copies, tile_begin + kStages - 1, len, pages);
+    if (kStages - 1 < n_tiles) fetch_pages(copies, tile_begin + kStages - 1, pages);
 
     // This thread's two rows (g and g + 8 of its m-tile): the last position
     // each may attend to, the first (sliding window), and the factor taking
@@ -226,7 +247,7 @@ struct DecodeCta {
         issue_tile(copies, tile_begin + i + kStages - 1, len, pages, (i + kStages - 1) % kStages);
       }
       device::cp_async_commit();
-      if (i + kStages < n_tiles) fetch_pages(copies, tile_begin + i + kStages, len, pages);
+      if (i + kStages < n_tiles) fetch_pages(copies, tile_begin + i + kStages, pages);
       if constexpr (Kv::kQInSharedMemory) {
         if (i == 0) Kv::q_fragments(qf, device::shared_address(smem), m_tile, lane);
       }
@@ -367,7 +388,31 @@ struct DecodeCta {
         if (col == 0) p.partial_lse[at] = lse2;
       }
     }
+    if (slot >= 0 && merged_by_attention(piece.pieces, p.rows)) {
+      merge_if_last(piece, slot0, layout);
+    }
     __syncthreads();  // the combine buffer and the Q tile are reused by the next piece
+  }
+
+  // Counts this piece's arrival; the CTA of the unit's last piece combines
+  // every piece's partial result into the output and resets the count for
+  // the next call. (The "last block" pattern: each thread's partial stores
+  // are fenced before the arrival, the last CTA fences before its loads.)
+  __device__ void merge_if_last(const Piece& piece, int32_t slot0, const ScheduleLayout& layout) {
+    int32_t* arrivals = p.schedule + layout.arrivals;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      *last_arrival = atomicAdd(arrivals + piece.u, 1) == piece.pieces - 1;
+    }
+    __syncthreads();
+    if (!*last_arrival) return;
+    __threadfence();
+    for (int row = warp; row < p.rows; row += G::kWarps) {
+      const MergedRow r = merge_row_pieces(p, slot0, row, 0, piece.pieces, 1, lane);
+      store_merged_row(p, piece.u, row, r, lane);
+    }
+    if (threadIdx.x == 0) arrivals[piece.u] = 0;
   }
 };
 
@@ -378,37 +423,49 @@ __global__ void __launch_bounds__(DecodeGeometry<kMTiles, Kv>::kThreads)
   extern __shared__ __align__(128) uint8_t smem[];
   __shared__ float row_max[G::kWarps][16];
   __shared__ float row_sum[G::kWarps][16];
+  __shared__ int last_arrival;
   // The schedule (and the caller's inputs) come from earlier kernels; the
   // merge kernel may be scheduled as soon as every CTA got here.
   device::pdl_enter();
   const int32_t* sched = p.schedule;
   const ScheduleLayout layout = schedule_layout(p.batch, p.kv_heads, p.num_bins);
   // One round of independent loads: the header and this bin's first unit.
-  const int64_t per_bin = sched[0], total = sched[1];
-  const int32_t units = sched[2];
-  const int32_t first_unit = sched[layout.bin_unit + blockIdx.x];
-  const int64_t begin = blockIdx.x * per_bin;
-  if (begin >= total || first_unit < 0) return;
-  const int64_t end = begin + per_bin < total ? begin + per_bin : total;
+  // Tile positions fit int32 (decode_plan.h): the walk's divisions stay 32-bit.
+  const int32_t per_bin = sched[0], total = sched[1], units = sched[2];
+  const int4 first_unit = *reinterpret_cast<const int4*>(sched + layout.bin_first +
+                                                         kBinFirstWords * blockIdx.x);
+  const int32_t begin = static_cast<int32_t>(blockIdx.x) * per_bin;
+  if (begin >= total || first_unit.x < 0) return;
+  const int32_t end = begin + per_bin < total ? begin + per_bin : total;
   const int32_t* tile_start = sched + layout.tile_start;
-  DecodeCta<kMTiles, Kv> cta{p, smem, row_max, row_sum, static_cast<int>(threadIdx.x / 32),
+  DecodeCta<kMTiles, Kv> cta{p, smem, row_max, row_sum, &last_arrival, static_cast<int>(threadIdx.x / 32),
                          static_cast<int>(threadIdx.x % 32), 0, 0};
   cta.m_tile = cta.warp / G::kWarpsN;
   cta.n_part = cta.warp % G::kWarpsN;
-  int64_t pos = begin;
-  for (int u = first_unit; pos < end && u < units; ++u) {
-    const int64_t ts = tile_start[u], te = tile_start[u + 1];
-    if (te <= pos) continue;  // empty units
-    const int64_t piece_end = te < end ? te : end;
-    const int32_t pieces = unit_pieces(ts, te - ts, static_cast<int32_t>(per_bin));
-    const int slot = pieces >= 2 ? sched[layout.slot_start + u] +
-                                       static_cast<int>(blockIdx.x - ts / per_bin)
-                                 : -1;
-    const int b = u / p.kv_heads, h = u - b * p.kv_heads;
-    const int first = sched[layout.first_tile + b];
-    cta.run_piece(b, h, first + static_cast<int>(pos - ts), first + static_cast<int>(piece_end - ts),
-                  slot);
+  // Unit u = [ts, te) in the global tile order; its tiles within the
+  // request start at `first`.
+  int u = first_unit.x;
+  int32_t ts = first_unit.y, te = first_unit.z, first = first_unit.w;
+  int32_t pos = begin;
+  while (true) {
+    const int32_t piece_end = te < end ? te : end;
+    Piece piece;
+    piece.u = u;
+    piece.tile_begin = first + (pos - ts);
+    piece.tile_end = first + (piece_end - ts);
+    const int32_t first_bin = ts / per_bin;
+    piece.pieces = (te - 1) / per_bin - first_bin + 1;  // unit_pieces, te > ts
+    piece.index = static_cast<int32_t>(blockIdx.x) - first_bin;
+    cta.run_piece(piece);
     pos = piece_end;
+    // The next unit with tiles, if the bin reaches it.
+    do {
+      ++u;
+      if (pos >= end || u >= units) return;
+      ts = tile_start[u];
+      te = tile_start[u + 1];
+    } while (te <= pos);  // units with no tiles
+    first = sched[layout.first_tile + u / p.kv_heads];
   }
 }
 

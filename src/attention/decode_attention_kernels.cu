@@ -6,58 +6,80 @@
 #include <algorithm>
 
 #include "attention/decode_attention_kernel.cuh"
+#include "attention/decode_merge.cuh"
 #include "common/cuda_check.h"
 #include "common/launch.h"
 
 namespace hpc_ops::attention {
 namespace {
 
-constexpr int kMergeThreads = 256;
+constexpr int kMergeThreads = 512;
+constexpr int kMergeWarps = kMergeThreads / 32;
 
-// One warp per output row (unit, row): lane l owns columns 4l .. 4l + 3.
-// Units of one piece were written by the attention kernel; units with no
-// tiles (kv_len 0) get zeros and lse = -inf.
+// Warps that share one output row: enough that a row's pieces take one round
+// trip of kMergeUnroll loads per warp (up to 16 warps: 128 pieces per round
+// trip). One warp per row walked the 256 pieces of 1 x 64K (8 q heads over 1
+// kv head) in ~64 dependent round trips: 72 us for the whole call.
+__device__ __forceinline__ int merge_warps_per_row(int32_t most_pieces) {
+  int w = 1;
+  while (w < kMergeWarps && w * kMergeUnroll < most_pieces) w *= 2;
+  return w;
+}
+
+// Writes the output rows the attention kernel left (schedule word 5 counts
+// their units): units cut into more pieces than merged_by_attention allows,
+// by combining their partial results, and units with no tiles (kv_len 0:
+// zeros, lse -inf). An output row (unit, row) is a job; a CTA takes
+// kMergeWarps / W jobs at a time, W warps per job (W from the schedule's
+// largest piece count, so uniform over the grid), and loops over the jobs
+// with a grid stride. Warp w of a job takes pieces w, w + W, ...; the job's
+// warps meet in shared memory.
 __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const __grid_constant__ DecodeParams p) {
+  __shared__ float warp_max[kMergeWarps];
+  __shared__ float warp_den[kMergeWarps];
+  __shared__ float4 warp_acc[kMergeWarps][32];
   // Launched early (PDL): the partial results are complete only after this.
   device::pdl_wait_for_previous();
-  const int64_t warp_id = (int64_t{blockIdx.x} * kMergeThreads + threadIdx.x) / 32;
-  const int lane = threadIdx.x % 32;
   const int32_t* sched = p.schedule;
-  const int32_t per_bin = sched[0], units = sched[2];
-  if (warp_id >= int64_t{units} * p.rows) return;
-  const int u = static_cast<int>(warp_id / p.rows), row = static_cast<int>(warp_id % p.rows);
+  const int32_t per_bin = sched[0], most_pieces = sched[4], left_to_merge = sched[5];
+  if (left_to_merge == 0) return;  // uniform over the grid
+  const int32_t units = p.batch * p.kv_heads;
   const ScheduleLayout layout = schedule_layout(p.batch, p.kv_heads, p.num_bins);
-  const int32_t ts = sched[layout.tile_start + u], te = sched[layout.tile_start + u + 1];
-  const int32_t pieces = unit_pieces(ts, te - ts, per_bin);
-  if (pieces == 1) return;
-  const int b = u / p.kv_heads, h = u - b * p.kv_heads;
-  const int qi = row / p.group, hi = row - qi * p.group;
-  const int64_t q_row = int64_t{b} * p.q_len + qi, head = int64_t{h} * p.group + hi;
-
-  float m_all = -INFINITY;
-  const int64_t first = int64_t{sched[layout.slot_start + u]} * p.rows + row;
-  for (int k = 0; k < pieces; ++k) m_all = fmaxf(m_all, p.partial_lse[first + int64_t{k} * p.rows]);
-  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  float den = 0.0f;
-  if (m_all != -INFINITY) {
-    for (int k = 0; k < pieces; ++k) {
-      const int64_t at = first + int64_t{k} * p.rows;
-      const float f = exp2f(p.partial_lse[at] - m_all);
-      const float4 v = *reinterpret_cast<const float4*>(p.partial_out + at * kDecodeHeadDim + lane * 4);
-      den += f;
-      acc.x += f * v.x;
-      acc.y += f * v.y;
-      acc.z += f * v.z;
-      acc.w += f * v.w;
+  const int warps_per_row = merge_warps_per_row(most_pieces);
+  const int rows_per_cta = kMergeWarps / warps_per_row;
+  const int warp = static_cast<int>(threadIdx.x / 32), lane = static_cast<int>(threadIdx.x % 32);
+  const int job_in_cta = warp / warps_per_row, part = warp % warps_per_row;
+  const int64_t jobs = int64_t{units} * p.rows;
+  for (int64_t base = int64_t{blockIdx.x} * rows_per_cta; base < jobs;
+       base += int64_t{gridDim.x} * rows_per_cta) {
+    const int64_t job = base + job_in_cta;
+    int u = 0, row = 0;
+    int32_t pieces = 1, slot0 = 0;  // past the last job: nothing to write
+    if (job < jobs) {
+      u = static_cast<int>(job / p.rows);
+      row = static_cast<int>(job - int64_t{u} * p.rows);
+      const int32_t ts = sched[layout.tile_start + u], te = sched[layout.tile_start + u + 1];
+      slot0 = sched[layout.slot_start + u];  // loaded with tile_start: one round trip
+      pieces = unit_pieces(ts, te - ts, per_bin);
     }
-  }
-  const float inv = den > 0.0f ? 1.0f / den : 0.0f;
-  __nv_bfloat16* dst = p.out + q_row * p.out_row_stride + head * p.out_head_stride + lane * 4;
-  *reinterpret_cast<uint2*>(dst) = make_uint2(device::pack_bf16x2(acc.x * inv, acc.y * inv),
-                                              device::pack_bf16x2(acc.z * inv, acc.w * inv));
-  if (p.lse != nullptr && lane == 0) {
-    p.lse[q_row * p.lse_row_stride + head * p.lse_head_stride] =
-        den > 0.0f ? (m_all + log2f(den)) * 0.6931471805599453f : -INFINITY;
+    const bool mine = pieces == 0 || (pieces >= 2 && !merged_by_attention(pieces, p.rows));
+    MergedRow r;
+    if (mine && pieces >= 2) r = merge_row_pieces(p, slot0, row, part, pieces, warps_per_row, lane);
+    if (warps_per_row > 1) {  // uniform over the grid
+      warp_acc[warp][lane] = r.acc;
+      if (lane == 0) {
+        warp_max[warp] = r.m;
+        warp_den[warp] = r.den;
+      }
+      __syncthreads();
+      if (part == 0) {
+        for (int w = 1; w < warps_per_row; ++w) {
+          r.add(warp_max[warp + w], warp_den[warp + w], warp_acc[warp + w][lane]);
+        }
+      }
+      __syncthreads();  // the shared arrays are rewritten by the next round
+    }
+    if (mine && part == 0) store_merged_row(p, u, row, r, lane);
   }
 }
 
@@ -142,8 +164,12 @@ void launch_decode_attention(const DecodeParams& p, cudaStream_t stream) {
   } else {
     launch_format<KvBf16>(p, stream);
   }
-  const int64_t warps = int64_t{p.batch} * p.kv_heads * p.rows;
-  const int64_t blocks = (warps * 32 + kMergeThreads - 1) / kMergeThreads;
+  // One CTA per kMergeWarps output rows covers every row at one warp per row;
+  // at W warps per row the CTAs loop, but the grid is at least one CTA per
+  // row (up to one per bin), so a few long rows still spread over the SMs.
+  const int64_t rows = int64_t{p.batch} * p.kv_heads * p.rows;
+  const int64_t blocks = std::max((rows + kMergeWarps - 1) / kMergeWarps,
+                                  std::min<int64_t>(rows, p.num_bins));
   launch_pdl(decode_merge_kernel, static_cast<unsigned>(std::max<int64_t>(blocks, 1)), kMergeThreads, 0,
              stream, p);
 }

@@ -46,7 +46,7 @@ struct DecodeParams {
   float softmax_scale = 0.0f;
   float soft_cap = 0.0f;  // 0: off
 
-  const int32_t* schedule = nullptr;
+  int32_t* schedule = nullptr;  // read; the attention kernel also counts arrivals in it
   float* partial_out = nullptr;  // [slots][rows][128]
   float* partial_lse = nullptr;  // [slots][rows], log2 domain
   int32_t num_bins = 0;

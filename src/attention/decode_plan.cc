@@ -4,6 +4,7 @@
 #include "attention/decode_plan.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "attention/decode_kernels.h"
 #include "common/check.h"
@@ -29,26 +30,36 @@ void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* s
   }
   schedule[l.tile_start + units] = static_cast<int32_t>(total);
   const int32_t per_bin = tiles_per_bin(total, info.num_bins);
+  const int rows = unit_rows(info);
   int64_t slots = 0;
+  int32_t most_pieces = 0, left_to_merge = 0;
   for (int64_t u = 0; u < units; ++u) {
     schedule[l.slot_start + u] = static_cast<int32_t>(slots);
     const int64_t start = schedule[l.tile_start + u];
     const int32_t pieces = unit_pieces(start, schedule[l.tile_start + u + 1] - start, per_bin);
     if (pieces >= 2) slots += pieces;
+    most_pieces = std::max(most_pieces, pieces);
+    if (pieces == 0 || (pieces >= 2 && !merged_by_attention(pieces, rows))) ++left_to_merge;
   }
   schedule[l.slot_start + units] = static_cast<int32_t>(slots);
-  // The unit whose tiles hold each bin's first tile (so a CTA needs no search).
-  std::fill(schedule + l.bin_unit, schedule + l.bin_unit + info.num_bins, -1);
+  // Each bin's first unit (so a CTA needs no search and one load).
+  for (int64_t c = 0; c < info.num_bins; ++c) schedule[l.bin_first + kBinFirstWords * c] = -1;
   for (int64_t u = 0; u < units; ++u) {
-    const int64_t ts = schedule[l.tile_start + u], te = schedule[l.tile_start + u + 1];
-    for (int64_t c = (ts + per_bin - 1) / per_bin; c * per_bin < te; ++c) {
-      schedule[l.bin_unit + c] = static_cast<int32_t>(u);
+    const int32_t ts = schedule[l.tile_start + u], te = schedule[l.tile_start + u + 1];
+    for (int32_t c = (ts + per_bin - 1) / per_bin; int64_t{c} * per_bin < te; ++c) {
+      int32_t* record = schedule + l.bin_first + kBinFirstWords * c;
+      record[0] = static_cast<int32_t>(u);
+      record[1] = ts;
+      record[2] = te;
+      record[3] = schedule[l.first_tile + u / heads];
     }
   }
   schedule[0] = per_bin;
   schedule[1] = static_cast<int32_t>(total);
   schedule[2] = static_cast<int32_t>(units);
   schedule[3] = static_cast<int32_t>(slots);
+  schedule[4] = most_pieces;
+  schedule[5] = left_to_merge;
 }
 
 }  // namespace attention
@@ -94,22 +105,37 @@ DecodePlanInfo make_decode_plan_info(int32_t batch, int32_t num_q_heads, int32_t
   info.sliding_window = sliding_window;
   info.kv_dtype = kv_dtype;
   const int rows = q_len * group;
+  int32_t bins = 1;  // no device: a description for argument checks only
   if (device >= 0) {
     const int sms = detail::multiprocessor_count(check.op(), device);
-    info.num_bins = std::max(1, sms * attention::decode_ctas_per_sm(rows, kv_dtype == DType::kFloat8E4M3, device));
-  } else {
-    info.num_bins = 1;  // no device: a description for argument checks only
+    bins = std::max(1, sms * attention::decode_ctas_per_sm(rows, kv_dtype == DType::kFloat8E4M3, device));
+    if (const char* forced = std::getenv("HPC_OPS_DECODE_BINS")) {  // tuning experiments
+      const int n = std::atoi(forced);
+      if (n > 0) bins = n;
+    }
   }
+  return with_decode_bins(info, bins);
+}
+
+DecodePlanInfo with_decode_bins(const DecodePlanInfo& info, int32_t num_bins) {
+  const Checker check("with_decode_bins");
+  if (num_bins < 1) check.invalid("num_bins = ", num_bins, ", expected >= 1");
+  if (info.batch < 0 || info.num_kv_heads < 1 || info.num_q_heads % info.num_kv_heads != 0) {
+    check.invalid("the plan description is inconsistent (make it with make_decode_plan_info)");
+  }
+  DecodePlanInfo out = info;
+  out.num_bins = num_bins;
   // Each bin boundary cuts at most one unit, and a unit cut into p pieces
   // crosses p - 1 boundaries with p <= 2 (p - 1): at most 2 x bins slots.
-  info.num_slots = 2 * info.num_bins;
-  const attention::ScheduleLayout l = attention::schedule_layout(batch, num_kv_heads, info.num_bins);
-  info.schedule_words = l.words;
+  out.num_slots = 2 * num_bins;
+  const attention::ScheduleLayout l = attention::schedule_layout(info.batch, info.num_kv_heads, num_bins);
+  out.schedule_words = l.words;
+  const int64_t rows = int64_t{info.q_len} * (info.num_q_heads / info.num_kv_heads);
   const int64_t schedule_bytes = (l.words * 4 + 255) / 256 * 256;
-  const int64_t partial_bytes = int64_t{info.num_slots} * rows * head_dim * 4;
-  const int64_t lse_bytes = int64_t{info.num_slots} * rows * 4;
-  info.workspace_bytes = schedule_bytes + partial_bytes + lse_bytes;
-  return info;
+  const int64_t partial_bytes = int64_t{out.num_slots} * rows * info.head_dim * 4;
+  const int64_t lse_bytes = int64_t{out.num_slots} * rows * 4;
+  out.workspace_bytes = schedule_bytes + partial_bytes + lse_bytes;
+  return out;
 }
 
 namespace {

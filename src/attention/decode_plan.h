@@ -8,15 +8,23 @@
 // window reaches) to ceil(L / 64). Units are laid end to end; bin c (CTA c)
 // takes the global tiles [c*T, (c+1)*T), T = max(ceil(total / bins),
 // kMinTilesPerBin), cutting units at bin boundaries into pieces. A unit cut
-// into p >= 2 pieces writes p partial results (slots slot_start[u] ..) that
-// the merge kernel combines; a unit of one piece writes its output directly.
+// into p >= 2 pieces writes p partial results (slots slot_start[u] ..); the
+// attention CTA that finishes last combines them when they are few
+// (merged_by_attention), the merge kernel otherwise. A unit of one piece
+// writes its output directly; the merge kernel writes units with no tiles.
 //
 // Schedule words (int32):
-//   [0] T   [1] total tiles   [2] units   [3] slots used   [4..7] 0
+//   [0] T   [1] total tiles   [2] units   [3] slots used
+//   [4] most pieces of one unit (the merge kernel sizes its warps by it)
+//   [5] units the merge kernel writes (no tiles, or too many pieces)   [6..7] 0
 //   [8 ..]              tile_start[units + 1]  (exclusive scan of tiles per unit)
 //   [9 + units ..]      slot_start[units + 1]  (exclusive scan of pieces of cut units)
 //   [10 + 2 units ..]   first_tile[batch]
-//   [.. + batch ..]     bin_unit[bins]  (the unit holding tile c*T; -1 past the end)
+//   [.. + batch ..]     arrivals[units]: pieces of the unit finished in this
+//                       call; 0 between calls (the last piece resets it)
+//   [.. 4-word aligned] bin_first[bins][4]: the unit holding tile c*T, in one
+//                       16-byte load: {unit (-1 past the end), its start tile,
+//                       its end tile, first_tile[b]}
 #pragma once
 
 #include <cstdint>
@@ -46,8 +54,9 @@ constexpr int32_t kMaxKvLen = 1 << 21;
 constexpr int64_t kMaxUnits = (int64_t{1} << 16) - 1;
 
 struct ScheduleLayout {
-  int64_t tile_start = 0, slot_start = 0, first_tile = 0, bin_unit = 0, words = 0;
+  int64_t tile_start = 0, slot_start = 0, first_tile = 0, arrivals = 0, bin_first = 0, words = 0;
 };
+constexpr int kBinFirstWords = 4;
 
 HPC_OPS_HOST_DEVICE inline ScheduleLayout schedule_layout(int64_t batch, int64_t kv_heads,
                                                           int64_t bins) {
@@ -56,8 +65,9 @@ HPC_OPS_HOST_DEVICE inline ScheduleLayout schedule_layout(int64_t batch, int64_t
   l.tile_start = kScheduleHeaderWords;
   l.slot_start = l.tile_start + units + 1;
   l.first_tile = l.slot_start + units + 1;
-  l.bin_unit = l.first_tile + batch;
-  l.words = l.bin_unit + bins;
+  l.arrivals = l.first_tile + batch;
+  l.bin_first = (l.arrivals + units + kBinFirstWords - 1) / kBinFirstWords * kBinFirstWords;
+  l.words = l.bin_first + kBinFirstWords * bins;
   return l;
 }
 
@@ -84,6 +94,22 @@ HPC_OPS_HOST_DEVICE inline int32_t tiles_per_bin(int64_t total, int32_t bins) {
 HPC_OPS_HOST_DEVICE inline int32_t unit_pieces(int64_t start, int64_t tiles, int32_t per_bin) {
   if (tiles <= 0) return 0;
   return static_cast<int32_t>((start + tiles - 1) / per_bin - start / per_bin + 1);
+}
+
+// Warps of the attention kernel for units of `rows` rows (its m-tile
+// variants: 4 warps up to 64 rows, 8 above).
+HPC_OPS_HOST_DEVICE constexpr int attention_warps(int rows) { return rows <= 64 ? 4 : 8; }
+
+// Whether the attention CTA finishing a cut unit's last piece combines its
+// pieces itself: when each of its warps has at most 32 (row, piece) partials
+// to read (four round trips of 8 loads). Beyond that the merge kernel spreads
+// the rows over the GPU. Combining in the attention kernel saves the merge
+// kernel's chain of dependent loads after the attention grid (~4 us of a
+// 10.5 us batch-1 call at L = 1K).
+constexpr int kMergeRowPiecesPerWarp = 32;
+HPC_OPS_HOST_DEVICE inline bool merged_by_attention(int32_t pieces, int rows) {
+  const int warps = attention_warps(rows);
+  return int64_t{pieces} * ((rows + warps - 1) / warps) <= kMergeRowPiecesPerWarp;
 }
 
 // Rows of one unit's output tile: q_len query tokens x group heads.

@@ -39,9 +39,11 @@ __device__ int32_t scan_units(int32_t units, Count count, int32_t* out,
 
 __global__ void __launch_bounds__(kPlanThreads)
     decode_plan_kernel(const int32_t* kv_lens, int32_t batch, int32_t heads, int32_t q_len,
-                       int32_t window, int32_t bins, int32_t* sched) {
+                       int32_t rows, int32_t window, int32_t bins, int32_t* sched) {
   __shared__ typename PlanScan::TempStorage scan_storage;
   __shared__ int32_t carry;
+  __shared__ int32_t most_pieces, left_to_merge;  // header words 4 and 5
+  if (threadIdx.x == 0) most_pieces = left_to_merge = 0;
   device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
   const ScheduleLayout layout = schedule_layout(batch, heads, bins);
   const int32_t units = batch * heads;
@@ -65,19 +67,29 @@ __global__ void __launch_bounds__(kPlanThreads)
         const int32_t start = sched[layout.tile_start + u];
         const int32_t next = u + 1 < units ? sched[layout.tile_start + u + 1] : total;
         const int32_t pieces = unit_pieces(start, next - start, per_bin);
+        atomicMax(&most_pieces, pieces);
+        if (pieces == 0 || (pieces >= 2 && !merged_by_attention(pieces, rows))) {
+          atomicAdd(&left_to_merge, 1);
+        }
         return pieces >= 2 ? pieces : 0;
       },
       sched + layout.slot_start, scan_storage, carry);
-  // Pass 3: bin_unit (every bin first -1, then the unit holding its first tile).
+  // Pass 3: arrivals (zero), bin_first (every bin's unit first -1, then the
+  // record of the unit holding its first tile).
+  for (int64_t w = layout.arrivals + threadIdx.x; w < layout.bin_first; w += kPlanThreads) {
+    sched[w] = 0;  // arrivals and the alignment padding (zero in the CPU planner's words too)
+  }
   for (int32_t c = static_cast<int32_t>(threadIdx.x); c < bins; c += kPlanThreads) {
-    sched[layout.bin_unit + c] = -1;
+    const int4 none = make_int4(-1, 0, 0, 0);
+    *reinterpret_cast<int4*>(sched + layout.bin_first + kBinFirstWords * c) = none;
   }
   __syncthreads();
   for (int32_t u = static_cast<int32_t>(threadIdx.x); u < units; u += kPlanThreads) {
     const int32_t ts = sched[layout.tile_start + u];
     const int32_t te = u + 1 < units ? sched[layout.tile_start + u + 1] : total;
+    const int4 record = make_int4(u, ts, te, sched[layout.first_tile + u / heads]);
     for (int32_t c = (ts + per_bin - 1) / per_bin; int64_t{c} * per_bin < te; ++c) {
-      sched[layout.bin_unit + c] = u;
+      *reinterpret_cast<int4*>(sched + layout.bin_first + kBinFirstWords * c) = record;
     }
   }
   if (threadIdx.x == 0) {
@@ -87,7 +99,9 @@ __global__ void __launch_bounds__(kPlanThreads)
     sched[1] = total;
     sched[2] = units;
     sched[3] = slots;
-    for (int i = 4; i < kScheduleHeaderWords; ++i) sched[i] = 0;
+    sched[4] = most_pieces;  // complete: the scans' barriers came after every atomic
+    sched[5] = left_to_merge;
+    for (int i = 6; i < kScheduleHeaderWords; ++i) sched[i] = 0;
   }
 }
 
@@ -99,8 +113,8 @@ cudaError_t launch_plan_kernel(const int32_t* kv_lens, const DecodePlanInfo& inf
   shape.grid = dim3(1);
   shape.block = dim3(kPlanThreads);
   return detail::launch_kernel(decode_plan_kernel, shape, stream, kv_lens, info.batch,
-                               info.num_kv_heads, info.q_len, info.sliding_window, info.num_bins,
-                               schedule);
+                               info.num_kv_heads, info.q_len, unit_rows(info), info.sliding_window,
+                               info.num_bins, schedule);
 }
 
 }  // namespace hpc_ops::attention

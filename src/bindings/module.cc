@@ -220,6 +220,9 @@ NB_MODULE(_C, m) {
                                            static_cast<DType>(kv_dtype)));
   }, "batch"_a, "num_q_heads"_a, "num_kv_heads"_a, "head_dim"_a, "q_len"_a, "sliding_window"_a,
      "device"_a, "kv_dtype"_a);
+  m.def("with_decode_bins", [](const PlanTuple& info, int32_t num_bins) {
+    return from_info(with_decode_bins(to_info(info), num_bins));
+  }, "info"_a, "num_bins"_a);
   m.def("plan_decode_attention", [](nb::handle kv_lens, const PlanTuple& info, nb::handle workspace,
                                     uintptr_t stream) {
     plan_decode_attention(to_tensor(kv_lens, "kv_lens"), to_info(info),

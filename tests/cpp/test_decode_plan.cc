@@ -2,7 +2,8 @@
 // The decode-attention schedule (CPU planner): walking it the way the
 // attention kernel does covers every tile of every unit exactly once, the
 // bins hold equal runs, partial slots are distinct and within the workspace,
-// and the merge sees the pieces the kernel wrote.
+// the merge sees the pieces the kernel wrote, and the header counts the
+// largest piece count and the units left to the merge kernel.
 #include <algorithm>
 #include <cstdint>
 #include <random>
@@ -45,7 +46,12 @@ bool walk_is_exact(const std::vector<int32_t>& lens, const DecodePlanInfo& info)
     if (begin >= total) continue;
     int64_t u = std::upper_bound(s.begin() + l.tile_start, s.begin() + l.tile_start + units, begin) -
                 (s.begin() + l.tile_start) - 1;
-    if (s[l.bin_unit + c] != u) return false;  // the kernel starts at bin_unit
+    // The kernel starts from the bin's first-unit record.
+    const int32_t* first = s.data() + l.bin_first + kBinFirstWords * c;
+    if (first[0] != u || first[1] != s[l.tile_start + u] || first[2] != s[l.tile_start + u + 1] ||
+        first[3] != s[l.first_tile + u / info.num_kv_heads]) {
+      return false;
+    }
     for (int64_t pos = begin; pos < end && u < units; ++u) {
       const int64_t ts = s[l.tile_start + u], te = s[l.tile_start + u + 1];
       if (te <= pos) continue;
@@ -62,15 +68,23 @@ bool walk_is_exact(const std::vector<int32_t>& lens, const DecodePlanInfo& info)
     }
   }
   for (int64_t c = (total + per_bin - 1) / per_bin; c < info.num_bins; ++c) {
-    if (s[l.bin_unit + c] != -1) return false;
+    if (s[l.bin_first + kBinFirstWords * c] != -1) return false;
   }
   for (int v : covered) if (v != 1) return false;
   for (int v : slot_used) if (v > 1) return false;
+  int most_pieces = 0, left_to_merge = 0;
+  const int rows = info.q_len * (info.num_q_heads / info.num_kv_heads);
   for (int64_t u = 0; u < units; ++u) {
     const int64_t ts = s[l.tile_start + u], te = s[l.tile_start + u + 1];
     if (pieces_seen[u] != unit_pieces(ts, te - ts, static_cast<int32_t>(per_bin))) return false;
+    most_pieces = std::max(most_pieces, pieces_seen[u]);
+    const int p = pieces_seen[u];
+    left_to_merge += p == 0 || (p >= 2 && !merged_by_attention(p, rows));
+    if (s[l.arrivals + u] != 0) return false;  // counts start at zero
   }
-  return true;
+  // The merge kernel sizes its warps by the largest piece count and skips
+  // its work when no unit is left to it.
+  return s[4] == most_pieces && s[5] == left_to_merge;
 }
 
 }  // namespace
@@ -135,3 +149,15 @@ TEST(empty_and_tiny_batches) {
 }
 
 TEST_MAIN()
+
+TEST(few_pieces_merge_in_the_attention_kernel) {
+  // 8 rows on 4 warps: 2 rows per warp, up to 16 pieces each.
+  EXPECT_TRUE(merged_by_attention(16, 8));
+  EXPECT_TRUE(!merged_by_attention(17, 8));
+  // 1 row: up to 32 pieces.
+  EXPECT_TRUE(merged_by_attention(32, 1));
+  EXPECT_TRUE(!merged_by_attention(33, 1));
+  // 128 rows (q_len 8 x group 16) on 8 warps: 16 rows per warp, 2 pieces.
+  EXPECT_TRUE(merged_by_attention(2, 128));
+  EXPECT_TRUE(!merged_by_attention(3, 128));
+}
