@@ -349,43 +349,18 @@ struct DecodeCta {
       const int row = idx / kQuads, col = (idx % kQuads) * 4;
       if (row >= p.rows) continue;
       const int mt = row / 16, rr = row % 16;
-      float m_all = -INFINITY;
-#pragma unroll
-      for (int w = 0; w < G::kWarpsN; ++w) m_all = fmaxf(m_all, row_max[mt * G::kWarpsN + w][rr]);
-      float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-      float den = 0.0f;
-      if (m_all != -INFINITY) {
-#pragma unroll
-        for (int w = 0; w < G::kWarpsN; ++w) {
-          const int wi = mt * G::kWarpsN + w;
-          const float f = exp2f(row_max[wi][rr] - m_all);
-          den += f * row_sum[wi][rr];
-          const float4 v = *reinterpret_cast<const float4*>(combine + combine_offset(wi * 16 + rr, col));
-          acc.x += f * v.x;
-          acc.y += f * v.y;
-          acc.z += f * v.z;
-          acc.w += f * v.w;
-        }
-      }
-      const float inv = den > 0.0f ? v_mult / den : 0.0f;
-      acc.x *= inv;
-      acc.y *= inv;
-      acc.z *= inv;
-      acc.w *= inv;
-      const float lse2 = den > 0.0f ? m_all + log2f(den) : -INFINITY;
+      const MergedRow merged = combine_states<G::kWarpsN>([&](int w, float& m, float& den, float4& acc) {
+        const int wi = mt * G::kWarpsN + w;
+        m = row_max[wi][rr];
+        den = row_sum[wi][rr];
+        acc = *reinterpret_cast<const float4*>(combine + combine_offset(wi * 16 + rr, col));
+      });
       if (slot < 0) {
-        const int qi = row / p.group, hi = row - qi * p.group;
-        const int64_t q_row = int64_t{b} * p.q_len + qi, head = int64_t{h} * p.group + hi;
-        __nv_bfloat16* dst = p.out + q_row * p.out_row_stride + head * p.out_head_stride + col;
-        const uint2 packed = make_uint2(device::pack_bf16x2(acc.x, acc.y), device::pack_bf16x2(acc.z, acc.w));
-        *reinterpret_cast<uint2*>(dst) = packed;
-        if (p.lse != nullptr && col == 0) {
-          p.lse[q_row * p.lse_row_stride + head * p.lse_head_stride] = lse2 * 0.6931471805599453f;
-        }
+        store_merged_row(p, piece.u, row, col, merged, v_mult);
       } else {
         const int64_t at = int64_t{slot} * p.rows + row;
-        *reinterpret_cast<float4*>(p.partial_out + at * kDecodeHeadDim + col) = acc;
-        if (col == 0) p.partial_lse[at] = lse2;
+        *reinterpret_cast<float4*>(p.partial_out + at * kDecodeHeadDim + col) = merged.output(v_mult);
+        if (col == 0) p.partial_lse[at] = merged.lse2();
       }
     }
     if (slot >= 0 && merged_by_attention(piece.pieces, p.rows)) {
@@ -410,7 +385,7 @@ struct DecodeCta {
     __threadfence();
     for (int row = warp; row < p.rows; row += G::kWarps) {
       const MergedRow r = merge_row_pieces(p, slot0, row, 0, piece.pieces, 1, lane);
-      store_merged_row(p, piece.u, row, r, lane);
+      store_merged_row(p, piece.u, row, 4 * lane, r);
     }
     if (threadIdx.x == 0) arrivals[piece.u] = 0;
   }
@@ -430,7 +405,7 @@ __global__ void __launch_bounds__(DecodeGeometry<kMTiles, Kv>::kThreads)
   const int32_t* sched = p.schedule;
   const ScheduleLayout layout = schedule_layout(p.batch, p.kv_heads, p.num_bins);
   // One round of independent loads: the header and this bin's first unit.
-  // Tile positions fit int32 (decode_plan.h): the walk's divisions stay 32-bit.
+  // Tile positions are int32 (unit_pieces in decode_plan.h).
   const int32_t per_bin = sched[0], total = sched[1], units = sched[2];
   const int4 first_unit = *reinterpret_cast<const int4*>(sched + layout.bin_first +
                                                          kBinFirstWords * blockIdx.x);
@@ -453,9 +428,8 @@ __global__ void __launch_bounds__(DecodeGeometry<kMTiles, Kv>::kThreads)
     piece.u = u;
     piece.tile_begin = first + (pos - ts);
     piece.tile_end = first + (piece_end - ts);
-    const int32_t first_bin = ts / per_bin;
-    piece.pieces = (te - 1) / per_bin - first_bin + 1;  // unit_pieces, te > ts
-    piece.index = static_cast<int32_t>(blockIdx.x) - first_bin;
+    piece.pieces = unit_pieces(ts, te - ts, per_bin);
+    piece.index = static_cast<int32_t>(blockIdx.x) - ts / per_bin;
     cta.run_piece(piece);
     pos = piece_end;
     // The next unit with tiles, if the bin reaches it.

@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const __gri
       slot0 = sched[layout.slot_start + u];  // loaded with tile_start: one round trip
       pieces = unit_pieces(ts, te - ts, per_bin);
     }
-    const bool mine = pieces == 0 || (pieces >= 2 && !merged_by_attention(pieces, p.rows));
+    const bool mine = written_by_merge_kernel(pieces, p.rows);
     MergedRow r;
     if (mine && pieces >= 2) r = merge_row_pieces(p, slot0, row, part, pieces, warps_per_row, lane);
     if (warps_per_row > 1) {  // uniform over the grid
@@ -79,7 +79,7 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const __gri
       }
       __syncthreads();  // the shared arrays are rewritten by the next round
     }
-    if (mine && part == 0) store_merged_row(p, u, row, r, lane);
+    if (mine && part == 0) store_merged_row(p, u, row, 4 * lane, r);
   }
 }
 

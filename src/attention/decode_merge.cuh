@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// Combining the partial results of a unit cut into pieces, one output row per
-// warp (lane l owns columns 4l .. 4l + 3): shared by the attention kernel
-// (its last CTA of a unit with few pieces) and the merge kernel.
+// Combining softmax-weighted partial outputs (online maximum of their log2
+// LSEs) and writing the result: shared by the attention kernel (its warps'
+// states at the end of a piece; its last CTA of a unit with few pieces) and
+// the merge kernel. Merging a row's pieces is done by one warp, lane l owning
+// columns 4l .. 4l + 3.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -36,7 +38,43 @@ struct MergedRow {
     acc.z = acc.z * a + f * v.z;
     acc.w = acc.w * a + f * v.w;
   }
+
+  // The combined log2 LSE (-inf when nothing was visible).
+  __device__ __forceinline__ float lse2() const { return den > 0.0f ? m + log2f(den) : -INFINITY; }
+
+  // The combined output columns, times `scale` (zeros when nothing was visible).
+  __device__ __forceinline__ float4 output(float scale) const {
+    const float inv = den > 0.0f ? scale / den : 0.0f;
+    return make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
+  }
 };
+
+// Combines kN states at once, given as load(i, m, den, acc): the maximum
+// first, then the weighted sums, so the kN exp2s are independent. (The
+// attention kernel's end-of-piece combine through kN chained add() calls was
+// 0.2 us slower per piece: 213 vs 207 us on 32 x 128 + 32 x 4K.)
+template <int kN, class Load>
+__device__ __forceinline__ MergedRow combine_states(Load load) {
+  float m[kN], den[kN];
+  float4 acc[kN];
+  MergedRow r;
+#pragma unroll
+  for (int i = 0; i < kN; ++i) {
+    load(i, m[i], den[i], acc[i]);
+    r.m = fmaxf(r.m, m[i]);
+  }
+  const float m_use = r.m == -INFINITY ? 0.0f : r.m;  // nothing visible: weights 0
+#pragma unroll
+  for (int i = 0; i < kN; ++i) {
+    const float f = exp2f(m[i] - m_use);
+    r.den += f * den[i];
+    r.acc.x += f * acc[i].x;
+    r.acc.y += f * acc[i].y;
+    r.acc.z += f * acc[i].z;
+    r.acc.w += f * acc[i].w;
+  }
+  return r;
+}
 
 // Row `row` of pieces k0, k0 + step, ... < pieces of the unit whose first
 // partial slot is slot0. The partials were written by other CTAs of the
@@ -55,19 +93,18 @@ __device__ __forceinline__ MergedRow merge_row_pieces(const DecodeParams& p, int
   return r;
 }
 
-// Writes row `row` of unit u (bf16 output and, if asked, the natural-log LSE).
-__device__ __forceinline__ void store_merged_row(const DecodeParams& p, int u, int row, const MergedRow& r,
-                                                 int lane) {
+// Writes columns col .. col + 3 of output row `row` of unit u, times `scale`,
+// in bf16, and (from the col == 0 thread, if asked) the natural-log LSE.
+__device__ __forceinline__ void store_merged_row(const DecodeParams& p, int u, int row, int col,
+                                                 const MergedRow& r, float scale = 1.0f) {
   const int b = u / p.kv_heads, h = u - b * p.kv_heads;
   const int qi = row / p.group, hi = row - qi * p.group;
   const int64_t q_row = int64_t{b} * p.q_len + qi, head = int64_t{h} * p.group + hi;
-  const float inv = r.den > 0.0f ? 1.0f / r.den : 0.0f;
-  __nv_bfloat16* dst = p.out + q_row * p.out_row_stride + head * p.out_head_stride + lane * 4;
-  *reinterpret_cast<uint2*>(dst) = make_uint2(device::pack_bf16x2(r.acc.x * inv, r.acc.y * inv),
-                                              device::pack_bf16x2(r.acc.z * inv, r.acc.w * inv));
-  if (p.lse != nullptr && lane == 0) {
-    p.lse[q_row * p.lse_row_stride + head * p.lse_head_stride] =
-        r.den > 0.0f ? (r.m + log2f(r.den)) * 0.6931471805599453f : -INFINITY;
+  const float4 o = r.output(scale);
+  __nv_bfloat16* dst = p.out + q_row * p.out_row_stride + head * p.out_head_stride + col;
+  *reinterpret_cast<uint2*>(dst) = make_uint2(device::pack_bf16x2(o.x, o.y), device::pack_bf16x2(o.z, o.w));
+  if (p.lse != nullptr && col == 0) {
+    p.lse[q_row * p.lse_row_stride + head * p.lse_head_stride] = r.lse2() * 0.6931471805599453f;
   }
 }
 

@@ -4,12 +4,12 @@
 #include "attention/decode_plan.h"
 
 #include <algorithm>
-#include <cstdlib>
 
 #include "attention/decode_kernels.h"
 #include "common/check.h"
 #include "common/cuda_check.h"
 #include "common/device_info.h"
+#include "common/env.h"
 
 namespace hpc_ops {
 namespace attention {
@@ -35,11 +35,11 @@ void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* s
   int32_t most_pieces = 0, left_to_merge = 0;
   for (int64_t u = 0; u < units; ++u) {
     schedule[l.slot_start + u] = static_cast<int32_t>(slots);
-    const int64_t start = schedule[l.tile_start + u];
+    const int32_t start = schedule[l.tile_start + u];
     const int32_t pieces = unit_pieces(start, schedule[l.tile_start + u + 1] - start, per_bin);
     if (pieces >= 2) slots += pieces;
     most_pieces = std::max(most_pieces, pieces);
-    if (pieces == 0 || (pieces >= 2 && !merged_by_attention(pieces, rows))) ++left_to_merge;
+    if (written_by_merge_kernel(pieces, rows)) ++left_to_merge;
   }
   schedule[l.slot_start + units] = static_cast<int32_t>(slots);
   // Each bin's first unit (so a CTA needs no search and one load).
@@ -47,11 +47,8 @@ void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* s
   for (int64_t u = 0; u < units; ++u) {
     const int32_t ts = schedule[l.tile_start + u], te = schedule[l.tile_start + u + 1];
     for (int32_t c = (ts + per_bin - 1) / per_bin; int64_t{c} * per_bin < te; ++c) {
-      int32_t* record = schedule + l.bin_first + kBinFirstWords * c;
-      record[0] = static_cast<int32_t>(u);
-      record[1] = ts;
-      record[2] = te;
-      record[3] = schedule[l.first_tile + u / heads];
+      write_bin_first(schedule + l.bin_first + kBinFirstWords * c, static_cast<int32_t>(u), ts, te,
+                      schedule[l.first_tile + u / heads]);
     }
   }
   schedule[0] = per_bin;
@@ -109,10 +106,8 @@ DecodePlanInfo make_decode_plan_info(int32_t batch, int32_t num_q_heads, int32_t
   if (device >= 0) {
     const int sms = detail::multiprocessor_count(check.op(), device);
     bins = std::max(1, sms * attention::decode_ctas_per_sm(rows, kv_dtype == DType::kFloat8E4M3, device));
-    if (const char* forced = std::getenv("HPC_OPS_DECODE_BINS")) {  // tuning experiments
-      const int n = std::atoi(forced);
-      if (n > 0) bins = n;
-    }
+    const int forced = detail::env_int("HPC_OPS_DECODE_BINS", 0);  // tuning experiments
+    if (forced > 0) bins = forced;
   }
   return with_decode_bins(info, bins);
 }

@@ -91,9 +91,11 @@ HPC_OPS_HOST_DEVICE inline int32_t tiles_per_bin(int64_t total, int32_t bins) {
 }
 
 // Pieces of a unit whose tiles are [start, start + tiles) in the global order.
-HPC_OPS_HOST_DEVICE inline int32_t unit_pieces(int64_t start, int64_t tiles, int32_t per_bin) {
+// Tile positions fit int32 (kMaxKvLen, kMaxUnits): 32-bit divisions (a 64-bit
+// one per piece cost the attention kernel 7 us on 256 two-tile units).
+HPC_OPS_HOST_DEVICE inline int32_t unit_pieces(int32_t start, int32_t tiles, int32_t per_bin) {
   if (tiles <= 0) return 0;
-  return static_cast<int32_t>((start + tiles - 1) / per_bin - start / per_bin + 1);
+  return (start + tiles - 1) / per_bin - start / per_bin + 1;
 }
 
 // Warps of the attention kernel for units of `rows` rows (its m-tile
@@ -110,6 +112,23 @@ constexpr int kMergeRowPiecesPerWarp = 32;
 HPC_OPS_HOST_DEVICE inline bool merged_by_attention(int32_t pieces, int rows) {
   const int warps = attention_warps(rows);
   return int64_t{pieces} * ((rows + warps - 1) / warps) <= kMergeRowPiecesPerWarp;
+}
+
+// Whether the merge kernel writes a unit's rows: units with no tiles (zeros,
+// lse -inf) and units cut into more pieces than merged_by_attention allows.
+// The planners count these units in schedule word 5.
+HPC_OPS_HOST_DEVICE inline bool written_by_merge_kernel(int32_t pieces, int rows) {
+  return pieces == 0 || (pieces >= 2 && !merged_by_attention(pieces, rows));
+}
+
+// Bin c's record (bin_first above) for unit u = [ts, te) of a request whose
+// tiles start at first_tile; both planners write it through this.
+HPC_OPS_HOST_DEVICE inline void write_bin_first(int32_t* record, int32_t u, int32_t ts, int32_t te,
+                                                int32_t first_tile) {
+  record[0] = u;
+  record[1] = ts;
+  record[2] = te;
+  record[3] = first_tile;
 }
 
 // Rows of one unit's output tile: q_len query tokens x group heads.

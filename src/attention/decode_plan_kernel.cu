@@ -68,9 +68,7 @@ __global__ void __launch_bounds__(kPlanThreads)
         const int32_t next = u + 1 < units ? sched[layout.tile_start + u + 1] : total;
         const int32_t pieces = unit_pieces(start, next - start, per_bin);
         atomicMax(&most_pieces, pieces);
-        if (pieces == 0 || (pieces >= 2 && !merged_by_attention(pieces, rows))) {
-          atomicAdd(&left_to_merge, 1);
-        }
+        if (written_by_merge_kernel(pieces, rows)) atomicAdd(&left_to_merge, 1);
         return pieces >= 2 ? pieces : 0;
       },
       sched + layout.slot_start, scan_storage, carry);
@@ -80,16 +78,15 @@ __global__ void __launch_bounds__(kPlanThreads)
     sched[w] = 0;  // arrivals and the alignment padding (zero in the CPU planner's words too)
   }
   for (int32_t c = static_cast<int32_t>(threadIdx.x); c < bins; c += kPlanThreads) {
-    const int4 none = make_int4(-1, 0, 0, 0);
-    *reinterpret_cast<int4*>(sched + layout.bin_first + kBinFirstWords * c) = none;
+    write_bin_first(sched + layout.bin_first + kBinFirstWords * c, -1, 0, 0, 0);
   }
   __syncthreads();
   for (int32_t u = static_cast<int32_t>(threadIdx.x); u < units; u += kPlanThreads) {
     const int32_t ts = sched[layout.tile_start + u];
     const int32_t te = u + 1 < units ? sched[layout.tile_start + u + 1] : total;
-    const int4 record = make_int4(u, ts, te, sched[layout.first_tile + u / heads]);
+    const int32_t first_tile = sched[layout.first_tile + u / heads];
     for (int32_t c = (ts + per_bin - 1) / per_bin; int64_t{c} * per_bin < te; ++c) {
-      *reinterpret_cast<int4*>(sched + layout.bin_first + kBinFirstWords * c) = record;
+      write_bin_first(sched + layout.bin_first + kBinFirstWords * c, u, ts, te, first_tile);
     }
   }
   if (threadIdx.x == 0) {

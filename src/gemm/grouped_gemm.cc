@@ -3,11 +3,11 @@
 // the weight TMA descriptor, then one launch (grouped_gemm_*.cu).
 #include "hpc_ops/grouped_gemm.h"
 
-#include <cstdlib>
 
 #include "common/check.h"
 #include "common/cuda_check.h"
 #include "common/device_info.h"
+#include "common/env.h"
 #include "common/tma_map.h"
 #include "gemm/grouped_gemm_config.h"
 #include "gemm/grouped_gemm_kernels.h"
@@ -81,10 +81,7 @@ void check_scale_tensor(const Checker& check, const Tensor& t, const char* name)
 // environment variable HPC_OPS_GEMM_TOKEN_TILE (16, 32, 64, 128) overrides it
 // for tuning runs.
 int token_tile_for(int64_t expected_rows) {
-  static const int forced = [] {
-    const char* v = std::getenv("HPC_OPS_GEMM_TOKEN_TILE");
-    return v ? std::atoi(v) : 0;
-  }();
+  static const int forced = detail::env_int("HPC_OPS_GEMM_TOKEN_TILE", 0);
   for (int tile : gemm::kTokenTiles) {
     if (forced == tile) return tile;
   }

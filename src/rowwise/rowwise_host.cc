@@ -3,11 +3,11 @@
 // the checked launch (see rowwise_host.h).
 #include "rowwise/rowwise_host.h"
 
-#include <cstdlib>
 #include <string>
 
 #include "common/cuda_check.h"
 #include "common/device_info.h"
+#include "common/env.h"
 
 namespace hpc_ops::rowwise {
 namespace {
@@ -21,12 +21,8 @@ std::string scaling_list(std::initializer_list<Fp8Scaling> allowed) {
   return s;
 }
 
-// Tuning switches, read from the environment once per process (never needed
-// for correct results; the defaults are the measured choices).
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  return v ? std::atoi(v) : fallback;
-}
+// Tuning switches (common/env.h), read once per process.
+using detail::env_int;
 // HPC_OPS_ROWWISE_VECS=N forces N vectors per thread.
 int forced_vecs() {
   static const int forced = env_int("HPC_OPS_ROWWISE_VECS", 0);

@@ -4,7 +4,6 @@
 #include "hpc_ops/sampling.h"
 
 #include <cmath>
-#include <cstdlib>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -13,6 +12,7 @@
 #include "common/check.h"
 #include "common/cuda_check.h"
 #include "common/device_info.h"
+#include "common/env.h"
 #include "sampling/sampling_config.h"
 #include "sampling/sampling_kernels.h"
 
@@ -191,8 +191,7 @@ bool threshold_search(const sampling::SamplingParams& p, int64_t vocab) {
 sampling::ClusterSplit split_for(int64_t vocab, int64_t rows, bool thresholds, int device,
                                  const char* op) {
   int max_cluster = sampling::kPortableCluster;
-  if (const char* env = std::getenv("HPC_OPS_SAMPLING_CLUSTER")) {
-    const int v = std::atoi(env);
+  if (const int v = detail::env_int("HPC_OPS_SAMPLING_CLUSTER", 0); v != 0) {
     if (v >= 1 && v <= sampling::kMaxClusterSize) max_cluster = v;
   } else if (!thresholds && rows <= sampling::kWideClusterMaxRows) {
     // (the occupancy query only where max_cluster_for may answer 16)
@@ -201,8 +200,8 @@ sampling::ClusterSplit split_for(int64_t vocab, int64_t rows, bool thresholds, i
   sampling::ClusterSplit split = sampling::choose_cluster_split(
       vocab, max_cluster, sampling::shared_memory_budget(op), sampling::shared_state_bytes());
   // HPC_OPS_SAMPLING_THREADS=1024 or 512 forces the CTA size (experiments, tests).
-  const char* forced = std::getenv("HPC_OPS_SAMPLING_THREADS");
-  const bool paired = forced ? std::atoi(forced) == sampling::kPairedCtaThreads
+  const int forced = detail::env_int("HPC_OPS_SAMPLING_THREADS", 0);
+  const bool paired = forced ? forced == sampling::kPairedCtaThreads
                              : sampling::use_paired_ctas(rows, split.cluster,
                                                          detail::multiprocessor_count(op, device));
   if (paired) {
