@@ -68,11 +68,15 @@ for dtype in (BF16, torch.float16, torch.float32):
 
 if "attention" in hpc_ops.built_families():
     # Decode attention: ragged lengths (0, 1, page + 1, a cut long request), shuffled
-    # pages of 16 tokens, GQA 4, q_len 2 and 1, BF16 and FP8 caches (FP8: fp8 q,
-    # per-token k scales, per-head v scales); the reference is float32 per request.
+    # pages of 16 tokens, GQA 4, q_len 1, 2, 4 and 5, BF16 and FP8 caches (FP8:
+    # per-token k scales, per-head v scales; an fp8 q at 4 and 8 query rows, a bf16
+    # q at 16 and 20: both tokens-on-M variants and the rows-on-M FP8 kernel); the
+    # reference is float32 per request.
     FP8 = torch.float8_e4m3fn
     for fp8, q_len, lens in ((False, 1, [0, 1, 17, 700]), (False, 2, [2, 65, 3000]),
-                             (True, 1, [0, 1, 17, 700]), (True, 2, [2, 65, 3000])):
+                             (True, 1, [0, 1, 17, 700]), (True, 2, [2, 65, 3000]),
+                             (True, 4, [4, 65, 3000]), (True, 5, [9, 300])):
+        q_fp8 = q_len <= 2
         hkv, group, page = 2, 4, 16
         pages = [(n + page - 1) // page for n in lens]
         kc = torch.randn(sum(pages) + 3, page, hkv, 128, dtype=BF16, device=dev)
@@ -92,13 +96,14 @@ if "attention" in hpc_ops.built_families():
             q_scale = q.float().abs().amax(-1) / 448 + 1e-6             # [rows, Hq]
             kq = (kc.float() / k_scale[..., None]).to(FP8)
             vq = (vc.float() / v_scale[:, None]).to(FP8)
-            qq = (q.float() / q_scale[..., None]).to(FP8)
+            qq = (q.float() / q_scale[..., None]).to(FP8) if q_fp8 else q
             out = hpc_ops.decode_attention(qq, kq, vq, table, kv_lens, q_len=q_len,
-                                           scheme="qk_token_head__v_head", q_scale=q_scale,
+                                           scheme="qk_token_head__v_head",
+                                           q_scale=q_scale if q_fp8 else None,
                                            k_scale=k_scale, v_scale=v_scale)
             kc = (kq.float() * k_scale[..., None])
             vc = (vq.float() * v_scale[:, None])
-            q = qq.float() * q_scale[..., None]
+            q = qq.float() * q_scale[..., None] if q_fp8 else q
         else:
             out = hpc_ops.decode_attention(q, kc, vc, table, kv_lens, q_len=q_len)
         for b, n in enumerate(lens):

@@ -13,8 +13,8 @@
 //
 // Tensors (last dim contiguous everywhere, 16-byte aligned rows):
 //   q          bf16  [B * q_len, Hq, D]          D = 128 (fp8 e4m3 with an FP8 cache)
-//   k_cache    bf16  [num_pages, page_size, Hkv, D]  any strides on dims 0-2
-//              (or fp8 e4m3, see FP8 below)
+//   k_cache    bf16  [num_pages, page_size, Hkv, D]  any strides on dims 0-2,
+//              page and slot strides under 4 GiB (or fp8 e4m3, see FP8 below)
 //   v_cache    same dtype and shape as k_cache (NHD, HND or one interleaved allocation)
 //   page_table int32 [B, max_pages]             row stride may exceed max_pages
 //   kv_lens    int32 [B]                        0 <= L <= max_pages * page_size
@@ -30,8 +30,11 @@
 //   kPerTensor              [1] or []             [1] or []                     [1] or []
 //   kQTokenHeadKvTensor     [B * q_len, Hq]       [1] or []                     [1] or []
 //   kQkTokenHeadVHead       [B * q_len, Hq]       [num_pages, page_size, Hkv]   [Hkv]
-// (any strides). K and V enter the tensor cores as exact fp16 and P as fp16;
-// a bf16 q is rounded to fp16, saturating at +-65504.
+// (any strides). V enters the tensor cores as exact fp16 and P as fp16. Up to
+// 16 query rows per kv head (q_len * group <= 16), K enters as stored (e4m3
+// wgmma) and a bf16 q as three e4m3 parts scaled per row (within 2^-12 of
+// q); above, K as exact fp16 and a bf16 q rounded to fp16, saturating at
+// +-65504. An fp8 q is exact either way.
 //
 // The plan: KV is cut into tiles of 64 tokens; the tiles of all (request, kv
 // head) units are laid end to end and dealt to `num_bins` CTAs in equal

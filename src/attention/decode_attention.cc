@@ -164,6 +164,24 @@ void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
     if (has(*t)) check.same_device(*t, name, q, "q");
   }
   attention::check_workspace(check, workspace, info, kv_lens);
+  // Page and slot strides in bytes must fit 32 bits (DecodeParams).
+  const auto byte_stride = [&](int64_t elements, int64_t element_bytes, const char* name, int dim) {
+    const int64_t bytes = elements * element_bytes;
+    if (bytes >= (int64_t{1} << 32)) {
+      check.invalid(name, ".stride(", dim, ") = ", elements, " elements (", bytes,
+                    " bytes), expected under 4 GiB");
+    }
+    return static_cast<uint32_t>(bytes);
+  };
+  const int64_t kv_bytes = kv_fp8 ? 1 : 2;
+  p.k_page_bytes = byte_stride(k_cache.strides[0], kv_bytes, "k_cache", 0);
+  p.k_slot_bytes = byte_stride(k_cache.strides[1], kv_bytes, "k_cache", 1);
+  p.v_page_bytes = byte_stride(v_cache.strides[0], kv_bytes, "v_cache", 0);
+  p.v_slot_bytes = byte_stride(v_cache.strides[1], kv_bytes, "v_cache", 1);
+  if (p.k_scale_per_token) {
+    p.k_scale_page_bytes = byte_stride(p.k_scale_strides[0], 4, "k_scale", 0);
+    p.k_scale_slot_bytes = byte_stride(p.k_scale_strides[1], 4, "k_scale", 1);
+  }
   if (batch == 0) return;
 
   p.q = q.data;

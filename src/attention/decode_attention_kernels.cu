@@ -105,13 +105,24 @@ int ctas_per_sm_of(const char* op) {
   return std::max(n, 1);
 }
 
-template <class Kv>
-int ctas_per_sm_for(int rows, const char* op) {
+// The FP8 cache's variants: tokens on M (wgmma, one warpgroup) up to 16
+// query rows, rows on M above.
+int ctas_per_sm_bf16(int rows, const char* op) {
   switch (m_tiles_for(rows)) {
-    case 1: return ctas_per_sm_of<1, Kv>(op);
-    case 2: return ctas_per_sm_of<2, Kv>(op);
-    case 4: return ctas_per_sm_of<4, Kv>(op);
-    default: return ctas_per_sm_of<8, Kv>(op);
+    case 1: return ctas_per_sm_of<1, KvBf16>(op);
+    case 2: return ctas_per_sm_of<2, KvBf16>(op);
+    case 4: return ctas_per_sm_of<4, KvBf16>(op);
+    default: return ctas_per_sm_of<8, KvBf16>(op);
+  }
+}
+
+int ctas_per_sm_fp8(int rows, const char* op) {
+  if (rows <= 8) return ctas_per_sm_of<1, KvFp8TokensOnM<1>>(op);
+  switch (m_tiles_for(rows)) {
+    case 1: return ctas_per_sm_of<1, KvFp8TokensOnM<2>>(op);
+    case 2: return ctas_per_sm_of<2, KvFp8>(op);
+    case 4: return ctas_per_sm_of<4, KvFp8>(op);
+    default: return ctas_per_sm_of<8, KvFp8>(op);
   }
 }
 
@@ -137,32 +148,42 @@ void launch_variant(const DecodeParams& p, cudaStream_t stream) {
              G::kSmemBytes, stream, p);
 }
 
-template <class Kv>
-void launch_format(const DecodeParams& p, cudaStream_t stream) {
+void launch_bf16(const DecodeParams& p, cudaStream_t stream) {
   switch (m_tiles_for(p.rows)) {
-    case 1: launch_variant<1, Kv>(p, stream); break;
-    case 2: launch_variant<2, Kv>(p, stream); break;
-    case 4: launch_variant<4, Kv>(p, stream); break;
-    default: launch_variant<8, Kv>(p, stream); break;
+    case 1: launch_variant<1, KvBf16>(p, stream); break;
+    case 2: launch_variant<2, KvBf16>(p, stream); break;
+    case 4: launch_variant<4, KvBf16>(p, stream); break;
+    default: launch_variant<8, KvBf16>(p, stream); break;
+  }
+}
+
+void launch_fp8(const DecodeParams& p, cudaStream_t stream) {
+  if (p.rows <= 8) return launch_variant<1, KvFp8TokensOnM<1>>(p, stream);
+  switch (m_tiles_for(p.rows)) {
+    case 1: launch_variant<1, KvFp8TokensOnM<2>>(p, stream); break;
+    case 2: launch_variant<2, KvFp8>(p, stream); break;
+    case 4: launch_variant<4, KvFp8>(p, stream); break;
+    default: launch_variant<8, KvFp8>(p, stream); break;
   }
 }
 
 }  // namespace
 
-// The FP8 kernel (4 x 16.6 KB ring, ~165 registers at 1-2 m-tiles) fits 3
-// CTAs per SM where the BF16 one (3 x 32 KB) fits 2: 12 warps instead of 8
-// to hide its conversion and mma latencies.
+// The FP8 kernels fit more CTAs per SM than the BF16 one (3 x 32 KB ring, 2
+// per SM): TokensOnM at 8 query rows 4 (3 x 16 KB, 96 registers), at 16 rows
+// and the rows-on-M kernel 3 (register- or ring-bound): warps to hide their
+// conversion and mma latencies.
 int decode_ctas_per_sm(int rows, bool kv_fp8, int device) {
   const char* op = "plan_decode_attention";
   detail::DeviceGuard guard(device, op);
-  return kv_fp8 ? ctas_per_sm_for<KvFp8>(rows, op) : ctas_per_sm_for<KvBf16>(rows, op);
+  return kv_fp8 ? ctas_per_sm_fp8(rows, op) : ctas_per_sm_bf16(rows, op);
 }
 
 void launch_decode_attention(const DecodeParams& p, cudaStream_t stream) {
   if (p.kv_fp8) {
-    launch_format<KvFp8>(p, stream);
+    launch_fp8(p, stream);
   } else {
-    launch_format<KvBf16>(p, stream);
+    launch_bf16(p, stream);
   }
   // One CTA per kMergeWarps output rows covers every row at one warp per row;
   // at W warps per row the CTAs loop, but the grid is at least one CTA per

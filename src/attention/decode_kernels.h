@@ -31,6 +31,13 @@ struct DecodeParams {
   int64_t k_scale_strides[3] = {};  // page, slot, kv head
   const float* v_scale = nullptr;
   int64_t v_scale_stride = 0;       // per kv head
+  // The page and slot strides above in bytes (k_scale: per-token scales),
+  // each under 2^32 (checked on the host): a copy address is two 32 x 32 ->
+  // 64-bit multiply-adds (64-bit stride products took ~25 instructions per
+  // row and copy).
+  uint32_t k_page_bytes = 0, k_slot_bytes = 0;
+  uint32_t v_page_bytes = 0, v_slot_bytes = 0;
+  uint32_t k_scale_page_bytes = 0, k_scale_slot_bytes = 0;
   const int32_t* page_table = nullptr;
   int64_t page_table_stride = 0;
   int32_t max_pages = 0;

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// How the decode-attention kernel turns a KV tile in shared memory into
+// How the decode-attention kernels turn a KV tile in shared memory into
 // tensor-core fragments, one struct per cache format:
 //
 //   KvBf16  bf16 K/V (256 B per token), bf16 mma; Q staged in shared memory and
@@ -16,8 +16,11 @@
 //             16-token step; it loads those 4 rows at dims 16g .. 16g+15, so
 //             output column g of n-tile n is dim 16g + n (o_dim below), and
 //             byte permutes pair the tokens for the e4m3x2 conversions.
+//   KvFp8TokensOnM  e4m3 K/V for the tokens-on-M kernel (decode_tokens_on_m.cuh):
+//           K tiles in wgmma's 128-byte swizzle, V as KvFp8.
 //
-// Both formats write the warp's O accumulators into the combine buffer
+// These are the rows-on-M kernel's fragments (decode_rows_on_m.cuh). Both
+// formats write the warp's O accumulators into the combine buffer
 // through combine_offset, one XOR-swizzled layout of [16 rows][128 fp32]
 // that keeps both formats' stores and the row-wise reader free of bank
 // conflicts.
@@ -29,6 +32,7 @@
 
 #include "attention/decode_kernels.h"
 #include "common/mma_sm80.cuh"
+#include "common/wgmma.cuh"
 
 namespace hpc_ops::attention {
 
@@ -49,6 +53,10 @@ struct KvBf16 {
   static constexpr int kTokenBytes = kDecodeHeadDim * kElementBytes;  // 256
   static constexpr int kStages = 3;  // 3 x 32 KB in flight per CTA, 2 CTAs per SM
   static constexpr bool kQInSharedMemory = true;
+  static constexpr bool kTokensOnM = false;
+  static constexpr int kAlign = 16;
+  static constexpr int kExtraBytes = 0;
+  static constexpr int q_smem_bytes(int rows) { return rows * kTokenBytes; }
 
   // Byte offset of (row, 16-byte chunk) in a [rows][256 B] tile; the XOR
   // swizzle makes the 8 rows an ldmatrix reads fall in 8 different bank groups.
@@ -129,6 +137,10 @@ struct KvFp8 {
   // 3 x 32 KB at fewer stages would not cover the longer load latency.
   static constexpr int kStages = 4;
   static constexpr bool kQInSharedMemory = false;
+  static constexpr bool kTokensOnM = false;
+  static constexpr int kAlign = 16;
+  static constexpr int kExtraBytes = 0;
+  static constexpr int q_smem_bytes(int) { return 0; }
 
   // K: a load phase (8 lanes) reads chunks 0-3 (or 4-7) of rows 2i and
   // 2i + 1; flipping bit 2 by row parity puts the 8 reads in 8 bank groups.
@@ -200,37 +212,58 @@ struct KvFp8 {
   template <int kNTiles>
   __device__ static void pv(float (&o)[kDecodeDimTiles][4], const float (&p)[kNTiles][4],
                             uint32_t v_base, int tok0, int lane) {
-    const int g = lane / 4, t = lane % 4;
 #pragma unroll
     for (int kk = 0; kk < kNTiles / 2; ++kk) {
       const uint32_t a[4] = {device::pack_f16x2(p[2 * kk][0], p[2 * kk][1]),
                              device::pack_f16x2(p[2 * kk][2], p[2 * kk][3]),
                              device::pack_f16x2(p[2 * kk + 1][0], p[2 * kk + 1][1]),
                              device::pack_f16x2(p[2 * kk + 1][2], p[2 * kk + 1][3])};
-      const int row = tok0 + kk * 16 + 2 * t;
-      const uint4 r0 = device::lds_128(v_base + v_offset(row, g));
-      const uint4 r1 = device::lds_128(v_base + v_offset(row + 1, g));
-      const uint4 r8 = device::lds_128(v_base + v_offset(row + 8, g));
-      const uint4 r9 = device::lds_128(v_base + v_offset(row + 9, g));
-      const uint32_t w0[4] = {r0.x, r0.y, r0.z, r0.w}, w1[4] = {r1.x, r1.y, r1.z, r1.w};
-      const uint32_t w8[4] = {r8.x, r8.y, r8.z, r8.w}, w9[4] = {r9.x, r9.y, r9.z, r9.w};
+      const VRows rows = load_v_rows(v_base, tok0 + kk * 16, lane);
 #pragma unroll
       for (int w = 0; w < 4; ++w) {
-        // Bytes (row, row + 1) of dims 4w, 4w + 1 | 4w + 2, 4w + 3, interleaved.
-        const uint32_t near01 = __byte_perm(w0[w], w1[w], 0x5140);
-        const uint32_t far01 = __byte_perm(w0[w], w1[w], 0x7362);
-        const uint32_t near89 = __byte_perm(w8[w], w9[w], 0x5140);
-        const uint32_t far89 = __byte_perm(w8[w], w9[w], 0x7362);
-        device::mma_f16_16816(o[4 * w], a, device::e4m3x2_to_f16x2(near01),
-                              device::e4m3x2_to_f16x2(near89));
-        device::mma_f16_16816(o[4 * w + 1], a, device::e4m3x2_to_f16x2(near01 >> 16),
-                              device::e4m3x2_to_f16x2(near89 >> 16));
-        device::mma_f16_16816(o[4 * w + 2], a, device::e4m3x2_to_f16x2(far01),
-                              device::e4m3x2_to_f16x2(far89));
-        device::mma_f16_16816(o[4 * w + 3], a, device::e4m3x2_to_f16x2(far01 >> 16),
-                              device::e4m3x2_to_f16x2(far89 >> 16));
+        uint32_t pairs[4][2];
+        v_token_pairs(rows, w, pairs);
+#pragma unroll
+        for (int d = 0; d < 4; ++d) device::mma_f16_16816(o[4 * w + d], a, pairs[d][0], pairs[d][1]);
       }
     }
+  }
+
+  // The V side of a P V product over the 16 tokens from row0: lane (g, t)
+  // loads tokens 2t, 2t + 1, 2t + 8, 2t + 9 at dims 16g .. 16g + 15 (one
+  // 16-byte load each) ...
+  struct VRows {
+    uint32_t w0[4], w1[4], w8[4], w9[4];
+  };
+  __device__ static VRows load_v_rows(uint32_t v_base, int row0, int lane) {
+    const int g = lane / 4, t = lane % 4;
+    const int row = row0 + 2 * t;
+    const uint4 r0 = device::lds_128(v_base + v_offset(row, g));
+    const uint4 r1 = device::lds_128(v_base + v_offset(row + 1, g));
+    const uint4 r8 = device::lds_128(v_base + v_offset(row + 8, g));
+    const uint4 r9 = device::lds_128(v_base + v_offset(row + 9, g));
+    return VRows{{r0.x, r0.y, r0.z, r0.w}, {r1.x, r1.y, r1.z, r1.w}, {r8.x, r8.y, r8.z, r8.w},
+                 {r9.x, r9.y, r9.z, r9.w}};
+  }
+  // ... and pairs dims 16g + 4w + d (d < 4) as fp16: pairs[d][0] = tokens
+  // (2t, 2t + 1), pairs[d][1] = (2t + 8, 2t + 9); byte permutes, then exact
+  // e4m3x2 -> f16x2 conversions. Used by pv() above (dim d as the n-tile) and
+  // by the tokens-on-M kernel (dims as its M rows); one word at a time keeps
+  // the fp16 pairs' registers short-lived.
+  __device__ static void v_token_pairs(const VRows& r, int w, uint32_t (&pairs)[4][2]) {
+    // Bytes (token, token + 1) of dims 4w, 4w + 1 | 4w + 2, 4w + 3, interleaved.
+    const uint32_t near01 = __byte_perm(r.w0[w], r.w1[w], 0x5140);
+    const uint32_t far01 = __byte_perm(r.w0[w], r.w1[w], 0x7362);
+    const uint32_t near89 = __byte_perm(r.w8[w], r.w9[w], 0x5140);
+    const uint32_t far89 = __byte_perm(r.w8[w], r.w9[w], 0x7362);
+    pairs[0][0] = device::e4m3x2_to_f16x2(near01);
+    pairs[0][1] = device::e4m3x2_to_f16x2(near89);
+    pairs[1][0] = device::e4m3x2_to_f16x2(near01 >> 16);
+    pairs[1][1] = device::e4m3x2_to_f16x2(near89 >> 16);
+    pairs[2][0] = device::e4m3x2_to_f16x2(far01);
+    pairs[2][1] = device::e4m3x2_to_f16x2(far89);
+    pairs[3][0] = device::e4m3x2_to_f16x2(far01 >> 16);
+    pairs[3][1] = device::e4m3x2_to_f16x2(far89 >> 16);
   }
 
   // o[n][c + 2r] holds dim 32t + 16c + n of row g + 8r: four float4 per (r, c).
@@ -250,6 +283,28 @@ struct KvFp8 {
         }
       }
     }
+  }
+};
+
+// e4m3 K/V for the tokens-on-M kernel (decode_tokens_on_m.cuh): K tiles in
+// the 128-byte-swizzled K-major layout wgmma reads (common/wgmma.cuh), so
+// stages and the q tile are 1024-byte aligned; V as KvFp8 (read by lanes and
+// converted to fp16). The q tile holds kQBlocks x 8 rows of e4m3 "hi" parts,
+// as many "mid" rows, then "lo" rows (decode_tokens_on_m.cuh); the extra
+// bytes hold each query row's scale.
+template <int kQBlocksT>
+struct KvFp8TokensOnM : KvFp8 {
+  static constexpr bool kTokensOnM = true;
+  static constexpr int kQBlocks = kQBlocksT;
+  static constexpr int kQParts = 3;
+  // 3 x 16 KB stages (~53 KB per CTA): 4 CTAs per SM at 8 query rows, where
+  // 4 stages fit 3 (issue-bound at 2.75 warps per scheduler).
+  static constexpr int kStages = 3;
+  static constexpr int kAlign = 1024;
+  static constexpr int kExtraBytes = 8 * kQBlocks * 4;  // the query rows' scales
+  static constexpr int q_smem_bytes(int) { return kQParts * 8 * kQBlocks * kTokenBytes; }
+  __device__ static uint32_t k_offset(int row, int chunk) {
+    return device::swizzle_128b_offset(row, chunk);
   }
 };
 

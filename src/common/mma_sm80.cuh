@@ -2,7 +2,8 @@
 // Warp-level tensor-core building blocks used by the attention kernels:
 // cp.async copies (with zero fill), ldmatrix (plain and transposed),
 // mma.sync m16n8k16 with bf16 or fp16 inputs and fp32
-// accumulators, and the fp8 -> fp16 / bf16 -> fp16 conversions. Fragment
+// accumulators, movmatrix (an 8x8 transpose across the warp), and the
+// fp8 <-> fp16 / fp32 and bf16 -> fp16 conversions. Fragment
 // layouts follow the PTX ISA: for lane l, g = l / 4 and t = l % 4;
 //   A (16x16, row-major): a0 = A[g][2t..2t+1], a1 = A[g+8][2t..], a2 = A[g][2t+8..], a3 = A[g+8][2t+8..]
 //   B (16x8, "col"):      b0 = B[2t..2t+1][g], b1 = B[2t+8..2t+9][g]
@@ -68,6 +69,25 @@ __device__ __forceinline__ void mma_f16_16816(float (&c)[4], const uint32_t (&a)
       "{%8, %9}, {%0, %1, %2, %3};"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Transposes the warp's 8x8 b16 matrix held as lane l -> M[l / 4][2(l % 4) ..
+// + 1]: lane l gets M^T[l / 4][2(l % 4) .. + 1].
+__device__ __forceinline__ uint32_t movmatrix_trans(uint32_t m) {
+  uint32_t r;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(r) : "r"(m));
+  return r;
+}
+
+// Two floats -> two e4m3 codes (low byte = lo), round to nearest, saturating.
+__device__ __forceinline__ uint32_t float2_to_e4m3x2(float lo, float hi) {
+  return __nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);
+}
+
+// The e4m3 code in the low byte of `code` as a float (exact).
+__device__ __forceinline__ float e4m3_to_float(uint32_t code) {
+  const __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(code & 0xffu), __NV_E4M3);
+  return __half2float(__half(h));
 }
 
 __device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {

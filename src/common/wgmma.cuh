@@ -77,4 +77,24 @@ __device__ __forceinline__ void wgmma(uint64_t desc_a, uint64_t desc_b, float* a
                                                    std::make_integer_sequence<int, N / 2>{});
 }
 
+// The N = 24 and 48 shapes of e4m3 x e4m3 (CuTe keeps them in an optional
+// header): acc = A(64 x 32) * B(N x 32)^T (+ acc if accumulate), same layouts.
+__device__ __forceinline__ void wgmma_e4m3_m64n24k32(uint64_t desc_a, uint64_t desc_b, float (&acc)[12],
+                                                    bool accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %14, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n24k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11}, %12, %13, p, 1, 1;\n}\n"
+      : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3]), "+f"(acc[4]), "+f"(acc[5]), "+f"(acc[6]), "+f"(acc[7]), "+f"(acc[8]), "+f"(acc[9]), "+f"(acc[10]), "+f"(acc[11])
+      : "l"(desc_a), "l"(desc_b), "r"(static_cast<int32_t>(accumulate)));
+}
+
+__device__ __forceinline__ void wgmma_e4m3_m64n48k32(uint64_t desc_a, uint64_t desc_b, float (&acc)[24],
+                                                    bool accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %26, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n48k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, %24, %25, p, 1, 1;\n}\n"
+      : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3]), "+f"(acc[4]), "+f"(acc[5]), "+f"(acc[6]), "+f"(acc[7]), "+f"(acc[8]), "+f"(acc[9]), "+f"(acc[10]), "+f"(acc[11]), "+f"(acc[12]), "+f"(acc[13]), "+f"(acc[14]), "+f"(acc[15]), "+f"(acc[16]), "+f"(acc[17]), "+f"(acc[18]), "+f"(acc[19]), "+f"(acc[20]), "+f"(acc[21]), "+f"(acc[22]), "+f"(acc[23])
+      : "l"(desc_a), "l"(desc_b), "r"(static_cast<int32_t>(accumulate)));
+}
+
 }  // namespace hpc_ops::device

@@ -15,8 +15,10 @@ FP8: the same checks with float8_e4m3fn caches quantized per hpc_ops.Fp8Scheme
 (make_fp8_paged_kv: token and head magnitudes spread over a few octaves; NaN
 codes, and NaN per-token k scales, wherever no token is) and a bf16 or fp8 q.
 The reference runs on the dequantized values (fp8 code x scale), which the
-kernel takes exactly (K, V as fp16; an fp8 q exact, a bf16 q rounded to fp16),
-so the BF16 tolerances apply. Each scheme x q dtype meets every batch size,
+kernel takes exactly (K as e4m3 or fp16, V as fp16; an fp8 q exact, a bf16 q
+as three e4m3 parts or rounded to fp16: within 2^-12 either way), so the BF16
+tolerances apply (two e4m3 parts, within 2^-8, missed the lse tolerance on
+logits near 40). Each scheme x q dtype meets every batch size,
 page size, GQA ratio, q_len and layout at least once; scales also come as
 shape [] and with other strides (k_scale slots innermost, q_scale
 column-major); the scales are inputs and stay bit-identical too.
@@ -535,6 +537,27 @@ def test_plan_for_other_shapes_is_rejected(gen):
     good = make_plan(kv_lens, num_q_heads=8, num_kv_heads=2)
     with pytest.raises(ValueError, match="kv_lens|batch"):
         good.update(_lens_tensor([100, 7]))
+
+
+def test_page_stride_of_4_gib_is_rejected(gen):
+    """The kernels address pages with 32-bit byte strides: a k_cache whose
+    page stride is 4 GiB (two pages of one allocation, K and V the same view)
+    is refused before any launch, naming the tensor and the stride."""
+    big = 1 << 31  # bf16 elements: 4 GiB
+    if torch.cuda.mem_get_info()[0] < 3 * big:
+        pytest.skip("needs 6 GiB of free GPU memory for a 4 GiB page stride")
+    case = C(1, 16, 8, 2, 1, "NHD", lens=[20])
+    _, inputs, _ = _build(gen, case)
+    q, k_cache, _, page_table, kv_lens = inputs[:5]
+    storage = torch.zeros(big + k_cache[0].numel(), dtype=BF16, device="cuda")
+    wide = storage.as_strided((2, *k_cache.shape[1:]), (big, *k_cache.stride()[1:]))
+    wide[0].copy_(k_cache[page_table[0, 0]])
+    table = torch.zeros_like(page_table)
+    out = poisoned(tuple(q.shape), BF16)
+    message = r"k_cache\.stride\(0\) = 2147483648 elements \(4294967296 bytes\), expected under 4 GiB"
+    expect_rejected(lambda: hpc_ops.decode_attention(q, wide, wide, table, kv_lens, out=out),
+                    message, [out])
+    del storage, wide
 
 
 # ----------------------------------------------------------------------------

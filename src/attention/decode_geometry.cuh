@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: Apache-2.0
+// What the decode-attention kernel's pieces share: the CTA geometry of a
+// (row tiling, cache format) variant, the usable length of a request, and the
+// per-query-row limits and logit multiplier every tile's softmax applies.
+#pragma once
+
+#include <cstdint>
+
+#include "attention/decode_kernels.h"
+
+namespace hpc_ops::attention {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+// kMTiles m-tiles of 16 query rows; Kv the cache format (decode_kv_formats.cuh).
+template <int kMTiles, class Kv>
+struct DecodeGeometry {
+  static constexpr int kWarpsN = kMTiles >= 4 ? 1 : 4 / kMTiles;
+  static constexpr int kWarps = kMTiles * kWarpsN;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kTokensPerWarp = kDecodeTileTokens / kWarpsN;  // 16, 32 or 64
+  static constexpr int kNTiles = kTokensPerWarp / 8;                  // S columns of 8
+  static constexpr int kRows = 16 * kMTiles;
+  static constexpr int kChunksPerToken = Kv::kTokenBytes / 16;
+  // Shared memory: [q tile][ring of kStages x (K tile, V tile)][per-token k
+  // scales of each stage][the format's extra bytes], the q tile and the ring
+  // aligned to Kv::kAlign (the tiles' sizes keep the alignment).
+  static constexpr int kQBytes = Kv::q_smem_bytes(kRows);
+  static constexpr int kTileBytes = kDecodeTileTokens * Kv::kTokenBytes;
+  static constexpr int kStageBytes = 2 * kTileBytes;
+  static constexpr int kRingBytes = Kv::kStages * kStageBytes;
+  static constexpr int kScaleBytes = Kv::kFp8 ? kDecodeTileTokens * 4 : 0;  // per stage
+  static constexpr int kScaleOffset = kQBytes + kRingBytes;
+  static constexpr int kExtraOffset = kScaleOffset + Kv::kStages * kScaleBytes;
+  static constexpr int kCombineBytes = kWarps * 16 * kDecodeHeadDim * 4;
+  static_assert(kCombineBytes <= kRingBytes, "the combine buffer reuses the ring");
+  static_assert(kQBytes % Kv::kAlign == 0 && kStageBytes % Kv::kAlign == 0, "aligned tiles");
+  // Alignments past the 128 bytes of the dynamic shared memory base are made
+  // by the kernel, out of this slack.
+  static constexpr int kSmemBytes = kExtraOffset + Kv::kExtraBytes + (Kv::kAlign > 128 ? Kv::kAlign : 0);
+  static_assert(kWarps == attention_warps(kRows), "the planners' merged_by_attention counts these warps");
+};
+
+// The usable length of request b: kv_lens clamped to the page table's reach.
+__device__ __forceinline__ int32_t usable_len(const DecodeParams& p, int b) {
+  const int64_t reach = int64_t{p.max_pages} << p.page_shift;
+  int64_t len = p.kv_lens[b];
+  len = len < 0 ? 0 : len;
+  len = len < reach ? len : reach;
+  return static_cast<int32_t>(len < kMaxKvLen ? len : kMaxKvLen);
+}
+
+// The factor taking q.k to a log2 logit (to logit / soft_cap with a soft cap):
+// the softmax scale and a per-tensor k scale folded together.
+__device__ __forceinline__ float logit_scale(const DecodeParams& p) {
+  float scale = p.softmax_scale * (p.soft_cap > 0.0f ? 1.0f / p.soft_cap : kLog2e);
+  if (p.k_scale != nullptr && !p.k_scale_per_token) scale *= p.k_scale[0];
+  return scale;
+}
+
+// Query row `row` of unit (b, h) (rows past p.rows act as the last query
+// token's and are never written): the positions it attends to are
+// [first_pos, last_pos] (causal among the step's q_len tokens, sliding
+// window), and its logit multiplier is `scale` times its q scale.
+struct RowLimits {
+  int last_pos, first_pos;
+  float mult;
+};
+
+__device__ __forceinline__ RowLimits row_limits(const DecodeParams& p, int b, int h, int len, int row,
+                                                float scale) {
+  const bool ok = row < p.rows;
+  const int qi = ok ? row / p.group : p.q_len - 1;
+  RowLimits r;
+  r.last_pos = len - p.q_len + qi;
+  r.first_pos = p.sliding_window > 0 ? r.last_pos - p.sliding_window + 1 : 0;
+  r.mult = scale;
+  if (p.q_scale != nullptr && ok) {
+    const int hi = row - qi * p.group;
+    r.mult *= p.q_scale[(int64_t{b} * p.q_len + qi) * p.q_scale_strides[0] +
+                        (int64_t{h} * p.group + hi) * p.q_scale_strides[1]];
+  }
+  return r;
+}
+
+}  // namespace hpc_ops::attention
