@@ -82,9 +82,9 @@ class DecodePlan:
     GPU (one small kernel, no host synchronization), so capturing
     ``plan.update(kv_lens); decode_attention(..., plan=plan)`` in a CUDA graph
     serves every step whatever the lengths. Workspace:
-    ``workspace_bytes`` = schedule (4 * (10 + 2 * B * Hkv + B + num_bins)
-    bytes, rounded up to 256) + 2 * num_bins partial results of q_len * group rows x 128 fp32
-    and their log-sum-exps.
+    ``workspace_bytes`` = the schedule (4 * ``schedule_words`` bytes, rounded
+    up to 256) + 2 * num_bins partial results of q_len * group rows x 128
+    fp32 and their log-sum-exps.
     """
 
     def __init__(self, info: tuple, workspace: torch.Tensor):

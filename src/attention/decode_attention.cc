@@ -37,6 +37,22 @@ using detail::has;
 
 bool is_supported_page_size(int64_t n) { return n == 1 || n == 16 || n == 32 || n == 64 || n == 128; }
 
+// The (page, slot, head) strides of a paged tensor in bytes; page and slot
+// strides must be under 4 GiB (DecodeParams' 32-bit address arithmetic).
+attention::PagedStrides paged_strides(const Checker& check, const int64_t* strides, int64_t element_bytes,
+                                      const char* name) {
+  uint32_t small[2];
+  for (int d = 0; d < 2; ++d) {
+    const int64_t bytes = strides[d] * element_bytes;
+    if (bytes >= (int64_t{1} << 32)) {
+      check.invalid(name, ".stride(", d, ") = ", strides[d], " elements (", bytes,
+                    " bytes), expected under 4 GiB");
+    }
+    small[d] = static_cast<uint32_t>(bytes);
+  }
+  return {small[0], small[1], strides[2] * element_bytes};
+}
+
 // The FP8 scales against the scheme, filled into p. Structural checks only.
 void check_fp8_scales(const Checker& check, const DecodeAttentionOptions& o, const Tensor& q,
                       const Tensor& k_cache, bool q_fp8, bool kv_fp8, attention::DecodeParams& p) {
@@ -63,7 +79,7 @@ void check_fp8_scales(const Checker& check, const DecodeAttentionOptions& o, con
     p.q_scale = static_cast<const float*>(o.q_scale.data);
   }
   p.k_scale_per_token = kv.k_per_token;
-  for (int d = 0; d < 3; ++d) p.k_scale_strides[d] = kv.k_strides[d];
+  if (kv.k_per_token) p.k_scale_bytes = paged_strides(check, kv.k_strides, sizeof(float), "k_scale");
   p.v_scale_stride = kv.v_stride;
   p.k_scale = static_cast<const float*>(o.k_scale.data);
   p.v_scale = static_cast<const float*>(o.v_scale.data);
@@ -164,24 +180,9 @@ void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
     if (has(*t)) check.same_device(*t, name, q, "q");
   }
   attention::check_workspace(check, workspace, info, kv_lens);
-  // Page and slot strides in bytes must fit 32 bits (DecodeParams).
-  const auto byte_stride = [&](int64_t elements, int64_t element_bytes, const char* name, int dim) {
-    const int64_t bytes = elements * element_bytes;
-    if (bytes >= (int64_t{1} << 32)) {
-      check.invalid(name, ".stride(", dim, ") = ", elements, " elements (", bytes,
-                    " bytes), expected under 4 GiB");
-    }
-    return static_cast<uint32_t>(bytes);
-  };
   const int64_t kv_bytes = kv_fp8 ? 1 : 2;
-  p.k_page_bytes = byte_stride(k_cache.strides[0], kv_bytes, "k_cache", 0);
-  p.k_slot_bytes = byte_stride(k_cache.strides[1], kv_bytes, "k_cache", 1);
-  p.v_page_bytes = byte_stride(v_cache.strides[0], kv_bytes, "v_cache", 0);
-  p.v_slot_bytes = byte_stride(v_cache.strides[1], kv_bytes, "v_cache", 1);
-  if (p.k_scale_per_token) {
-    p.k_scale_page_bytes = byte_stride(p.k_scale_strides[0], 4, "k_scale", 0);
-    p.k_scale_slot_bytes = byte_stride(p.k_scale_strides[1], 4, "k_scale", 1);
-  }
+  p.k_bytes = paged_strides(check, k_cache.strides, kv_bytes, "k_cache");
+  p.v_bytes = paged_strides(check, v_cache.strides, kv_bytes, "v_cache");
   if (batch == 0) return;
 
   p.q = q.data;
@@ -191,10 +192,6 @@ void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
   p.q_head_stride = q.strides[1];
   p.k = k_cache.data;
   p.v = v_cache.data;
-  for (int d = 0; d < 3; ++d) {
-    p.k_strides[d] = k_cache.strides[d];
-    p.v_strides[d] = v_cache.strides[d];
-  }
   p.page_table = static_cast<const int32_t*>(page_table.data);
   p.page_table_stride = page_table.strides[0];
   p.max_pages = static_cast<int32_t>(page_table.shape[1]);

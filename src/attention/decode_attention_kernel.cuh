@@ -84,10 +84,10 @@ struct DecodeCta {
     c.row0 = threadIdx.x / G::kChunksPerToken;
     c.chunk = threadIdx.x % G::kChunksPerToken;
     c.pages = p.page_table + b * p.page_table_stride;
-    c.k = static_cast<const uint8_t*>(p.k) + h * p.k_strides[2] * Kv::kElementBytes + c.chunk * 16;
-    c.v = static_cast<const uint8_t*>(p.v) + h * p.v_strides[2] * Kv::kElementBytes + c.chunk * 16;
+    c.k = static_cast<const uint8_t*>(p.k) + h * p.k_bytes.head + c.chunk * 16;
+    c.v = static_cast<const uint8_t*>(p.v) + h * p.v_bytes.head + c.chunk * 16;
     c.k_scale = p.k_scale_per_token && c.chunk == 0
-                    ? reinterpret_cast<const uint8_t*>(p.k_scale + h * p.k_scale_strides[2])
+                    ? reinterpret_cast<const uint8_t*>(p.k_scale) + h * p.k_scale_bytes.head
                     : nullptr;
     return c;
   }
@@ -107,14 +107,13 @@ struct DecodeCta {
     }
   }
 
-  // base + slot * slot_bytes + page * page_bytes, as two 32 x 32 -> 64-bit
+  // base + slot * s.slot + page * s.page, as two 32 x 32 -> 64-bit
   // multiply-adds (mad.wide.u32: the compiler's 64-bit product added the zero
   // high halves too).
-  __device__ static const void* at_slot(const uint8_t* base, uint32_t page, uint32_t page_bytes,
-                                        uint32_t slot, uint32_t slot_bytes) {
+  __device__ static const void* at_slot(const uint8_t* base, uint32_t page, uint32_t slot, PagedStrides s) {
     uint64_t a = reinterpret_cast<uint64_t>(base);
-    asm("mad.wide.u32 %0, %1, %2, %0;" : "+l"(a) : "r"(slot), "r"(slot_bytes));
-    asm("mad.wide.u32 %0, %1, %2, %0;" : "+l"(a) : "r"(page), "r"(page_bytes));
+    asm("mad.wide.u32 %0, %1, %2, %0;" : "+l"(a) : "r"(slot), "r"(s.slot));
+    asm("mad.wide.u32 %0, %1, %2, %0;" : "+l"(a) : "r"(page), "r"(s.page));
     return reinterpret_cast<const void*>(a);
   }
 
@@ -134,9 +133,9 @@ struct DecodeCta {
       const uint32_t pg = token < len ? static_cast<uint32_t>(page[i]) : 0u;
       const uint32_t slot = static_cast<uint32_t>(token) & page_mask;
       device::cp_async_16(k_base + Kv::k_offset(row, c.chunk),
-                          at_slot(c.k, pg, p.k_page_bytes, slot, p.k_slot_bytes), bytes);
+                          at_slot(c.k, pg, slot, p.k_bytes), bytes);
       device::cp_async_16(v_base + Kv::v_offset(row, c.chunk),
-                          at_slot(c.v, pg, p.v_page_bytes, slot, p.v_slot_bytes), bytes);
+                          at_slot(c.v, pg, slot, p.v_bytes), bytes);
     }
     // Per-token k scales: a branch uniform over the grid around its own loop
     // (inside the loop above, the compiler predicated it: ~35 instructions per
@@ -150,7 +149,7 @@ struct DecodeCta {
           const uint32_t pg = token < len ? static_cast<uint32_t>(page[i]) : 0u;
           const uint32_t slot = static_cast<uint32_t>(token) & page_mask;
           device::cp_async_4(scale_base + row * 4,
-                             at_slot(c.k_scale, pg, p.k_scale_page_bytes, slot, p.k_scale_slot_bytes),
+                             at_slot(c.k_scale, pg, slot, p.k_scale_bytes),
                              token < len ? 4 : 0);
         }
       }

@@ -105,27 +105,6 @@ int ctas_per_sm_of(const char* op) {
   return std::max(n, 1);
 }
 
-// The FP8 cache's variants: tokens on M (wgmma, one warpgroup) up to 16
-// query rows, rows on M above.
-int ctas_per_sm_bf16(int rows, const char* op) {
-  switch (m_tiles_for(rows)) {
-    case 1: return ctas_per_sm_of<1, KvBf16>(op);
-    case 2: return ctas_per_sm_of<2, KvBf16>(op);
-    case 4: return ctas_per_sm_of<4, KvBf16>(op);
-    default: return ctas_per_sm_of<8, KvBf16>(op);
-  }
-}
-
-int ctas_per_sm_fp8(int rows, const char* op) {
-  if (rows <= 8) return ctas_per_sm_of<1, KvFp8TokensOnM<1>>(op);
-  switch (m_tiles_for(rows)) {
-    case 1: return ctas_per_sm_of<1, KvFp8TokensOnM<2>>(op);
-    case 2: return ctas_per_sm_of<2, KvFp8>(op);
-    case 4: return ctas_per_sm_of<4, KvFp8>(op);
-    default: return ctas_per_sm_of<8, KvFp8>(op);
-  }
-}
-
 // Launches with programmatic stream serialization (PDL, common/launch.h), so
 // a kernel's launch and prologue overlap the previous kernel's tail.
 // NOTE: attention + merge are two dependent launches per call; without PDL
@@ -148,24 +127,36 @@ void launch_variant(const DecodeParams& p, cudaStream_t stream) {
              G::kSmemBytes, stream, p);
 }
 
-void launch_bf16(const DecodeParams& p, cudaStream_t stream) {
-  switch (m_tiles_for(p.rows)) {
-    case 1: launch_variant<1, KvBf16>(p, stream); break;
-    case 2: launch_variant<2, KvBf16>(p, stream); break;
-    case 4: launch_variant<4, KvBf16>(p, stream); break;
-    default: launch_variant<8, KvBf16>(p, stream); break;
+// Calls f.template run<kMTiles, Kv>() for the kernel variant that serves
+// `rows` query rows per kv head: an FP8 cache takes tokens on M (wgmma, one
+// warpgroup) up to 16 rows, rows on M above; a BF16 cache rows on M.
+template <class F>
+auto with_variant(int rows, bool kv_fp8, const F& f) {
+  if (kv_fp8 && rows <= 8) return f.template run<1, KvFp8TokensOnM<1>>();
+  if (kv_fp8 && rows <= 16) return f.template run<1, KvFp8TokensOnM<2>>();
+  switch (m_tiles_for(rows)) {
+    case 1: return f.template run<1, KvBf16>();
+    case 2: return kv_fp8 ? f.template run<2, KvFp8>() : f.template run<2, KvBf16>();
+    case 4: return kv_fp8 ? f.template run<4, KvFp8>() : f.template run<4, KvBf16>();
+    default: return kv_fp8 ? f.template run<8, KvFp8>() : f.template run<8, KvBf16>();
   }
 }
 
-void launch_fp8(const DecodeParams& p, cudaStream_t stream) {
-  if (p.rows <= 8) return launch_variant<1, KvFp8TokensOnM<1>>(p, stream);
-  switch (m_tiles_for(p.rows)) {
-    case 1: launch_variant<1, KvFp8TokensOnM<2>>(p, stream); break;
-    case 2: launch_variant<2, KvFp8>(p, stream); break;
-    case 4: launch_variant<4, KvFp8>(p, stream); break;
-    default: launch_variant<8, KvFp8>(p, stream); break;
+struct CtasPerSm {
+  const char* op;
+  template <int kMTiles, class Kv>
+  int run() const { return ctas_per_sm_of<kMTiles, Kv>(op); }
+};
+
+struct LaunchVariant {
+  const DecodeParams& p;
+  cudaStream_t stream;
+  template <int kMTiles, class Kv>
+  int run() const {
+    launch_variant<kMTiles, Kv>(p, stream);
+    return 0;
   }
-}
+};
 
 }  // namespace
 
@@ -176,15 +167,11 @@ void launch_fp8(const DecodeParams& p, cudaStream_t stream) {
 int decode_ctas_per_sm(int rows, bool kv_fp8, int device) {
   const char* op = "plan_decode_attention";
   detail::DeviceGuard guard(device, op);
-  return kv_fp8 ? ctas_per_sm_fp8(rows, op) : ctas_per_sm_bf16(rows, op);
+  return with_variant(rows, kv_fp8, CtasPerSm{op});
 }
 
 void launch_decode_attention(const DecodeParams& p, cudaStream_t stream) {
-  if (p.kv_fp8) {
-    launch_fp8(p, stream);
-  } else {
-    launch_bf16(p, stream);
-  }
+  with_variant(p.rows, p.kv_fp8, LaunchVariant{p, stream});
   // One CTA per kMergeWarps output rows covers every row at one warp per row;
   // at W warps per row the CTAs loop, but the grid is at least one CTA per
   // row (up to one per bin), so a few long rows still spread over the SMs.

@@ -14,6 +14,16 @@
 
 namespace hpc_ops::attention {
 
+// Where (page, slot, kv head) of a paged tensor (K, V, per-token k scales)
+// lies, in bytes from its base. Page and slot strides are under 2^32 (checked
+// on the host, paged_strides in decode_attention.cc): a copy address is two
+// 32 x 32 -> 64-bit multiply-adds (64-bit stride products took ~25
+// instructions per row and copy).
+struct PagedStrides {
+  uint32_t page = 0, slot = 0;
+  int64_t head = 0;
+};
+
 struct DecodeParams {
   const void* q = nullptr;  // bf16, or e4m3 when q_fp8
   bool q_fp8 = false;
@@ -21,23 +31,15 @@ struct DecodeParams {
   const void* k = nullptr;  // bf16, or e4m3 when kv_fp8
   const void* v = nullptr;
   bool kv_fp8 = false;
-  int64_t k_strides[3] = {};  // page, slot, head (elements)
-  int64_t v_strides[3] = {};
+  PagedStrides k_bytes, v_bytes;
   // FP8 dequantization scales (nullptr: 1). A per-tensor scale has zero strides.
   const float* q_scale = nullptr;
   int64_t q_scale_strides[2] = {};  // q row, q head
   const float* k_scale = nullptr;
   bool k_scale_per_token = false;   // else k_scale[0]
-  int64_t k_scale_strides[3] = {};  // page, slot, kv head
+  PagedStrides k_scale_bytes;       // per-token k scales
   const float* v_scale = nullptr;
   int64_t v_scale_stride = 0;       // per kv head
-  // The page and slot strides above in bytes (k_scale: per-token scales),
-  // each under 2^32 (checked on the host): a copy address is two 32 x 32 ->
-  // 64-bit multiply-adds (64-bit stride products took ~25 instructions per
-  // row and copy).
-  uint32_t k_page_bytes = 0, k_slot_bytes = 0;
-  uint32_t v_page_bytes = 0, v_slot_bytes = 0;
-  uint32_t k_scale_page_bytes = 0, k_scale_slot_bytes = 0;
   const int32_t* page_table = nullptr;
   int64_t page_table_stride = 0;
   int32_t max_pages = 0;

@@ -8,7 +8,7 @@
 //                 sm_90 by converting to fp16, which made the K side of the
 //                 older kernel as expensive as the V side). A bf16 q enters
 //                 as three e4m3 parts per row, q = s (hi + mid / 16 + lo / 256)
-//                 with s = amax / 448, each part rounding 16x the residual of
+//                 with s the row's dynamic FP8 scale (amax / 448), each part rounding 16x the residual of
 //                 the ones before: within 2^-12 of q, as close as the fp16
 //                 rounding of the older kernel (two parts, within 2^-8, put
 //                 the LSE of rows with logits near 40 off by 0.07). The
@@ -36,7 +36,10 @@
 
 #include "attention/decode_geometry.cuh"
 #include "attention/decode_kv_formats.cuh"
+#include "common/fp8_scale.cuh"
 #include "common/mma_sm80.cuh"
+#include "common/reduce.cuh"
+#include "common/vec.cuh"
 #include "common/wgmma.cuh"
 
 namespace hpc_ops::attention {
@@ -80,27 +83,23 @@ struct TokensOnM {
       if (p.q_fp8) {
         if (ok) codes[0] = *reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.q) + at);
       } else {
-        uint4 raw[2] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
+        float x[2][8] = {};
         if (ok) {
-          const uint4* src = reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p.q) + at);
-          raw[0] = src[0];
-          raw[1] = src[1];
+          const __nv_bfloat16* src = static_cast<const __nv_bfloat16*>(p.q) + at;
+          device::unpack(device::load_packed(src), x[0]);
+          device::unpack(device::load_packed(src + 8), x[1]);
         }
-        const uint32_t* w = reinterpret_cast<const uint32_t*>(raw);
         float y[16];
+#pragma unroll
+        for (int e = 0; e < 16; ++e) y[e] = x[e / 8][e % 8];
         float amax = 0.0f;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          y[2 * i] = __uint_as_float(w[i] << 16);
-          y[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-          amax = fmaxf(amax, fmaxf(fabsf(y[2 * i]), fabsf(y[2 * i + 1])));
-        }
+        for (int e = 0; e < 16; ++e) amax = device::AbsMaxOp{}(amax, fabsf(y[e]));
+        amax = device::warp_allreduce<8>(amax, device::AbsMaxOp{});  // the row's 8 threads
+        const device::Fp8Divisor d = device::fp8_divisor(device::dynamic_scale(amax));
+        scale = d.scale;
 #pragma unroll
-        for (int d = 1; d < 8; d *= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, d));
-        const float inv = amax > 0.0f ? 448.0f / amax : 0.0f;
-        scale = amax > 0.0f ? amax / 448.0f : 1.0f;
-#pragma unroll
-        for (int e = 0; e < 16; ++e) y[e] *= inv;
+        for (int e = 0; e < 16; ++e) y[e] *= d.inv;
 #pragma unroll
         for (int k = 0; k < Kv::kQParts; ++k) {
           uint32_t* cw = reinterpret_cast<uint32_t*>(&codes[k]);

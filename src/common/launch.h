@@ -11,6 +11,8 @@
 // the attribute off for comparisons.
 #pragma once
 
+#include <atomic>
+
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -29,24 +31,26 @@ struct LaunchShape {
 
 // *value = what compute(value) (returning cudaError_t) finds for the current
 // device, computed once per device for this call site and then remembered.
-// A race may compute it twice: the queries cached here are idempotent.
+// A race may compute it twice: the queries cached here are idempotent. The
+// flag is published with release order after the value, so a reader that
+// sees it set also sees the value.
 template <class T, class Compute>
 cudaError_t cached_per_device(T* value, Compute&& compute) {
   constexpr int kMaxDevices = 64;
   static T values[kMaxDevices] = {};
-  static bool known[kMaxDevices] = {};
+  static std::atomic<bool> known[kMaxDevices] = {};
   int device = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) return err;
   const bool cacheable = device >= 0 && device < kMaxDevices;
-  if (cacheable && known[device]) {
+  if (cacheable && known[device].load(std::memory_order_acquire)) {
     *value = values[device];
     return cudaSuccess;
   }
   err = compute(value);
   if (err == cudaSuccess && cacheable) {
     values[device] = *value;
-    known[device] = true;
+    known[device].store(true, std::memory_order_release);
   }
   return err;
 }

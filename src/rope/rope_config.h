@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "common/device_info.h"
+
 namespace hpc_ops::rope {
 
 // ---- the per-row kernel
@@ -45,9 +47,12 @@ constexpr int kStreamConsumerThreads = 256;                  // 8 warps
 constexpr int kStreamThreads = kStreamConsumerThreads + 32;  // + the producer warp
 constexpr int kStreamMinCtas = 2;                            // per SM (<= 112 registers)
 constexpr int kStreamMaxStages = 8;
-// Dynamic shared memory per CTA: two CTAs in a Hopper SM's 228 KB, less the
-// 1 KB per CTA the system reserves and the CTA's static barriers.
+// Dynamic shared memory per CTA: 3 KB under what two CTAs per SM may take
+// (common/device_info.h), which covers the kernel's static barriers and row
+// targets (< 1 KB).
 constexpr int kStreamSharedBytesPerCta = 110 * 1024;
+static_assert(kStreamSharedBytesPerCta <= detail::dynamic_smem_per_cta(kStreamMinCtas, 1024),
+              "two streaming CTAs fit an SM");
 
 struct StreamShape {
   int stages = 0;  // 0: a row does not fit twice

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The per-row RoPE + QK-norm + paged KV-write kernel (see include/hpc_ops/rope.h),
-// for decode steps and small prefill chunks (rope_config.h picks it).
+// for decode steps, small prefill chunks and every chunk with dynamic FP8
+// scales (rope_config.h picks it).
 //
 // Geometry: CTA (row, chunk) takes heads [chunk * heads_per_cta, ...) of one
 // row, counting q heads, then k heads, then v heads. A lane group of D / 16

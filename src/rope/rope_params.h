@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Parameters of the RoPE + QK-norm + KV-write kernel (rope_kernel.cuh): plain
-// data filled by rope.cc, passed as a __grid_constant__ parameter. Strides in
-// elements.
+// Parameters of the RoPE + QK-norm + KV-write kernels (the per-row
+// rope_kernel.cuh and the streaming rope_stream_kernel.cuh): plain data filled
+// by rope.cc, passed as a __grid_constant__ parameter. Strides in elements.
 #pragma once
 
 #include <cstdint>

@@ -93,8 +93,7 @@ BulkConfig choose_bulk_config(int64_t cols, int64_t rows, int num_sms, int in_by
   // CTA's reductions with the others' compute (measured: RMSNorm at hidden
   // 7168 with 1 CTA reached 2.4 TB/s, 2 CTAs 2.8); else one CTA with >= 2.
   const auto try_ctas = [&](int ctas, int min_stages) {
-    const int64_t budget = std::min<int64_t>(kSmemPerCtaMax, kSmemPerSm / ctas - kSmemReservedPerCta) -
-                           kBulkStaticSmem;
+    const int64_t budget = detail::dynamic_smem_per_cta(ctas, kBulkStaticSmem);
     const int64_t stages = std::min<int64_t>(kBulkMaxStages, (budget - fixed) / stage);
     if (stages < min_stages) return false;
     c.usable = true;

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 
+#include "common/device_info.h"
+
 namespace hpc_ops::rowwise {
 
 // Largest row the engine keeps in registers: 16 vectors x 8 elements x 512 threads.
@@ -73,9 +75,9 @@ constexpr int kBulkThreads = 256;
 // input buffer, so a CTA keeps several items in flight within its budget.
 constexpr int kBulkChunkCols = 4096;
 constexpr int kBulkMaxStages = 8;
-constexpr int kSmemPerSm = 228 * 1024;       // Hopper: shared memory per SM
-constexpr int kSmemPerCtaMax = 227 * 1024;   // and the most one CTA may take
-constexpr int kSmemReservedPerCta = 1024;    // taken by the system per resident CTA
+using detail::kSmemPerCtaMax;       // common/device_info.h
+using detail::kSmemPerSm;
+using detail::kSmemReservedPerCta;
 constexpr int kBulkStaticSmem = 256;         // bound on the bulk kernel's static shared memory
 
 // cols: output columns; rows: total rows; in_bytes: bytes per input element;

@@ -198,15 +198,14 @@ sampling::ClusterSplit split_for(int64_t vocab, int64_t rows, bool thresholds, i
     max_cluster = sampling::max_cluster_for(rows, thresholds, sampling::wide_clusters_resident(op));
   }
   sampling::ClusterSplit split = sampling::choose_cluster_split(
-      vocab, max_cluster, sampling::shared_memory_budget(op), sampling::shared_state_bytes());
+      vocab, max_cluster, detail::kSmemPerCtaMax, sampling::shared_state_bytes());
   // HPC_OPS_SAMPLING_THREADS=1024 or 512 forces the CTA size (experiments, tests).
   const int forced = detail::env_int("HPC_OPS_SAMPLING_THREADS", 0);
   const bool paired = forced ? forced == sampling::kPairedCtaThreads
                              : sampling::use_paired_ctas(rows, split.cluster,
                                                          detail::multiprocessor_count(op, device));
-  if (paired) {
-    split = sampling::choose_cluster_split(vocab, max_cluster,
-                                           sampling::paired_shared_memory_budget(op),
+  if (paired) {  // (the kernel has no static shared memory)
+    split = sampling::choose_cluster_split(vocab, max_cluster, detail::dynamic_smem_per_cta(2, 0),
                                            sampling::shared_state_bytes());
     split.threads = sampling::kPairedCtaThreads;
   }

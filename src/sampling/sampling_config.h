@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "sampling/sampling_params.h"  // kThreads
+
 namespace hpc_ops::sampling {
 
 struct ClusterSplit {
@@ -13,7 +15,7 @@ struct ClusterSplit {
   int slice = 0;         // tokens per CTA, a multiple of 32
   int cached = 0;        // of those, kept in shared memory
   int64_t smem_bytes = 0;  // dynamic shared memory per CTA
-  int threads = 1024;      // per CTA: 1024, or kPairedCtaThreads (two CTAs per SM)
+  int threads = kThreads;  // per CTA: kThreads, or kPairedCtaThreads (two CTAs per SM)
 };
 
 // CTAs of 512 threads, two per SM, for batches whose clusters take more than

@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 
 #include "common/cuda_check.h"
+#include "common/device_info.h"
 #include "common/launch.h"
 #include "sampling/sampling_config.h"
 #include "sampling/sampling_kernel.cuh"
@@ -19,10 +20,10 @@ namespace {
 // up to 16 CTAs, once per device.
 template <typename T, int kCtaThreads>
 void prepare(const char* op) {
-  HPC_OPS_CUDA_CHECK(op, detail::once_per_device([op] {
+  HPC_OPS_CUDA_CHECK(op, detail::once_per_device([] {
     const cudaError_t err = cudaFuncSetAttribute(sampling_kernel<T, kCtaThreads>,
                                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 static_cast<int>(shared_memory_budget(op)));
+                                                 detail::kSmemPerCtaMax);
     if (err != cudaSuccess) return err;
     return cudaFuncSetAttribute(sampling_kernel<T, kCtaThreads>,
                                 cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -56,13 +57,13 @@ void launch_with(const SamplingParams& p, int rows, const ClusterSplit& split, c
 int wide_clusters_resident(const char* op) {
   prepare<float, kThreads>(op);
   int count = 0;
-  HPC_OPS_CUDA_CHECK(op, detail::cached_per_device(&count, [op](int* resident) {
+  HPC_OPS_CUDA_CHECK(op, detail::cached_per_device(&count, [](int* resident) {
     // One 1024-thread CTA per SM whatever its shared memory (registers), so
     // the budget stands for every split.
     cudaLaunchConfig_t config = {};
     config.gridDim = dim3(kWideCluster, 1);
     config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = static_cast<size_t>(shared_memory_budget(op));
+    config.dynamicSmemBytes = size_t{detail::kSmemPerCtaMax};
     cudaLaunchAttribute cluster;
     cluster.id = cudaLaunchAttributeClusterDimension;
     cluster.val.clusterDim.x = kWideCluster;
@@ -81,24 +82,6 @@ int wide_clusters_resident(const char* op) {
 }
 
 int64_t shared_state_bytes() { return kSharedStateBytes; }
-
-int64_t shared_memory_budget(const char* op) {
-  int device = 0, bytes = 0;
-  HPC_OPS_CUDA_CHECK(op, cudaGetDevice(&device));
-  HPC_OPS_CUDA_CHECK(op, cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin,
-                                                device));
-  return bytes;
-}
-
-int64_t paired_shared_memory_budget(const char* op) {
-  int device = 0, per_sm = 0;
-  HPC_OPS_CUDA_CHECK(op, cudaGetDevice(&device));
-  HPC_OPS_CUDA_CHECK(op, cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor,
-                                                device));
-  // Two CTAs, each with the 1 KB the runtime reserves per CTA (the kernel has
-  // no static shared memory).
-  return per_sm / 2 - 1024;
-}
 
 void launch_sampling(const SamplingParams& p, bool bf16_logits, int rows, const ClusterSplit& split,
                      const char* op, cudaStream_t stream) {

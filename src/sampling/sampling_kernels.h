@@ -16,15 +16,9 @@ namespace hpc_ops::sampling {
 // Bytes of the kernel's fixed shared state (the vocabulary cache follows it).
 int64_t shared_state_bytes();
 
-// Dynamic shared memory a CTA may use on the current device.
-int64_t shared_memory_budget(const char* op);
-
 // How many clusters of kWideCluster CTAs the device runs at once (0 when
 // its GPCs cannot hold one); queried once per device.
 int wide_clusters_resident(const char* op);
-
-// Dynamic shared memory a CTA may use when two share an SM.
-int64_t paired_shared_memory_budget(const char* op);
 
 // One cluster of split.cluster CTAs of split.threads threads per flat row
 // (rows = B * positions).

@@ -9,7 +9,7 @@
 
 namespace hpc_ops::sampling {
 
-constexpr int kThreads = 1024;        // per CTA
+constexpr int kThreads = 1024;        // per CTA (the most; paired CTAs have 512)
 constexpr int kMaxClusterSize = 16;   // CTAs splitting one row (non-portable above 8)
 constexpr int kBins = 256;            // radix digit of the threshold search
 

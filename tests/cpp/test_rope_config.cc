@@ -37,7 +37,7 @@ TEST(decode_rows_take_one_head_per_group) {
   EXPECT_EQ(choose_heads_per_cta(64, 72, 128, 132), 24);
   // Qwen3-235B: 64 q + 2 x 4 kv heads of 128; one decode row -> 3 CTAs.
   EXPECT_EQ(choose_heads_per_cta(1, 72, 128, 132), 24);
-  // A 16K-row prefill chunk: the whole row in one CTA (up to 4 heads per lane group).
+  // A 16K-row prefill chunk: the whole row in one CTA (up to kRopeHeadsPerGroup = 3 heads per lane group).
   EXPECT_EQ(choose_heads_per_cta(16384, 72, 128, 132), 72);
 }
 
