@@ -249,6 +249,16 @@ if "gemm" in hpc_ops.built_families():
                     check(f"grouped_gemm {layout} {scaling} g{g} tile_hint={tile_hint}", yg,
                           xg.float() @ w[g].float().T, tol=3e-2, floor=0.5)
 
+    # Router GEMM: a split-K launch (the arrival counters and partial tiles)
+    # and an unsplit one, 2 and 3 parts, tails of M, N and K; the weight split.
+    for m, n, k in ((3, 144, 208), (130, 256, 4096)):
+        w = torch.randn(n, k, device=dev) * 0.02
+        x = torch.randn(m, k, device=dev).to(BF16)
+        for parts in (2, 3):
+            y = hpc_ops.router_gemm(x, hpc_ops.split_router_weight(w, parts))
+            check(f"router_gemm m={m} n={n} k={k} parts={parts}", y, x.float() @ w.T,
+                  tol=1e-3, floor=0.1)  # outputs ~1; two parts are off by ~1e-5
+
 if "sampling" in hpc_ops.built_families():
     # One CTA and multi-CTA rows (8 and 16 CTAs), a row stride wider than V, a
     # vocabulary whose slices exceed the shared-memory cache (re-read path),

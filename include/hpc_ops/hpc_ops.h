@@ -11,5 +11,6 @@
 #include "hpc_ops/norm.h"
 #include "hpc_ops/quantization.h"
 #include "hpc_ops/rope.h"
+#include "hpc_ops/router_gemm.h"
 #include "hpc_ops/sampling.h"
 #include "hpc_ops/version.h"

@@ -19,6 +19,7 @@ from .attention import DecodePlan, Fp8Scheme, decode_attention, decode_schedule_
 from .activation import gelu_tanh_and_mul, gelu_tanh_and_mul_masked, silu_and_mul
 from .activation import silu_and_mul_masked
 from .grouped_gemm import grouped_gemm
+from .router_gemm import router_gemm, router_gemm_workspace, split_router_weight
 from .norm import fused_add_rms_norm, rms_norm
 from .quantization import quantize_fp8
 from .rope import rope_qk_norm_kv_write, split_qkv
@@ -42,6 +43,9 @@ __all__ = [
     "rope_qk_norm_kv_write",
     "split_qkv",
     "grouped_gemm",
+    "router_gemm",
+    "router_gemm_workspace",
+    "split_router_weight",
     "sample",
     "verify_speculative",
     "update_seen_mask",

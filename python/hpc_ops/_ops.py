@@ -146,6 +146,29 @@ def _(x, w, cu_seqlens, rows_per_group, row_index, x_scale, w_scale, out, layout
     return None
 
 
+@torch.library.custom_op("hpc_ops::router_gemm", mutates_args=("out", "workspace"))
+def router_gemm_op(x: Tensor, w_parts: Tensor, out: Tensor, workspace: Optional[Tensor]) -> None:
+    if workspace is None and x.is_cuda:
+        from .router_gemm import shared_workspace
+        workspace = shared_workspace(x.device)
+    _C.router_gemm(desc(x), desc(w_parts), desc(out), desc_or_none(workspace), stream_of(x))
+
+
+@router_gemm_op.register_fake
+def _(x, w_parts, out, workspace):
+    return None
+
+
+@torch.library.custom_op("hpc_ops::split_router_weight", mutates_args=("out",))
+def split_router_weight_op(w: Tensor, out: Tensor) -> None:
+    _C.split_router_weight(desc(w), desc(out), stream_of(w))
+
+
+@split_router_weight_op.register_fake
+def _(w, out):
+    return None
+
+
 def sampling_c_args(values, tensors, masks, seed_values, seed_tensors):
     """The (params, masks, seeds) tuples _C.sample / _C.verify_speculative
     take: (value, descriptor or None) per parameter, mask descriptors, and the

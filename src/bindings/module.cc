@@ -20,6 +20,9 @@
 
 #include "hpc_ops/hpc_ops.h"
 #include "rowwise/rowwise_config.h"
+#ifdef HPC_OPS_HAS_GEMM
+#include "gemm/router_gemm_config.h"
+#endif
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -303,6 +306,21 @@ NB_MODULE(_C, m) {
         }, "x"_a, "w"_a, "cu_seqlens"_a.none(), "rows_per_group"_a.none(), "row_index"_a.none(),
         "x_scale"_a.none(), "w_scale"_a.none(), "out"_a, "layout"_a, "scaling"_a,
         "expected_rows_per_group"_a, "stream"_a);
+  m.def("router_gemm",
+        [](nb::handle x, nb::handle w_parts, nb::handle out, nb::handle workspace,
+           uintptr_t stream) {
+          router_gemm(to_tensor(x, "x"), to_tensor(w_parts, "w_parts"), to_tensor(out, "out"),
+                      optional_tensor(workspace, "workspace"), to_stream(stream));
+        }, "x"_a, "w_parts"_a, "out"_a, "workspace"_a.none(), "stream"_a);
+  m.def("split_router_weight",
+        [](nb::handle w, nb::handle w_parts, uintptr_t stream) {
+          split_router_weight(to_tensor(w, "w"), to_tensor(w_parts, "w_parts"), to_stream(stream));
+        }, "w"_a, "w_parts"_a, "stream"_a);
+  m.def("router_gemm_workspace_bytes", &router_gemm_workspace_bytes, "device"_a);
+  m.def("router_gemm_config", [](int64_t m, int64_t n, int64_t k, int sms) {
+    const gemm::RouterGemmShape s = gemm::choose_router_shape(m, n, k, sms);
+    return "tile=" + std::to_string(s.token_tile) + " splits=" + std::to_string(s.splits);
+  });
 #endif
 #ifdef HPC_OPS_HAS_SAMPLING
   m.def("sample", [](nb::handle logits, nb::tuple params, nb::tuple masks, nb::tuple seeds,

@@ -4,7 +4,7 @@ DeepSeek-V3 (hidden 7168, expert intermediate 2048, 256 experts), Qwen3-235B
 (4096, 1536, 128) and Qwen3-30B (2048, 768, 128), gate-up (N = 2 I, K = hidden)
 and down (N = hidden, K = I), at TP8 (all experts, I / 8) and EP8 (experts / 8,
 whole I), with the same number of tokens per expert (1 .. 4096; at most 64K
-rows per call).
+rows per call). The router GEMM's cases are in cases_router.py.
 
 Ops:
   gg_fp8_row    FP8, one scale per token and per output channel, against
@@ -250,4 +250,5 @@ def cases(quick: bool) -> list:
                     impls=impls, reference=_reference(op, e, m), check=_check,
                     config_dims=None, plot_group=f"{op} {label}", plot_x=m,
                     plot_xlabel="tokens per expert", config_text=_config(m)))
-    return out
+    from . import cases_router
+    return out + cases_router.cases(quick, dense_rate)
