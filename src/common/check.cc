@@ -49,6 +49,8 @@ Tensor make_tensor(void* data, DType dtype, std::initializer_list<int64_t> shape
 
 namespace hpc_ops::detail {
 
+bool given(const Tensor& t) { return t.data != nullptr || t.ndim > 0; }
+
 std::string shape_string(const Tensor& t) {
   std::string s = "[";
   for (int i = 0; i < t.ndim; ++i) {

@@ -21,6 +21,9 @@ namespace hpc_ops::detail {
 // An optional tensor argument was given (a default Tensor{} has no data).
 inline bool has(const Tensor& t) { return t.data != nullptr; }
 
+// Whether an optional tensor was passed: an empty tensor (0 elements) may
+// have no data pointer, but it has dims.
+bool given(const Tensor& t);
 std::string shape_string(const Tensor& t);    // "[4, 4096]"
 std::string device_string(const Device& d);   // "cuda:0" / "cpu"
 

@@ -94,4 +94,19 @@ cudaError_t launch_kernel(void (*kernel)(Params...), const LaunchShape& shape,
   return cudaLaunchKernelEx(&config, kernel, args...);
 }
 
+// launch_kernel for a kernel that takes more than the default 48 KB of dynamic
+// shared memory: it is first opted into kOptInBytes, once per device (the
+// kernel and the opt-in are template arguments, so each pair has its own
+// once-per-device flag); shape.smem_bytes may be any amount up to that.
+template <auto kKernel, int kOptInBytes, class... Args>
+cudaError_t launch_with_smem_opt_in(const LaunchShape& shape, cudaStream_t stream,
+                                    const Args&... args) {
+  const cudaError_t err = once_per_device([] {
+    return cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                kOptInBytes);
+  });
+  if (err != cudaSuccess) return err;
+  return launch_kernel(kKernel, shape, stream, args...);
+}
+
 }  // namespace hpc_ops::detail

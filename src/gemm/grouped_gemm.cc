@@ -36,10 +36,7 @@ const char* gemm_scaling_name(GemmScaling scaling) {
 namespace {
 
 using detail::Checker;
-
-// Whether an optional tensor was passed: an empty tensor (0 rows) may have no
-// data pointer, but it has dims.
-bool given(const Tensor& t) { return t.data != nullptr || t.ndim > 0; }
+using detail::given;
 
 void check_index_tensor(const Checker& check, const Tensor& t, const char* name, int64_t length,
                         const char* what) {

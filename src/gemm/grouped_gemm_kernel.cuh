@@ -162,8 +162,9 @@ __device__ __forceinline__ void cp_async_arrive_noinc(const uint64_t* barrier) {
                    static_cast<uint32_t>(__cvta_generic_to_shared(barrier)))
                : "memory");
 }
+// The two consumer warpgroups only (the producer has exited or runs ahead).
 __device__ __forceinline__ void consumer_barrier() {
-  asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumerThreads) : "memory");
+  cutlass::arch::NamedBarrier::sync(kConsumerThreads, 0);
 }
 
 template <class Element, int kTokenTile, Epilogue kEpilogue>

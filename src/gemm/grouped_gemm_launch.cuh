@@ -12,17 +12,12 @@ template <class Element, int kTokenTile, Epilogue kEpilogue>
 cudaError_t launch_grouped_gemm_tile(const CUtensorMap& w_map, const GroupedGemmParams& params,
                                      int grid, cudaStream_t stream) {
   using Traits = GroupedGemmTraits<Element, kTokenTile, kEpilogue>;
-  auto* kernel = &grouped_gemm_kernel<Element, kTokenTile, kEpilogue>;
-  const cudaError_t err = detail::once_per_device([kernel] {
-    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                Traits::kSmemBytes);
-  });
-  if (err != cudaSuccess) return err;
   detail::LaunchShape shape;
   shape.grid = dim3(static_cast<unsigned>(grid));
   shape.block = dim3(kThreads);
   shape.smem_bytes = Traits::kSmemBytes;
-  return detail::launch_kernel(kernel, shape, stream, w_map, params);
+  return detail::launch_with_smem_opt_in<&grouped_gemm_kernel<Element, kTokenTile, kEpilogue>,
+                                         Traits::kSmemBytes>(shape, stream, w_map, params);
 }
 
 template <class Element, Epilogue kEpilogue>

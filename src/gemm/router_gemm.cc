@@ -13,11 +13,6 @@
 
 namespace hpc_ops {
 
-namespace {
-// An empty tensor (0 elements) may have no data pointer, but it has dims.
-bool given(const Tensor& t) { return t.data != nullptr || t.ndim > 0; }
-}  // namespace
-
 int64_t router_gemm_workspace_bytes(int device) {
   return gemm::router_workspace_bytes(
       detail::multiprocessor_count("router_gemm_workspace_bytes", device));
@@ -60,36 +55,41 @@ void router_gemm(const Tensor& x, const Tensor& w_parts, const Tensor& y,
   check.dim(y, "out", 1, n, "N, w_parts.shape[1]");
   check.last_dim_contiguous(y, "out");
   check.non_negative_strides(y, "out");
+  // workspace (optional; a split launch needs one)
+  const bool has_workspace = detail::given(workspace);
+  if (has_workspace) {
+    check.dtype(workspace, "workspace", {DType::kUInt8});
+    check.ndim(workspace, "workspace", 1, "[bytes]");
+    check.contiguous(workspace, "workspace");
+    check.aligned(workspace, "workspace", 256);
+  }
   // devices
   check.on_cuda(w_parts, "w_parts");
   check.same_device(x, "x", w_parts, "w_parts");
   check.same_device(y, "out", w_parts, "w_parts");
-  if (m == 0) return;
-
+  if (has_workspace) check.same_device(workspace, "workspace", w_parts, "w_parts");
   const int device = w_parts.device.index;
   const int sms = detail::multiprocessor_count(check.op(), device);
+  if (has_workspace && workspace.shape[0] < gemm::router_workspace_bytes(sms)) {
+    check.invalid("workspace has ", workspace.shape[0], " bytes; expected at least ",
+                  gemm::router_workspace_bytes(sms), " (router_gemm_workspace_bytes)");
+  }
+  if (m == 0) return;
+
   // HPC_OPS_ROUTER_TOKEN_TILE (16, 32, 64, 128) and HPC_OPS_ROUTER_SPLITS
   // override the launch shape, for tuning runs.
   static const int forced_tile = detail::env_int("HPC_OPS_ROUTER_TOKEN_TILE", 0);
   static const int forced_splits = detail::env_int("HPC_OPS_ROUTER_SPLITS", 0);
   const gemm::RouterGemmShape shape =
       gemm::choose_router_shape(m, n, k, sms, forced_tile, forced_splits);
+  if (shape.ctas() > INT32_MAX) check.unsupported("problem of more than 2^31 tiles");
+  if (shape.splits > 1 && !has_workspace) {
+    check.invalid("workspace is required: this shape splits K over ", shape.splits,
+                  " CTAs per output tile (uint8, router_gemm_workspace_bytes() = ",
+                  gemm::router_workspace_bytes(sms), " bytes, zero-filled once)");
+  }
   gemm::RouterGemmParams p;
-  if (shape.splits > 1) {
-    if (!given(workspace)) {
-      check.invalid("workspace is required: this shape splits K over ", shape.splits,
-                    " CTAs per output tile (uint8, router_gemm_workspace_bytes() = ",
-                    gemm::router_workspace_bytes(sms), " bytes, zero-filled once)");
-    }
-    check.dtype(workspace, "workspace", {DType::kUInt8});
-    check.ndim(workspace, "workspace", 1, "[bytes]");
-    check.contiguous(workspace, "workspace");
-    check.aligned(workspace, "workspace", 256);
-    if (workspace.shape[0] < gemm::router_workspace_bytes(sms)) {
-      check.invalid("workspace has ", workspace.shape[0], " bytes; expected at least ",
-                    gemm::router_workspace_bytes(sms), " (router_gemm_workspace_bytes)");
-    }
-    check.same_device(workspace, "workspace", w_parts, "w_parts");
+  if (has_workspace) {
     uint8_t* base = static_cast<uint8_t*>(workspace.data);
     p.counters = reinterpret_cast<int*>(base);
     p.partials = reinterpret_cast<float*>(base + gemm::router_partials_offset(sms));
@@ -121,7 +121,6 @@ void router_gemm(const Tensor& x, const Tensor& w_parts, const Tensor& y,
       static_cast<uint64_t>(m), 1, x_row, x_row * static_cast<uint64_t>(m), gemm::kRouterKTile,
       static_cast<uint32_t>(shape.token_tile));
 
-  if (shape.ctas() > INT32_MAX) check.unsupported("problem of more than 2^31 tiles");
   detail::DeviceGuard guard(device, check.op());
   HPC_OPS_CUDA_CHECK(check.op(),
                      gemm::launch_router_gemm(static_cast<int>(parts), shape.token_tile, w_map,

@@ -66,10 +66,6 @@ struct RouterGemmTraits {
   static constexpr int kFanIn = router_fan_in(kTokenTile);
 };
 
-__device__ __forceinline__ void router_consumer_barrier() {
-  asm volatile("bar.sync 1, %0;\n" ::"n"(kRouterConsumerThreads) : "memory");
-}
-
 template <int kParts, int kTokenTile>
 __global__ void __launch_bounds__(kRouterThreads, 1)
     router_gemm_kernel(const __grid_constant__ CUtensorMap w_map,
@@ -222,13 +218,13 @@ __global__ void __launch_bounds__(kRouterThreads, 1)
               make_float4(total[4 * v], total[4 * v + 1], total[4 * v + 2], total[4 * v + 3]);
         }
         __threadfence();
-        router_consumer_barrier();
+        cutlass::arch::NamedBarrier::sync(kRouterConsumerThreads, 0);  // consumers only
         if (ctid == 0) {
           const bool last = atomicAdd(counters + group, 1) == size - 1;
           if (last) counters[group] = 0;  // every node has arrived: ready for the next launch
           *last_flag = last;
         }
-        router_consumer_barrier();
+        cutlass::arch::NamedBarrier::sync(kRouterConsumerThreads, 0);  // consumers only
         if (!*last_flag) return;
         __threadfence();  // the other nodes' sums are visible after their fence + atomic
 #pragma unroll

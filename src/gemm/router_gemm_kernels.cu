@@ -11,17 +11,12 @@ template <int kParts, int kTokenTile>
 cudaError_t launch_tile(const CUtensorMap& w_map, const CUtensorMap& x_map,
                         const RouterGemmParams& params, int grid, cudaStream_t stream) {
   using Traits = RouterGemmTraits<kParts, kTokenTile>;
-  auto* kernel = &router_gemm_kernel<kParts, kTokenTile>;
-  const cudaError_t err = detail::once_per_device([kernel] {
-    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                Traits::kSmemBytes);
-  });
-  if (err != cudaSuccess) return err;
   detail::LaunchShape shape;
   shape.grid = dim3(static_cast<unsigned>(grid));
   shape.block = dim3(kRouterThreads);
   shape.smem_bytes = Traits::kSmemBytes;
-  return detail::launch_kernel(kernel, shape, stream, w_map, x_map, params);
+  return detail::launch_with_smem_opt_in<&router_gemm_kernel<kParts, kTokenTile>,
+                                         Traits::kSmemBytes>(shape, stream, w_map, x_map, params);
 }
 
 template <int kParts>

@@ -20,18 +20,12 @@ cudaError_t launch_per_row(bool fp8, dim3 grid, const RopeParams& params, cudaSt
 
 template <int kD, bool kFp8>
 cudaError_t launch_stream(int ctas, const RopeParams& params, cudaStream_t stream) {
-  // Opt into more than 48 KB of dynamic shared memory, once per device.
-  const cudaError_t err = detail::once_per_device([] {
-    return cudaFuncSetAttribute(rope_stream_kernel<kD, kFp8>,
-                                cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                kStreamSharedBytesPerCta);
-  });
-  if (err != cudaSuccess) return err;
   detail::LaunchShape shape;
   shape.grid = dim3(static_cast<unsigned>(ctas));
   shape.block = dim3(kStreamThreads);
   shape.smem_bytes = static_cast<size_t>(params.stages) * params.stage_bytes;
-  return detail::launch_kernel(rope_stream_kernel<kD, kFp8>, shape, stream, params);
+  return detail::launch_with_smem_opt_in<&rope_stream_kernel<kD, kFp8>, kStreamSharedBytesPerCta>(
+      shape, stream, params);
 }
 
 template <int kD>

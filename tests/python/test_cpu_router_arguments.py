@@ -17,11 +17,11 @@ pytestmark = needs_family("gemm")
 BF16 = torch.bfloat16
 
 
-def call(x=None, wp=None, out=None):
+def call(x=None, wp=None, out=None, workspace=None):
     x = torch.zeros(4, 256, dtype=BF16) if x is None else x
     wp = torch.zeros(2, 192, 256, dtype=BF16) if wp is None else wp
     out = torch.full((4, 192), float("nan")) if out is None else out
-    return lambda: hpc_ops.router_gemm(x, wp, out=out), out
+    return lambda: hpc_ops.router_gemm(x, wp, out=out, workspace=workspace), out
 
 
 CASES = {
@@ -40,6 +40,9 @@ CASES = {
     "out rows": (dict(out=torch.zeros(5, 192)), r"out.shape\[0\] = 5, expected 4"),
     "out dtype": (dict(out=torch.zeros(4, 192, dtype=torch.float16)),
                   r"out must be one of \{bfloat16, float32\}"),
+    "workspace dtype": (dict(workspace=torch.zeros(64)), r"workspace must be uint8, got float32"),
+    "workspace rank": (dict(workspace=torch.zeros(2, 64, dtype=torch.uint8)),
+                       r"workspace must be 1-D \[bytes\]"),
     "host": ({}, r"w_parts must be on a CUDA device"),
 }
 
