@@ -69,13 +69,15 @@ for dtype in (BF16, torch.float16, torch.float32):
 if "attention" in hpc_ops.built_families():
     # Decode attention: ragged lengths (0, 1, page + 1, a cut long request), shuffled
     # pages of 16 tokens, GQA 4, q_len 1, 2, 4 and 5, BF16 and FP8 caches (FP8:
-    # per-token k scales, per-head v scales; an fp8 q at 4 and 8 query rows, a bf16
-    # q at 16 and 20: both tokens-on-M variants and the rows-on-M FP8 kernel); the
-    # reference is float32 per request.
+    # per-token k scales, per-head v scales, the tiles by cp.async; an fp8 q at 4
+    # and 8 query rows, a bf16 q at 16 and 20: both tokens-on-M variants and the
+    # rows-on-M FP8 kernel; then per-tensor scales at 8 and 16 rows, the tiles by
+    # TMA); the reference is float32 per request.
     FP8 = torch.float8_e4m3fn
     for fp8, q_len, lens in ((False, 1, [0, 1, 17, 700]), (False, 2, [2, 65, 3000]),
                              (True, 1, [0, 1, 17, 700]), (True, 2, [2, 65, 3000]),
-                             (True, 4, [4, 65, 3000]), (True, 5, [9, 300])):
+                             (True, 4, [4, 65, 3000]), (True, 5, [9, 300]),
+                             ("per_tensor", 2, [2, 65, 3000]), ("per_tensor", 4, [0, 4, 17, 700])):
         q_fp8 = q_len <= 2
         hkv, group, page = 2, 4, 16
         pages = [(n + page - 1) // page for n in lens]
@@ -89,7 +91,18 @@ if "attention" in hpc_ops.built_families():
             at += n
         kv_lens = torch.tensor(lens, dtype=torch.int32, device=dev)
         q = torch.randn(len(lens) * q_len, hkv * group, 128, dtype=BF16, device=dev)
-        if fp8:
+        if fp8 == "per_tensor":
+            # fixed scales (torch's multi-dim amax trips racecheck inside torch itself)
+            k_scale, v_scale, q_scale = (torch.tensor(c / 448, device=dev) for c in (6.0, 7.0, 8.0))
+            kq = (kc.float() / k_scale).to(FP8)
+            vq = (vc.float() / v_scale).to(FP8)
+            qq = (q.float() / q_scale).to(FP8) if q_fp8 else q
+            out = hpc_ops.decode_attention(qq, kq, vq, table, kv_lens, q_len=q_len,
+                                           scheme="per_tensor", q_scale=q_scale if q_fp8 else None,
+                                           k_scale=k_scale, v_scale=v_scale)
+            kc, vc = kq.float() * k_scale, vq.float() * v_scale
+            q = qq.float() * q_scale if q_fp8 else q
+        elif fp8:
             k_scale = kc.float().abs().amax(-1) / 448 + 1e-6            # [pages, page, Hkv]
             # [Hkv]; fixed (torch's multi-dim amax trips racecheck inside torch itself)
             v_scale = torch.tensor([8.0, 16.0], device=dev) / 448
@@ -116,7 +129,8 @@ if "attention" in hpc_ops.built_families():
             logits = torch.einsum("qhd,khd->hqk", qb, k) / 128 ** 0.5
             visible = torch.arange(n, device=dev).view(1, n) <= (n - q_len + torch.arange(q_len, device=dev)).view(-1, 1)
             p = torch.softmax(logits.masked_fill(~visible, float("-inf")), -1)
-            check(f"decode_attention {'fp8' if fp8 else 'bf16'} q_len {q_len} request {b}",
+            kind = {False: "bf16", True: "fp8 qk_token_head", "per_tensor": "fp8 per_tensor"}[fp8]
+            check(f"decode_attention {kind} q_len {q_len} request {b}",
                   out[b * q_len:(b + 1) * q_len], torch.einsum("hqk,khd->qhd", p, v), tol=0.04,
                   floor=0.5)  # P is bf16 / fp16 in P @ V
 

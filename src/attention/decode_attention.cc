@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 // Paged decode attention: validation of every argument against the plan,
 // then the attention and merge launches (decode_attention_kernels.cu).
+#include <algorithm>
 #include <cmath>
 
 #include "attention/decode_kernels.h"
 #include "common/check.h"
 #include "common/kv_cache_checks.h"
 #include "common/cuda_check.h"
+#include "common/env.h"
+#include "common/tma_map.h"
 
 namespace hpc_ops {
 namespace attention {
@@ -51,6 +54,78 @@ attention::PagedStrides paged_strides(const Checker& check, const int64_t* strid
     small[d] = static_cast<uint32_t>(bytes);
   }
   return {small[0], small[1], strides[2] * element_bytes};
+}
+
+// Fills p.tma and sets p.kv_tma when the KV tiles come in by TMA: the FP8
+// tokens-on-M kernel, pages of 16 slots or more (a box of a 1-slot page
+// moves 128 bytes), k scales not per token (those copies stay cp.async),
+// strides TMA can address. Same-run A/B on the H200 (docs/perf/
+// decode_attention.md, v5): FP8 1.00-1.06x cp.async (64 x 4K 64/8 139.1 vs
+// 145.0 us); the BF16 kernel can take TMA too (kTmaTiles) but gained 1-3% on
+// uniform batches and lost 2.5-4% on skewed ones (32 x 128 + 32 x 4K 64/8
+// 213.6 vs 205.6 us), so it keeps cp.async by default.
+// HPC_OPS_DECODE_TMA: 0 cp.async everywhere, 1 (default) as above, 2 BF16
+// by TMA too; the GPU tests run each.
+void set_kv_tma(const Tensor& k_cache, const Tensor& v_cache, int64_t page_size,
+                attention::DecodeParams& p) {
+  static const int mode = detail::env_int("HPC_OPS_DECODE_TMA", 1);
+  const bool format_ok = p.kv_fp8 ? attention::decode_tokens_on_m(p.rows, true) : mode >= 2;
+  if (mode == 0 || !format_ok || page_size < 16 || p.k_scale_per_token) return;
+  const int64_t element_bytes = p.kv_fp8 ? 1 : 2;
+  // Cache dims 2, 1, 0 (head, slot, page) of [pages, slots, heads, D], byte
+  // strides. A dim of one element is never stepped along: it takes the
+  // largest of the others' strides, so it sorts last.
+  const int cache_dims[3] = {2, 1, 0};  // head, slot, page
+  uint64_t strides[2][3];
+  for (int t = 0; t < 2; ++t) {
+    const Tensor& c = t == 0 ? k_cache : v_cache;
+    int64_t largest = 0;
+    for (int i = 0; i < 3; ++i) {
+      const int d = cache_dims[i];
+      if (c.shape[d] > 1) largest = std::max(largest, c.strides[d] * element_bytes);
+    }
+    for (int i = 0; i < 3; ++i) {
+      const int d = cache_dims[i];
+      const int64_t s = c.shape[d] == 1 ? largest : c.strides[d] * element_bytes;
+      if (!detail::tma_stride_ok(s)) return;
+      strides[t][i] = static_cast<uint64_t>(s);
+    }
+  }
+  // Map dims 1-3 in increasing K stride (the layout TMA describes: each
+  // dim's stride spans the ones before it); V shares the order.
+  int order[3] = {0, 1, 2};
+  std::sort(order, order + 3, [&](int a, int b) { return strides[0][a] < strides[0][b]; });
+  int8_t map_dim[3];
+  uint64_t dims[4] = {attention::kDecodeHeadDim, 0, 0, 0};
+  uint32_t box[4] = {static_cast<uint32_t>(128 / element_bytes), 1, 1, 1};  // 128 bytes
+  const int box_slots = static_cast<int>(std::min<int64_t>(page_size, attention::kDecodeTileTokens));
+  for (int m = 0; m < 3; ++m) {
+    const int i = order[m];
+    map_dim[i] = static_cast<int8_t>(m + 1);
+    dims[m + 1] = static_cast<uint64_t>(k_cache.shape[cache_dims[i]]);
+    box[m + 1] = i == 1 ? static_cast<uint32_t>(box_slots) : 1u;
+  }
+  uint64_t map_strides[2][3];
+  for (int t = 0; t < 2; ++t) {
+    for (int m = 0; m < 3; ++m) map_strides[t][m] = strides[t][order[m]];
+  }
+  // L2 fetches 128 B per access: a box's rows are 128 B, strided apart when
+  // the cache interleaves heads (NHD). 256 B fetched each row's neighbour
+  // head for nothing: 64 x 4K 64/8 149.2 us instead of 137.6, 128 x 1K 64/8
+  // 99.8 instead of 74.6 (no promotion: the same as 128 B).
+  const CUtensorMapL2promotion promotion = CU_TENSOR_MAP_L2_PROMOTION_L2_128B;
+  const CUtensorMapDataType type = p.kv_fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  try {
+    p.tma.k = detail::make_tma_map_sw128(k_cache.data, type, 4, dims, map_strides[0], box, promotion);
+    p.tma.v = detail::make_tma_map_sw128(v_cache.data, type, 4, dims, map_strides[1], box, promotion);
+  } catch (const Error&) {
+    return;  // a layout the driver does not take (V's strides in another order): cp.async
+  }
+  p.tma.head_dim = map_dim[0];
+  p.tma.slot_dim = map_dim[1];
+  p.tma.page_dim = map_dim[2];
+  p.tma.box_slots = box_slots;
+  p.kv_tma = true;
 }
 
 // The FP8 scales against the scheme, filled into p. Structural checks only.
@@ -221,6 +296,7 @@ void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
   p.partial_out = reinterpret_cast<float*>(ws + schedule_bytes);
   p.partial_lse = p.partial_out + int64_t{info.num_slots} * p.rows * attention::kDecodeHeadDim;
   p.num_bins = info.num_bins;
+  set_kv_tma(k_cache, v_cache, page_size, p);
 
   detail::DeviceGuard guard(q.device.index, check.op());
   attention::launch_decode_attention(p, stream);

@@ -15,9 +15,12 @@
 // (decode_tokens_on_m.cuh: KV tokens on M, wgmma). Either way each warp ends
 // a piece with its own softmax state for up to 16 rows per m-tile, and the
 // states meet in shared memory.
-// K and V pages (and per-token k scales) arrive through a cp.async ring
-// (16-byte copies from any page / slot / head strides; page sizes 1-128 cost
-// the same).
+// K and V pages (and per-token k scales) arrive through a ring of kStages
+// tiles: by TMA when DecodeParams::kv_tma (formats with kTmaTiles: BF16 and
+// the tokens-on-M FP8 kernel; one box of up to 64 slots per page, tensor and
+// 128-byte half of the head dim, issued by lanes of warp 0 and counted on a
+// transaction barrier per stage), else by cp.async (16-byte copies from any
+// page / slot / head strides; page sizes 1-128 cost the same).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -26,6 +29,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include <cute/arch/copy_sm90_tma.hpp>
 #include <cutlass/arch/barrier.h>
 
 #include "attention/decode_geometry.cuh"
@@ -34,6 +38,7 @@
 #include "attention/decode_merge.cuh"
 #include "attention/decode_rows_on_m.cuh"
 #include "attention/decode_tokens_on_m.cuh"
+#include "common/bulk_copy.cuh"
 #include "common/mma_sm80.cuh"
 #include "common/pdl.cuh"
 
@@ -56,7 +61,12 @@ struct DecodeCta {
   float (*row_max)[16];
   float (*row_sum)[16];
   int* last_arrival;  // shared: whether this CTA finished its unit's last piece
+  cutlass::arch::ClusterTransactionBarrier* full;  // shared, per stage: the TMA path's tiles landed
   int warp, lane;
+  // Tiles that went through the ring before this piece: ring index
+  // ring_pos + i holds the piece's tile i, in stage (index % kStages), whose
+  // barrier phase is (index / kStages) & 1.
+  uint32_t ring_pos = 0;
 
   __device__ uint8_t* stage_ptr(int stage) const { return smem + G::kQBytes + stage * G::kStageBytes; }
 
@@ -156,8 +166,69 @@ struct DecodeCta {
     }
   }
 
+  // ---- TMA path --------------------------------------------------------------
+  // Page of box `lane` of tile `tile` (lanes of warp 0 below the tile's box
+  // count; others 0). Like fetch_pages: a tile ahead, not depending on len.
+  __device__ int32_t fetch_box_page(const int32_t* pages, int tile) const {
+    if (warp != 0 || lane >= kDecodeTileTokens / p.tma.box_slots) return 0;
+    const int index = (tile * kDecodeTileTokens + lane * p.tma.box_slots) >> p.page_shift;
+    return pages[index < p.max_pages ? index : p.max_pages - 1];
+  }
+
+  // Issues tile `tile` of kv head h into ring index `ring`: lane j of warp 0
+  // copies box j of K and of V (slots [j, j + 1) x box_slots of the tile), in
+  // 128-byte halves of the head dim (tma_tile_offset), if it holds a token
+  // below len. Rows of boxes not copied keep older bytes, and a copied box's
+  // slots at or past len hold whatever the page does (a page id past the
+  // cache, or negative, reads zeros): the math masks those tokens' logits,
+  // and zero_v_past_len clears their V.
+  __device__ void issue_tile_tma(int h, int tile, int len, int32_t page, uint32_t ring) const {
+    if (warp != 0) return;
+    constexpr int kHalves = Kv::kTokenBytes / 128;
+    const int stage = static_cast<int>(ring % kStages);
+    const int box = p.tma.box_slots;
+    const int first = tile * kDecodeTileTokens;
+    const int boxes = min((len - first + box - 1) / box, kDecodeTileTokens / box);
+    if (lane == 0) full[stage].arrive_and_expect_tx(2 * boxes * box * Kv::kTokenBytes);
+    __syncwarp();
+    if (lane < boxes) {
+      const int slot = (first + lane * box) & ((1 << p.page_shift) - 1);
+      // Coordinates of map dims 1-3 (the host ordered them by stride).
+      const KvTmaMaps& m = p.tma;
+      const int32_t c1 = m.head_dim == 1 ? h : m.slot_dim == 1 ? slot : page;
+      const int32_t c2 = m.head_dim == 2 ? h : m.slot_dim == 2 ? slot : page;
+      const int32_t c3 = m.head_dim == 3 ? h : m.slot_dim == 3 ? slot : page;
+      auto* bar = reinterpret_cast<uint64_t*>(&full[stage]);
+      // KV is read once: evict it first, ahead of what other kernels keep in L2.
+      const auto hint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_FIRST);
+#pragma unroll
+      for (int half = 0; half < kHalves; ++half) {
+        uint8_t* k_dst = stage_ptr(stage) + half * kTmaHalfTileBytes + lane * box * 128;
+        const int32_t dim0 = half * (128 / Kv::kElementBytes);
+        cute::SM90_TMA_LOAD_4D::copy(&m.k, bar, hint, k_dst, dim0, c1, c2, c3);
+        cute::SM90_TMA_LOAD_4D::copy(&m.v, bar, hint, k_dst + G::kTileBytes, dim0, c1, c2, c3);
+      }
+    }
+  }
+
+  // Zeroes the V rows of tile `tile` (in `stage`) at or past len, before any
+  // warp reads them: their P is 0, but 0 x NaN is NaN. Then orders these
+  // stores before the stage's next TMA copy (async proxy).
+  __device__ void zero_v_past_len(int stage, int tile, int len) const {
+    const int valid = len - tile * kDecodeTileTokens;
+    if (valid >= kDecodeTileTokens) return;  // uniform
+    const uint32_t v_base = device::shared_address(stage_ptr(stage)) + G::kTileBytes;
+    for (int idx = threadIdx.x; idx < (kDecodeTileTokens - valid) * G::kChunksPerToken; idx += G::kThreads) {
+      const int row = valid + idx / G::kChunksPerToken, chunk = idx % G::kChunksPerToken;
+      asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};" ::"r"(v_base + Kv::v_offset(row, chunk)), "r"(0)
+                   : "memory");
+    }
+    device::fence_proxy_async_shared();
+  }
+
   // One piece: a unit of one piece writes the final output, a cut unit's
   // piece its partial result (slot slot_start[u] + index).
+  template <bool kTma>
   __device__ void run_piece(const Piece& piece) {
     const int b = piece.u / p.kv_heads, h = piece.u - b * p.kv_heads;
     const int tile_begin = piece.tile_begin, tile_end = piece.tile_end;
@@ -171,36 +242,67 @@ struct DecodeCta {
     Math math(warp, lane);
     math.stage_q(p, smem, b, h);
     const CopySource copies = copy_source(b, h);
-    int32_t pages[kCopies];
+    int32_t pages[kCopies];  // cp.async: the pages of this thread's rows of the next tile
+    int32_t box_page = 0;    // TMA: the page of this lane's box of the next tile
+    if constexpr (kTma) {
+      int32_t first_pages[kStages - 1];  // one round trip for the first tiles' pages
 #pragma unroll
-    for (int s = 0; s < kStages - 1; ++s) {
-      if (s < n_tiles) {
-        fetch_pages(copies, tile_begin + s, pages);
-        issue_tile(copies, tile_begin + s, len, pages, s);
+      for (int s = 0; s < kStages - 1; ++s) first_pages[s] = fetch_box_page(copies.pages, tile_begin + s);
+#pragma unroll
+      for (int s = 0; s < kStages - 1; ++s) {
+        if (s < n_tiles) issue_tile_tma(h, tile_begin + s, len, first_pages[s], ring_pos + s);
       }
-      device::cp_async_commit();
+      if (kStages - 1 < n_tiles) box_page = fetch_box_page(copies.pages, tile_begin + kStages - 1);
+    } else {
+#pragma unroll
+      for (int s = 0; s < kStages - 1; ++s) {
+        if (s < n_tiles) {
+          fetch_pages(copies, tile_begin + s, pages);
+          issue_tile(copies, tile_begin + s, len, pages, (ring_pos + s) % kStages);
+        }
+        device::cp_async_commit();
+      }
+      if (kStages - 1 < n_tiles) fetch_pages(copies, tile_begin + kStages - 1, pages);
     }
-    if (kStages - 1 < n_tiles) fetch_pages(copies, tile_begin + kStages - 1, pages);
     // Q work (global loads, the FP8 split) overlaps the first copies.
     math.begin(p, smem, b, h, len);
 
     for (int i = 0; i < n_tiles; ++i) {
-      device::cp_async_wait<kStages - 2>();
-      // wgmma reads shared memory through the async proxy; the copies (and
-      // the q tile's stores) went through the generic one.
-      if constexpr (Kv::kTokensOnM) cutlass::arch::fence_view_async_shared();
+      const uint32_t ring = ring_pos + i;
+      const int stage = static_cast<int>(ring % kStages);
+      if constexpr (kTma) {
+        if (i == 0) {
+          device::cp_async_commit();  // a bf16 q tile (RowsOnM::stage_q)
+          device::cp_async_wait<0>();
+          // wgmma reads the q tile, stored by the generic proxy, through the async one.
+          if constexpr (Kv::kTokensOnM) cutlass::arch::fence_view_async_shared();
+        }
+        full[stage].wait((ring / kStages) & 1);
+        zero_v_past_len(stage, tile_begin + i, len);
+      } else {
+        device::cp_async_wait<kStages - 2>();
+        // ... and so are the cp.async copies.
+        if constexpr (Kv::kTokensOnM) cutlass::arch::fence_view_async_shared();
+      }
       __syncthreads();
       // The stage read in iteration i - 1 is free once every warp passed the barrier.
-      if (i + kStages - 1 < n_tiles) {
-        issue_tile(copies, tile_begin + i + kStages - 1, len, pages, (i + kStages - 1) % kStages);
+      if constexpr (kTma) {
+        if (i + kStages - 1 < n_tiles) {
+          issue_tile_tma(h, tile_begin + i + kStages - 1, len, box_page, ring + kStages - 1);
+        }
+        if (i + kStages < n_tiles) box_page = fetch_box_page(copies.pages, tile_begin + i + kStages);
+      } else {
+        if (i + kStages - 1 < n_tiles) {
+          issue_tile(copies, tile_begin + i + kStages - 1, len, pages, (ring + kStages - 1) % kStages);
+        }
+        device::cp_async_commit();
+        if (i + kStages < n_tiles) fetch_pages(copies, tile_begin + i + kStages, pages);
       }
-      device::cp_async_commit();
-      if (i + kStages < n_tiles) fetch_pages(copies, tile_begin + i + kStages, pages);
-      const int stage = i % kStages;
       const float* k_scales = reinterpret_cast<const float*>(smem + G::kScaleOffset + stage * G::kScaleBytes);
       math.tile(p, smem, stage_ptr(stage), k_scales, tile_begin + i, len, i == 0);
     }
-    device::cp_async_wait<0>();
+    ring_pos += static_cast<uint32_t>(n_tiles);
+    if constexpr (!kTma) device::cp_async_wait<0>();
     __syncthreads();  // every warp is done with the ring: it becomes the combine buffer
 
     // ---- combine the warps of each m-tile; write the output or a partial --------
@@ -230,7 +332,43 @@ struct DecodeCta {
     if (slot >= 0 && merged_by_attention(piece.pieces, p.rows)) {
       merge_if_last(piece, slot0, layout);
     }
+    // The next piece's TMA copies (async proxy) overwrite the combine buffer.
+    if constexpr (kTma) device::fence_proxy_async_shared();
     __syncthreads();  // the combine buffer and the Q tile are reused by the next piece
+  }
+
+  // The pieces of this CTA's bin: tiles [begin, end) of the global tile
+  // order, starting in unit first_unit.x.
+  template <bool kTma>
+  __device__ void run_bin(int4 first_unit, int32_t begin, int32_t end, int32_t per_bin) {
+    const ScheduleLayout layout = schedule_layout(p.batch, p.kv_heads, p.num_bins);
+    const int32_t* sched = p.schedule;
+    const int32_t units = sched[2];
+    const int32_t* tile_start = sched + layout.tile_start;
+    // Unit u = [ts, te) in the global tile order; its tiles within the
+    // request start at `first`.
+    int u = first_unit.x;
+    int32_t ts = first_unit.y, te = first_unit.z, first = first_unit.w;
+    int32_t pos = begin;
+    while (true) {
+      const int32_t piece_end = te < end ? te : end;
+      Piece piece;
+      piece.u = u;
+      piece.tile_begin = first + (pos - ts);
+      piece.tile_end = first + (piece_end - ts);
+      piece.pieces = unit_pieces(ts, te - ts, per_bin);
+      piece.index = static_cast<int32_t>(blockIdx.x) - ts / per_bin;
+      run_piece<kTma>(piece);
+      pos = piece_end;
+      // The next unit with tiles, if the bin reaches it.
+      do {
+        ++u;
+        if (pos >= end || u >= units) return;
+        ts = tile_start[u];
+        te = tile_start[u + 1];
+      } while (te <= pos);  // units with no tiles
+      first = sched[layout.first_tile + u / p.kv_heads];
+    }
   }
 
   // Counts this piece's arrival; the CTA of the unit's last piece combines
@@ -263,50 +401,44 @@ __global__ void __launch_bounds__(DecodeGeometry<kMTiles, Kv>::kThreads)
   __shared__ float row_max[G::kWarps][16];
   __shared__ float row_sum[G::kWarps][16];
   __shared__ int last_arrival;
+  __shared__ uint64_t full_barriers[G::kStagesForTma];
+  auto* full = reinterpret_cast<cutlass::arch::ClusterTransactionBarrier*>(full_barriers);
+  // The TMA path's barriers are initialized before the PDL wait: no global
+  // memory is touched.
+  const bool tma = Kv::kTmaTiles && p.kv_tma;
+  if (tma && threadIdx.x == 0) {
+    cute::prefetch_tma_descriptor(&p.tma.k);
+    cute::prefetch_tma_descriptor(&p.tma.v);
+    for (int s = 0; s < G::kStagesForTma; ++s) full[s].init(1);
+    cutlass::arch::fence_barrier_init();
+  }
   // The schedule (and the caller's inputs) come from earlier kernels; the
   // merge kernel may be scheduled as soon as every CTA got here.
   device::pdl_enter();
+  if (tma) __syncthreads();  // the barriers are initialized
   const int32_t* sched = p.schedule;
   const ScheduleLayout layout = schedule_layout(p.batch, p.kv_heads, p.num_bins);
   // One round of independent loads: the header and this bin's first unit.
   // Tile positions are int32 (unit_pieces in decode_plan.h).
-  const int32_t per_bin = sched[0], total = sched[1], units = sched[2];
+  const int32_t per_bin = sched[0], total = sched[1];
   const int4 first_unit = *reinterpret_cast<const int4*>(sched + layout.bin_first +
                                                          kBinFirstWords * blockIdx.x);
   const int32_t begin = static_cast<int32_t>(blockIdx.x) * per_bin;
   if (begin >= total || first_unit.x < 0) return;
   const int32_t end = begin + per_bin < total ? begin + per_bin : total;
-  const int32_t* tile_start = sched + layout.tile_start;
   uint8_t* base = smem;
   if constexpr (Kv::kAlign > 128) {  // G::kSmemBytes has the slack
     base += (Kv::kAlign - (device::shared_address(smem) & (Kv::kAlign - 1))) & (Kv::kAlign - 1);
   }
-  DecodeCta<kMTiles, Kv> cta{p, base, row_max, row_sum, &last_arrival, static_cast<int>(threadIdx.x / 32),
-                             static_cast<int>(threadIdx.x % 32)};
-  // Unit u = [ts, te) in the global tile order; its tiles within the
-  // request start at `first`.
-  int u = first_unit.x;
-  int32_t ts = first_unit.y, te = first_unit.z, first = first_unit.w;
-  int32_t pos = begin;
-  while (true) {
-    const int32_t piece_end = te < end ? te : end;
-    Piece piece;
-    piece.u = u;
-    piece.tile_begin = first + (pos - ts);
-    piece.tile_end = first + (piece_end - ts);
-    piece.pieces = unit_pieces(ts, te - ts, per_bin);
-    piece.index = static_cast<int32_t>(blockIdx.x) - ts / per_bin;
-    cta.run_piece(piece);
-    pos = piece_end;
-    // The next unit with tiles, if the bin reaches it.
-    do {
-      ++u;
-      if (pos >= end || u >= units) return;
-      ts = tile_start[u];
-      te = tile_start[u + 1];
-    } while (te <= pos);  // units with no tiles
-    first = sched[layout.first_tile + u / p.kv_heads];
+  DecodeCta<kMTiles, Kv> cta{p, base, row_max, row_sum, &last_arrival, full,
+                             static_cast<int>(threadIdx.x / 32), static_cast<int>(threadIdx.x % 32)};
+  if constexpr (Kv::kTmaTiles) {
+    if (tma) {
+      cta.template run_bin<true>(first_unit, begin, end, per_bin);
+      return;
+    }
   }
+  cta.template run_bin<false>(first_unit, begin, end, per_bin);
 }
 
 }  // namespace hpc_ops::attention

@@ -132,8 +132,9 @@ void launch_variant(const DecodeParams& p, cudaStream_t stream) {
 // warpgroup) up to 16 rows, rows on M above; a BF16 cache rows on M.
 template <class F>
 auto with_variant(int rows, bool kv_fp8, const F& f) {
-  if (kv_fp8 && rows <= 8) return f.template run<1, KvFp8TokensOnM<1>>();
-  if (kv_fp8 && rows <= 16) return f.template run<1, KvFp8TokensOnM<2>>();
+  if (decode_tokens_on_m(rows, kv_fp8)) {
+    return rows <= 8 ? f.template run<1, KvFp8TokensOnM<1>>() : f.template run<1, KvFp8TokensOnM<2>>();
+  }
   switch (m_tiles_for(rows)) {
     case 1: return f.template run<1, KvBf16>();
     case 2: return kv_fp8 ? f.template run<2, KvFp8>() : f.template run<2, KvBf16>();

@@ -39,6 +39,8 @@ struct DecodeGeometry {
   // by the kernel, out of this slack.
   static constexpr int kSmemBytes = kExtraOffset + Kv::kExtraBytes + (Kv::kAlign > 128 ? Kv::kAlign : 0);
   static_assert(kWarps == attention_warps(kRows), "the planners' merged_by_attention counts these warps");
+  // Transaction barriers of the TMA path (one, unused, for formats without it).
+  static constexpr int kStagesForTma = Kv::kTmaTiles ? Kv::kStages : 1;
 };
 
 // The usable length of request b: kv_lens clamped to the page table's reach.

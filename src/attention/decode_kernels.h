@@ -3,6 +3,7 @@
 // the launchers (decode_plan_kernel.cu, decode_attention_kernels.cu).
 #pragma once
 
+#include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
@@ -24,7 +25,19 @@ struct PagedStrides {
   int64_t head = 0;
 };
 
+// The KV pages by TMA (kv_tma): 4-D maps over the K and V caches, dim 0 the
+// head dim, dims 1-3 (kv head, slot, page) in the order of their strides; a
+// copy is a box of tma_box_slots slots of one (page, head) and 128 bytes of
+// the head dim.
+struct KvTmaMaps {
+  CUtensorMap k, v;
+  int8_t head_dim, slot_dim, page_dim;  // which of dims 1-3 holds each
+  int32_t box_slots = 0;                // min(page_size, kDecodeTileTokens)
+};
+
 struct DecodeParams {
+  KvTmaMaps tma;       // used when kv_tma
+  bool kv_tma = false;
   const void* q = nullptr;  // bf16, or e4m3 when q_fp8
   bool q_fp8 = false;
   int64_t q_row_stride = 0, q_head_stride = 0;  // elements
@@ -69,5 +82,10 @@ cudaError_t launch_plan_kernel(const int32_t* kv_lens, const DecodePlanInfo& inf
                                cudaStream_t stream);
 
 void launch_decode_attention(const DecodeParams& p, cudaStream_t stream);
+
+// Whether the kernel serving `rows` query rows per kv head keeps the KV
+// tokens on the mma's M side (an FP8 cache, up to 16 rows).
+constexpr bool decode_tokens_on_m(int rows, bool kv_fp8) { return kv_fp8 && rows <= 16; }
+
 
 }  // namespace hpc_ops::attention

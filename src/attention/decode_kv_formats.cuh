@@ -3,7 +3,8 @@
 // tensor-core fragments, one struct per cache format:
 //
 //   KvBf16  bf16 K/V (256 B per token), bf16 mma; Q staged in shared memory and
-//           read with ldmatrix; K via ldmatrix, V via ldmatrix.trans.
+//           read with ldmatrix; K via ldmatrix, V via ldmatrix.trans; tiles in
+//           the TMA layout (tma_tile_offset).
 //   KvFp8   e4m3 K/V (128 B per token), fp16 mma (e4m3 -> fp16 is exact, so is
 //           the product). There is no 8-bit ldmatrix.trans on sm_90, so the
 //           fragments are built from 16-byte shared loads and permutes:
@@ -17,7 +18,7 @@
 //             output column g of n-tile n is dim 16g + n (o_dim below), and
 //             byte permutes pair the tokens for the e4m3x2 conversions.
 //   KvFp8TokensOnM  e4m3 K/V for the tokens-on-M kernel (decode_tokens_on_m.cuh):
-//           K tiles in wgmma's 128-byte swizzle, V as KvFp8.
+//           K and V tiles in wgmma's (and TMA's) 128-byte swizzle.
 //
 // These are the rows-on-M kernel's fragments (decode_rows_on_m.cuh). Both
 // formats write the warp's O accumulators into the combine buffer
@@ -47,6 +48,14 @@ __device__ __forceinline__ int combine_offset(int row, int dim) {
   return row * kDecodeHeadDim + ((chunk ^ swz) << 2) + (dim & 3);
 }
 
+// A 64-token tile as TMA writes it with the 128-byte swizzle: dims 0-63 of
+// every token (128 bytes each) in one half, then dims 64-127 (bf16), or the
+// whole 128-byte token (e4m3); stages are 1024-byte aligned.
+constexpr int kTmaHalfTileBytes = kDecodeTileTokens * 128;
+__device__ __forceinline__ uint32_t tma_tile_offset(int row, int chunk) {
+  return static_cast<uint32_t>((chunk >> 3) * kTmaHalfTileBytes) + device::swizzle_128b_offset(row, chunk & 7);
+}
+
 struct KvBf16 {
   static constexpr bool kFp8 = false;
   static constexpr int kElementBytes = 2;
@@ -54,17 +63,19 @@ struct KvBf16 {
   static constexpr int kStages = 3;  // 3 x 32 KB in flight per CTA, 2 CTAs per SM
   static constexpr bool kQInSharedMemory = true;
   static constexpr bool kTokensOnM = false;
-  static constexpr int kAlign = 16;
+  static constexpr bool kTmaTiles = true;  // tiles in the TMA layout (either copy path)
+  static constexpr int kAlign = 1024;
   static constexpr int kExtraBytes = 0;
   static constexpr int q_smem_bytes(int rows) { return rows * kTokenBytes; }
 
-  // Byte offset of (row, 16-byte chunk) in a [rows][256 B] tile; the XOR
-  // swizzle makes the 8 rows an ldmatrix reads fall in 8 different bank groups.
-  __device__ static uint32_t k_offset(int row, int chunk) {
+  // Byte offset of (row, 16-byte chunk) in a K or V tile: tma_tile_offset.
+  // The 8 rows an ldmatrix reads (one chunk) fall in 8 different bank groups.
+  __device__ static uint32_t k_offset(int row, int chunk) { return tma_tile_offset(row, chunk); }
+  __device__ static uint32_t v_offset(int row, int chunk) { return tma_tile_offset(row, chunk); }
+  // The q tile, [rows][256 B] (cp.async only), with the same property.
+  __device__ static uint32_t q_offset(int row, int chunk) {
     return static_cast<uint32_t>(row * kTokenBytes + ((chunk ^ (row & 7)) << 4));
   }
-  __device__ static uint32_t v_offset(int row, int chunk) { return k_offset(row, chunk); }
-  __device__ static uint32_t q_offset(int row, int chunk) { return k_offset(row, chunk); }
 
   __device__ static void q_fragments(uint32_t (&qf)[kDecodeDimSteps][4], uint32_t q_base,
                                      int m_tile, int lane) {
@@ -138,6 +149,7 @@ struct KvFp8 {
   static constexpr int kStages = 4;
   static constexpr bool kQInSharedMemory = false;
   static constexpr bool kTokensOnM = false;
+  static constexpr bool kTmaTiles = false;  // its own layouts below: cp.async only
   static constexpr int kAlign = 16;
   static constexpr int kExtraBytes = 0;
   static constexpr int q_smem_bytes(int) { return 0; }
@@ -218,7 +230,7 @@ struct KvFp8 {
                              device::pack_f16x2(p[2 * kk][2], p[2 * kk][3]),
                              device::pack_f16x2(p[2 * kk + 1][0], p[2 * kk + 1][1]),
                              device::pack_f16x2(p[2 * kk + 1][2], p[2 * kk + 1][3])};
-      const VRows rows = load_v_rows(v_base, tok0 + kk * 16, lane);
+      const VRows rows = load_v_rows<KvFp8>(v_base, tok0 + kk * 16, lane);
 #pragma unroll
       for (int w = 0; w < 4; ++w) {
         uint32_t pairs[4][2];
@@ -231,17 +243,18 @@ struct KvFp8 {
 
   // The V side of a P V product over the 16 tokens from row0: lane (g, t)
   // loads tokens 2t, 2t + 1, 2t + 8, 2t + 9 at dims 16g .. 16g + 15 (one
-  // 16-byte load each) ...
+  // 16-byte load each; Layout::v_offset places the rows) ...
   struct VRows {
     uint32_t w0[4], w1[4], w8[4], w9[4];
   };
+  template <class Layout>
   __device__ static VRows load_v_rows(uint32_t v_base, int row0, int lane) {
     const int g = lane / 4, t = lane % 4;
     const int row = row0 + 2 * t;
-    const uint4 r0 = device::lds_128(v_base + v_offset(row, g));
-    const uint4 r1 = device::lds_128(v_base + v_offset(row + 1, g));
-    const uint4 r8 = device::lds_128(v_base + v_offset(row + 8, g));
-    const uint4 r9 = device::lds_128(v_base + v_offset(row + 9, g));
+    const uint4 r0 = device::lds_128(v_base + Layout::v_offset(row, g));
+    const uint4 r1 = device::lds_128(v_base + Layout::v_offset(row + 1, g));
+    const uint4 r8 = device::lds_128(v_base + Layout::v_offset(row + 8, g));
+    const uint4 r9 = device::lds_128(v_base + Layout::v_offset(row + 9, g));
     return VRows{{r0.x, r0.y, r0.z, r0.w}, {r1.x, r1.y, r1.z, r1.w}, {r8.x, r8.y, r8.z, r8.w},
                  {r9.x, r9.y, r9.z, r9.w}};
   }
@@ -286,15 +299,18 @@ struct KvFp8 {
   }
 };
 
-// e4m3 K/V for the tokens-on-M kernel (decode_tokens_on_m.cuh): K tiles in
-// the 128-byte-swizzled K-major layout wgmma reads (common/wgmma.cuh), so
-// stages and the q tile are 1024-byte aligned; V as KvFp8 (read by lanes and
-// converted to fp16). The q tile holds kQBlocks x 8 rows of e4m3 "hi" parts,
+// e4m3 K/V for the tokens-on-M kernel (decode_tokens_on_m.cuh): K and V
+// tiles in the 128-byte-swizzled K-major layout wgmma reads (common/wgmma.cuh)
+// and TMA writes, so stages and the q tile are 1024-byte aligned; V is read
+// by lanes as KvFp8's (load_v_rows: the swizzle keeps its 16-byte loads free
+// of bank conflicts too) and converted to fp16. The q tile holds kQBlocks x 8
+// rows of e4m3 "hi" parts,
 // as many "mid" rows, then "lo" rows (decode_tokens_on_m.cuh); the extra
 // bytes hold each query row's scale.
 template <int kQBlocksT>
 struct KvFp8TokensOnM : KvFp8 {
   static constexpr bool kTokensOnM = true;
+  static constexpr bool kTmaTiles = true;
   static constexpr int kQBlocks = kQBlocksT;
   static constexpr int kQParts = 3;
   // 3 x 16 KB stages (~53 KB per CTA): 4 CTAs per SM at 8 query rows, where
@@ -303,9 +319,8 @@ struct KvFp8TokensOnM : KvFp8 {
   static constexpr int kAlign = 1024;
   static constexpr int kExtraBytes = 8 * kQBlocks * 4;  // the query rows' scales
   static constexpr int q_smem_bytes(int) { return kQParts * 8 * kQBlocks * kTokenBytes; }
-  __device__ static uint32_t k_offset(int row, int chunk) {
-    return device::swizzle_128b_offset(row, chunk);
-  }
+  __device__ static uint32_t k_offset(int row, int chunk) { return tma_tile_offset(row, chunk); }
+  __device__ static uint32_t v_offset(int row, int chunk) { return tma_tile_offset(row, chunk); }
 };
 
 }  // namespace hpc_ops::attention

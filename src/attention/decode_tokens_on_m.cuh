@@ -233,7 +233,8 @@ struct TokensOnM {
       pb[qb][1] = device::movmatrix_trans(device::pack_f16x2(s[qb][2], s[qb][3]));
     }
     // V^T as the A operand: m-tile mt's rows g, g + 8 are dims 16g + 2mt, 16g + 2mt + 1.
-    const typename Kv::VRows rows = Kv::load_v_rows(device::shared_address(stage) + G::kTileBytes, 16 * warp, lane);
+    const typename Kv::VRows rows =
+        Kv::template load_v_rows<Kv>(device::shared_address(stage) + G::kTileBytes, 16 * warp, lane);
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
       uint32_t pairs[4][2];  // dims 16g + 4w + d

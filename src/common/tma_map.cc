@@ -35,24 +35,36 @@ PFN_cuTensorMapEncodeTiled_v12000 encoder() {
 
 }  // namespace
 
-CUtensorMap make_tma_map_3d_sw128(const void* base, CUtensorMapDataType type, uint64_t dim0,
-                                  uint64_t dim1, uint64_t dim2, uint64_t stride1, uint64_t stride2,
-                                  uint32_t box0, uint32_t box1) {
+CUtensorMap make_tma_map_sw128(const void* base, CUtensorMapDataType type, int rank,
+                               const uint64_t* dims, const uint64_t* strides, const uint32_t* box,
+                               CUtensorMapL2promotion promotion) {
   CUtensorMap map;
-  const cuuint64_t dims[3] = {dim0, dim1, dim2};
-  // Byte strides of dims 1 and 2; dim 0 is contiguous.
-  const cuuint64_t strides[2] = {stride1, stride2};
-  const cuuint32_t box[3] = {box0, box1, 1};
-  const cuuint32_t element_strides[3] = {1, 1, 1};
-  const CUresult r = encoder()(&map, type, 3, const_cast<void*>(base), dims, strides, box,
-                               element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                               CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+  cuuint64_t global_dims[5], global_strides[4];
+  cuuint32_t box_dims[5], element_strides[5];
+  for (int d = 0; d < rank; ++d) {
+    global_dims[d] = dims[d];
+    box_dims[d] = box[d];
+    element_strides[d] = 1;
+    if (d + 1 < rank) global_strides[d] = strides[d];
+  }
+  const CUresult r = encoder()(&map, type, static_cast<cuuint32_t>(rank), const_cast<void*>(base),
+                               global_dims, global_strides, box_dims, element_strides,
+                               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, promotion,
                                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) {
     throw Error(ErrorKind::kCuda, "hpc_ops: cuTensorMapEncodeTiled failed with CUresult " +
                                       std::to_string(static_cast<int>(r)));
   }
   return map;
+}
+
+CUtensorMap make_tma_map_3d_sw128(const void* base, CUtensorMapDataType type, uint64_t dim0,
+                                  uint64_t dim1, uint64_t dim2, uint64_t stride1, uint64_t stride2,
+                                  uint32_t box0, uint32_t box1) {
+  const uint64_t dims[3] = {dim0, dim1, dim2};
+  const uint64_t strides[2] = {stride1, stride2};
+  const uint32_t box[3] = {box0, box1, 1};
+  return make_tma_map_sw128(base, type, 3, dims, strides, box);
 }
 
 }  // namespace hpc_ops::detail
