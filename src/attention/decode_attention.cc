@@ -60,21 +60,19 @@ attention::PagedStrides paged_strides(const Checker& check, const int64_t* strid
 // tokens-on-M kernel, pages of 16 slots or more (a box of a 1-slot page
 // moves 128 bytes), k scales not per token (those copies stay cp.async),
 // strides TMA can address. Same-run A/B on the H200 (docs/perf/
-// decode_attention.md, v5): FP8 1.00-1.06x cp.async (64 x 4K 64/8 139.1 vs
-// 145.0 us); the BF16 kernel can take TMA too (kTmaTiles) but gained 1-3% on
-// uniform batches and lost 2.5-4% on skewed ones (32 x 128 + 32 x 4K 64/8
-// 213.6 vs 205.6 us), so it keeps cp.async by default.
-// HPC_OPS_DECODE_TMA: 0 cp.async everywhere, 1 (default) as above, 2 BF16
-// by TMA too; the GPU tests run each.
+// decode_attention.md, v5): 1.00-1.08x cp.async (64 x 4K 64/8 137.6 vs
+// 145.5 us). HPC_OPS_DECODE_TMA=0 keeps cp.async (a second pass of the GPU
+// tests runs it).
 void set_kv_tma(const Tensor& k_cache, const Tensor& v_cache, int64_t page_size,
                 attention::DecodeParams& p) {
-  static const int mode = detail::env_int("HPC_OPS_DECODE_TMA", 1);
-  const bool format_ok = p.kv_fp8 ? attention::decode_tokens_on_m(p.rows, true) : mode >= 2;
-  if (mode == 0 || !format_ok || page_size < 16 || p.k_scale_per_token) return;
-  const int64_t element_bytes = p.kv_fp8 ? 1 : 2;
+  static const bool enabled = detail::env_int("HPC_OPS_DECODE_TMA", 1) != 0;
+  if (!enabled || !attention::decode_tokens_on_m(p.rows, p.kv_fp8) || page_size < 16 ||
+      p.k_scale_per_token) {
+    return;
+  }
   // Cache dims 2, 1, 0 (head, slot, page) of [pages, slots, heads, D], byte
-  // strides. A dim of one element is never stepped along: it takes the
-  // largest of the others' strides, so it sorts last.
+  // strides (one byte per element). A dim of one element is never stepped
+  // along: it takes the largest of the others' strides, so it sorts last.
   const int cache_dims[3] = {2, 1, 0};  // head, slot, page
   uint64_t strides[2][3];
   for (int t = 0; t < 2; ++t) {
@@ -82,11 +80,11 @@ void set_kv_tma(const Tensor& k_cache, const Tensor& v_cache, int64_t page_size,
     int64_t largest = 0;
     for (int i = 0; i < 3; ++i) {
       const int d = cache_dims[i];
-      if (c.shape[d] > 1) largest = std::max(largest, c.strides[d] * element_bytes);
+      if (c.shape[d] > 1) largest = std::max(largest, c.strides[d]);
     }
     for (int i = 0; i < 3; ++i) {
       const int d = cache_dims[i];
-      const int64_t s = c.shape[d] == 1 ? largest : c.strides[d] * element_bytes;
+      const int64_t s = c.shape[d] == 1 ? largest : c.strides[d];
       if (!detail::tma_stride_ok(s)) return;
       strides[t][i] = static_cast<uint64_t>(s);
     }
@@ -97,7 +95,7 @@ void set_kv_tma(const Tensor& k_cache, const Tensor& v_cache, int64_t page_size,
   std::sort(order, order + 3, [&](int a, int b) { return strides[0][a] < strides[0][b]; });
   int8_t map_dim[3];
   uint64_t dims[4] = {attention::kDecodeHeadDim, 0, 0, 0};
-  uint32_t box[4] = {static_cast<uint32_t>(128 / element_bytes), 1, 1, 1};  // 128 bytes
+  uint32_t box[4] = {attention::kDecodeHeadDim, 1, 1, 1};
   const int box_slots = static_cast<int>(std::min<int64_t>(page_size, attention::kDecodeTileTokens));
   for (int m = 0; m < 3; ++m) {
     const int i = order[m];
@@ -114,12 +112,12 @@ void set_kv_tma(const Tensor& k_cache, const Tensor& v_cache, int64_t page_size,
   // head for nothing: 64 x 4K 64/8 149.2 us instead of 137.6, 128 x 1K 64/8
   // 99.8 instead of 74.6 (no promotion: the same as 128 B).
   const CUtensorMapL2promotion promotion = CU_TENSOR_MAP_L2_PROMOTION_L2_128B;
-  const CUtensorMapDataType type = p.kv_fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const CUtensorMapDataType type = CU_TENSOR_MAP_DATA_TYPE_UINT8;
   try {
     p.tma.k = detail::make_tma_map_sw128(k_cache.data, type, 4, dims, map_strides[0], box, promotion);
     p.tma.v = detail::make_tma_map_sw128(v_cache.data, type, 4, dims, map_strides[1], box, promotion);
   } catch (const Error&) {
-    return;  // a layout the driver does not take (V's strides in another order): cp.async
+    return;  // a map the driver does not encode: cp.async takes any strides
   }
   p.tma.head_dim = map_dim[0];
   p.tma.slot_dim = map_dim[1];

@@ -16,11 +16,11 @@
 // a piece with its own softmax state for up to 16 rows per m-tile, and the
 // states meet in shared memory.
 // K and V pages (and per-token k scales) arrive through a ring of kStages
-// tiles: by TMA when DecodeParams::kv_tma (formats with kTmaTiles: BF16 and
-// the tokens-on-M FP8 kernel; one box of up to 64 slots per page, tensor and
-// 128-byte half of the head dim, issued by lanes of warp 0 and counted on a
-// transaction barrier per stage), else by cp.async (16-byte copies from any
-// page / slot / head strides; page sizes 1-128 cost the same).
+// tiles: by TMA when DecodeParams::kv_tma (formats with kTmaTiles: the
+// tokens-on-M FP8 kernel; one box of up to 64 slots per page and tensor,
+// issued by lanes of warp 0 and counted on a transaction barrier per stage),
+// else by cp.async (16-byte copies from any page / slot / head strides; page
+// sizes 1-128 cost the same).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -176,19 +176,20 @@ struct DecodeCta {
   }
 
   // Issues tile `tile` of kv head h into ring index `ring`: lane j of warp 0
-  // copies box j of K and of V (slots [j, j + 1) x box_slots of the tile), in
-  // 128-byte halves of the head dim (tma_tile_offset), if it holds a token
-  // below len. Rows of boxes not copied keep older bytes, and a copied box's
-  // slots at or past len hold whatever the page does (a page id past the
-  // cache, or negative, reads zeros): the math masks those tokens' logits,
-  // and zero_v_past_len clears their V.
+  // copies box j of K and of V (slots [j, j + 1) x box_slots of the tile) if
+  // it holds a token below len. Rows of boxes not copied keep older bytes,
+  // and a copied box's slots at or past len hold whatever the page does (a
+  // page id past the cache, or negative, reads zeros): the math masks those
+  // tokens' logits, and zero_v_past_len clears their V. A tile wholly past
+  // len (a plan made for longer lengths, or kv_lens past the page table's
+  // reach) copies nothing and arms its barrier with 0 bytes.
   __device__ void issue_tile_tma(int h, int tile, int len, int32_t page, uint32_t ring) const {
+    static_assert(Kv::kTokenBytes == 128, "one box row per token");
     if (warp != 0) return;
-    constexpr int kHalves = Kv::kTokenBytes / 128;
     const int stage = static_cast<int>(ring % kStages);
     const int box = p.tma.box_slots;
     const int first = tile * kDecodeTileTokens;
-    const int boxes = min((len - first + box - 1) / box, kDecodeTileTokens / box);
+    const int boxes = len > first ? min((len - first + box - 1) / box, kDecodeTileTokens / box) : 0;
     if (lane == 0) full[stage].arrive_and_expect_tx(2 * boxes * box * Kv::kTokenBytes);
     __syncwarp();
     if (lane < boxes) {
@@ -201,13 +202,9 @@ struct DecodeCta {
       auto* bar = reinterpret_cast<uint64_t*>(&full[stage]);
       // KV is read once: evict it first, ahead of what other kernels keep in L2.
       const auto hint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_FIRST);
-#pragma unroll
-      for (int half = 0; half < kHalves; ++half) {
-        uint8_t* k_dst = stage_ptr(stage) + half * kTmaHalfTileBytes + lane * box * 128;
-        const int32_t dim0 = half * (128 / Kv::kElementBytes);
-        cute::SM90_TMA_LOAD_4D::copy(&m.k, bar, hint, k_dst, dim0, c1, c2, c3);
-        cute::SM90_TMA_LOAD_4D::copy(&m.v, bar, hint, k_dst + G::kTileBytes, dim0, c1, c2, c3);
-      }
+      uint8_t* k_dst = stage_ptr(stage) + lane * box * Kv::kTokenBytes;
+      cute::SM90_TMA_LOAD_4D::copy(&m.k, bar, hint, k_dst, 0, c1, c2, c3);
+      cute::SM90_TMA_LOAD_4D::copy(&m.v, bar, hint, k_dst + G::kTileBytes, 0, c1, c2, c3);
     }
   }
 
@@ -215,7 +212,7 @@ struct DecodeCta {
   // warp reads them: their P is 0, but 0 x NaN is NaN. Then orders these
   // stores before the stage's next TMA copy (async proxy).
   __device__ void zero_v_past_len(int stage, int tile, int len) const {
-    const int valid = len - tile * kDecodeTileTokens;
+    const int valid = max(len - tile * kDecodeTileTokens, 0);
     if (valid >= kDecodeTileTokens) return;  // uniform
     const uint32_t v_base = device::shared_address(stage_ptr(stage)) + G::kTileBytes;
     for (int idx = threadIdx.x; idx < (kDecodeTileTokens - valid) * G::kChunksPerToken; idx += G::kThreads) {
@@ -271,12 +268,8 @@ struct DecodeCta {
       const uint32_t ring = ring_pos + i;
       const int stage = static_cast<int>(ring % kStages);
       if constexpr (kTma) {
-        if (i == 0) {
-          device::cp_async_commit();  // a bf16 q tile (RowsOnM::stage_q)
-          device::cp_async_wait<0>();
-          // wgmma reads the q tile, stored by the generic proxy, through the async one.
-          if constexpr (Kv::kTokensOnM) cutlass::arch::fence_view_async_shared();
-        }
+        // wgmma reads the q tile, stored by the generic proxy, through the async one.
+        if (i == 0) cutlass::arch::fence_view_async_shared();
         full[stage].wait((ring / kStages) & 1);
         zero_v_past_len(stage, tile_begin + i, len);
       } else {

@@ -25,10 +25,9 @@ struct PagedStrides {
   int64_t head = 0;
 };
 
-// The KV pages by TMA (kv_tma): 4-D maps over the K and V caches, dim 0 the
-// head dim, dims 1-3 (kv head, slot, page) in the order of their strides; a
-// copy is a box of tma_box_slots slots of one (page, head) and 128 bytes of
-// the head dim.
+// The KV pages by TMA (kv_tma, FP8 caches): 4-D maps over the K and V caches,
+// dim 0 the head dim's 128 bytes, dims 1-3 (kv head, slot, page) in the order
+// of their strides; a copy is a box of box_slots slots of one (page, head).
 struct KvTmaMaps {
   CUtensorMap k, v;
   int8_t head_dim, slot_dim, page_dim;  // which of dims 1-3 holds each

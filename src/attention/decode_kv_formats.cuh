@@ -3,8 +3,7 @@
 // tensor-core fragments, one struct per cache format:
 //
 //   KvBf16  bf16 K/V (256 B per token), bf16 mma; Q staged in shared memory and
-//           read with ldmatrix; K via ldmatrix, V via ldmatrix.trans; tiles in
-//           the TMA layout (tma_tile_offset).
+//           read with ldmatrix; K via ldmatrix, V via ldmatrix.trans.
 //   KvFp8   e4m3 K/V (128 B per token), fp16 mma (e4m3 -> fp16 is exact, so is
 //           the product). There is no 8-bit ldmatrix.trans on sm_90, so the
 //           fragments are built from 16-byte shared loads and permutes:
@@ -48,14 +47,6 @@ __device__ __forceinline__ int combine_offset(int row, int dim) {
   return row * kDecodeHeadDim + ((chunk ^ swz) << 2) + (dim & 3);
 }
 
-// A 64-token tile as TMA writes it with the 128-byte swizzle: dims 0-63 of
-// every token (128 bytes each) in one half, then dims 64-127 (bf16), or the
-// whole 128-byte token (e4m3); stages are 1024-byte aligned.
-constexpr int kTmaHalfTileBytes = kDecodeTileTokens * 128;
-__device__ __forceinline__ uint32_t tma_tile_offset(int row, int chunk) {
-  return static_cast<uint32_t>((chunk >> 3) * kTmaHalfTileBytes) + device::swizzle_128b_offset(row, chunk & 7);
-}
-
 struct KvBf16 {
   static constexpr bool kFp8 = false;
   static constexpr int kElementBytes = 2;
@@ -63,19 +54,22 @@ struct KvBf16 {
   static constexpr int kStages = 3;  // 3 x 32 KB in flight per CTA, 2 CTAs per SM
   static constexpr bool kQInSharedMemory = true;
   static constexpr bool kTokensOnM = false;
-  static constexpr bool kTmaTiles = true;  // tiles in the TMA layout (either copy path)
-  static constexpr int kAlign = 1024;
+  // cp.async only: TMA tiles (as two 128-byte halves per token) gained 1-3%
+  // on uniform batches and lost 2.5-4% on skewed ones (docs/perf/
+  // decode_attention.md, v5), and their 1024-byte alignment cost the 64-row
+  // variant its second CTA per SM.
+  static constexpr bool kTmaTiles = false;
+  static constexpr int kAlign = 16;
   static constexpr int kExtraBytes = 0;
   static constexpr int q_smem_bytes(int rows) { return rows * kTokenBytes; }
 
-  // Byte offset of (row, 16-byte chunk) in a K or V tile: tma_tile_offset.
-  // The 8 rows an ldmatrix reads (one chunk) fall in 8 different bank groups.
-  __device__ static uint32_t k_offset(int row, int chunk) { return tma_tile_offset(row, chunk); }
-  __device__ static uint32_t v_offset(int row, int chunk) { return tma_tile_offset(row, chunk); }
-  // The q tile, [rows][256 B] (cp.async only), with the same property.
-  __device__ static uint32_t q_offset(int row, int chunk) {
+  // Byte offset of (row, 16-byte chunk) in a [rows][256 B] tile; the XOR
+  // swizzle makes the 8 rows an ldmatrix reads fall in 8 different bank groups.
+  __device__ static uint32_t k_offset(int row, int chunk) {
     return static_cast<uint32_t>(row * kTokenBytes + ((chunk ^ (row & 7)) << 4));
   }
+  __device__ static uint32_t v_offset(int row, int chunk) { return k_offset(row, chunk); }
+  __device__ static uint32_t q_offset(int row, int chunk) { return k_offset(row, chunk); }
 
   __device__ static void q_fragments(uint32_t (&qf)[kDecodeDimSteps][4], uint32_t q_base,
                                      int m_tile, int lane) {
@@ -319,8 +313,12 @@ struct KvFp8TokensOnM : KvFp8 {
   static constexpr int kAlign = 1024;
   static constexpr int kExtraBytes = 8 * kQBlocks * 4;  // the query rows' scales
   static constexpr int q_smem_bytes(int) { return kQParts * 8 * kQBlocks * kTokenBytes; }
-  __device__ static uint32_t k_offset(int row, int chunk) { return tma_tile_offset(row, chunk); }
-  __device__ static uint32_t v_offset(int row, int chunk) { return tma_tile_offset(row, chunk); }
+  __device__ static uint32_t k_offset(int row, int chunk) {
+    return device::swizzle_128b_offset(row, chunk);
+  }
+  __device__ static uint32_t v_offset(int row, int chunk) {
+    return device::swizzle_128b_offset(row, chunk);
+  }
 };
 
 }  // namespace hpc_ops::attention

@@ -502,6 +502,22 @@ def test_plan_matches_internal_planning(gen, case):
                            expected_lse=expected_lse)
 
 
+@pytest.mark.parametrize("scheme", [None, PT], ids=["bf16", "fp8pt"])
+def test_plan_for_longer_lengths(gen, scheme):
+    """A plan made for longer kv_lens than the call's: its extra tiles lie
+    wholly past each request's length (FP8 at 8 rows: TMA tiles that copy
+    nothing) and the call attends over its own lengths."""
+    case = C(3, 16, 16, 2, 1, "NHD", lens=[100, 7, 300], lse=True, scheme=scheme)
+    lens, inputs, fp8 = _build(gen, case)
+    plan = hpc_ops.plan_decode_attention(_lens_tensor([1000, 700, 3000]), **_plan_kwargs_for(case))
+    out = poisoned((3, case.hq, D), BF16)
+    lse = poisoned((3, case.hq), F32)
+    hpc_ops.decode_attention(*inputs, **_options(case), **fp8, plan=plan, out=out,
+                             return_lse=True, lse_out=lse)
+    expected, expected_lse = _reference(inputs, case, fp8)
+    assert_attention_close(out, expected, lens, case.q_len, lse=lse, expected_lse=expected_lse)
+
+
 def test_plan_for_other_shapes_is_rejected(gen):
     case = C(3, 16, 8, 2, 1, "NHD", lens=[100, 7, 300])
     _, inputs, _ = _build(gen, case)
