@@ -71,6 +71,17 @@ def choice(op: str, name: str, value, table: dict):
                          f"{', '.join(repr(k) for k in table)}") from None
 
 
+def int_arg(op: str, name: str, value, low=None, high=None) -> int:
+    """value, checked to be a Python int (not a bool) within [low, high] (either
+    bound may be None); ValueError naming hpc_ops.<op> and the argument."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"hpc_ops.{op}: {name} must be an int, got {type(value).__name__}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"in {low}..{high}"
+        raise ValueError(f"hpc_ops.{op}: {name} = {value}, expected {bounds}")
+    return value
+
+
 def as_optional_tensor(obj, op: str, name: str):
     return None if obj is None else as_tensor(obj, op, name)
 

@@ -11,22 +11,13 @@ import torch
 
 from . import _C, _ops
 from ._tensor import _DTYPE_CODES, _UNKNOWN_DTYPE, as_tensor, desc, desc_or_none, direct_call_ok
-from ._tensor import stream_of
+from ._tensor import int_arg, stream_of
 
 _HEAD_DIM = 128
 
 
-def _int_arg(op, name, value, low, high=None):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"hpc_ops.{op}: {name} must be an int, got {type(value).__name__}")
-    if value < low or (high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"in {low}..{high}"
-        raise ValueError(f"hpc_ops.{op}: {name} = {value}, expected {bounds}")
-    return value
-
-
 def _window_code(op, sliding_window):
-    return 0 if sliding_window is None else _int_arg(op, "sliding_window", sliding_window, 1)
+    return 0 if sliding_window is None else int_arg(op, "sliding_window", sliding_window, 1)
 
 
 def _positive_float(op, name, value):
@@ -137,10 +128,10 @@ def plan_decode_attention(kv_lens, *, num_q_heads: int, num_kv_heads: int, head_
         raise ValueError(f"hpc_ops.{op}: kv_lens must be 1-D [batch], got shape {list(kv_lens.shape)}")
     if not kv_lens.is_cuda:
         raise ValueError(f"hpc_ops.{op}: kv_lens must be on a CUDA device, got {kv_lens.device}")
-    _int_arg(op, "num_q_heads", num_q_heads, 1)
-    _int_arg(op, "num_kv_heads", num_kv_heads, 1)
-    _int_arg(op, "head_dim", head_dim, 1)
-    _int_arg(op, "q_len", q_len, 1)
+    int_arg(op, "num_q_heads", num_q_heads, 1)
+    int_arg(op, "num_kv_heads", num_kv_heads, 1)
+    int_arg(op, "head_dim", head_dim, 1)
+    int_arg(op, "q_len", q_len, 1)
     window = _window_code(op, sliding_window)
     info = _C.make_decode_plan_info(kv_lens.shape[0], num_q_heads, num_kv_heads, head_dim, q_len,
                                     window, kv_lens.get_device(), _kv_dtype_code(kv_dtype))
@@ -155,7 +146,7 @@ def decode_schedule_cpu(kv_lens, *, num_q_heads: int, num_kv_heads: int, head_di
     ``plan.update`` computes on the GPU for the same arguments and bins."""
     op = "decode_schedule_cpu"
     kv_lens = as_tensor(kv_lens, op, "kv_lens").cpu()
-    _int_arg(op, "num_bins", num_bins, 1)
+    int_arg(op, "num_bins", num_bins, 1)
     batch = kv_lens.shape[0] if kv_lens.dim() >= 1 else 0
     # Validates heads, head_dim, q_len and window; then takes the given bins.
     info = _C.make_decode_plan_info(batch, num_q_heads, num_kv_heads, head_dim, q_len,
@@ -212,7 +203,7 @@ def decode_attention(q, k_cache, v_cache, page_table, kv_lens, *, q_len: int = 1
     v_cache = as_tensor(v_cache, op, "v_cache")
     page_table = as_tensor(page_table, op, "page_table")
     kv_lens = as_tensor(kv_lens, op, "kv_lens")
-    _int_arg(op, "q_len", q_len, 1, 8)
+    int_arg(op, "q_len", q_len, 1, 8)
     window = _window_code(op, sliding_window)
     scale = _positive_float(op, "softmax_scale", softmax_scale)
     cap = _positive_float(op, "soft_cap", soft_cap)

@@ -9,7 +9,7 @@ import torch
 
 from . import _C, _ops
 from ._tensor import as_optional_tensor, as_tensor, choice, desc, desc_or_none, direct_call_ok
-from ._tensor import stream_of
+from ._tensor import int_arg, stream_of
 
 _LAYOUTS = {"contiguous": 0, "masked": 1, "gathered": 2}
 _SCALINGS = {None: 0, "per_tensor": 1, "per_row": 2, "block": 3}
@@ -71,11 +71,8 @@ def grouped_gemm(x, w, *, layout: str = "contiguous", cu_seqlens=None, rows_per_
     w_scale = as_optional_tensor(w_scale, op, "w_scale")
     if expected_rows_per_group is None:
         expected = 0
-    elif isinstance(expected_rows_per_group, bool) or not isinstance(expected_rows_per_group, int):
-        raise ValueError(f"hpc_ops.{op}: expected_rows_per_group must be an int, got "
-                         f"{type(expected_rows_per_group).__name__}")
     else:
-        expected = max(0, expected_rows_per_group)
+        expected = max(0, int_arg(op, "expected_rows_per_group", expected_rows_per_group))
     if out is None:
         n = w.shape[1] if w.dim() == 3 else 0
         if layout_code == 1:

@@ -9,7 +9,7 @@ import torch
 
 from . import _C, _ops
 from ._tensor import FP8, as_optional_tensor, as_tensor, choice, desc, desc_or_none, direct_call_ok
-from ._tensor import stream_of
+from ._tensor import int_arg, stream_of
 from .attention import Fp8Scheme, _scheme_code
 
 _STYLES = {"neox": 0, "interleaved": 1}
@@ -133,10 +133,8 @@ def rope_qk_norm_kv_write(q, k, v, cos_sin_cache, k_cache, v_cache, page_table, 
     scheme_code = _scheme_code(op, kv_scheme)
     if rotary_dim is None:
         rot = q.shape[-1] if q.dim() == 3 else 0
-    elif isinstance(rotary_dim, bool) or not isinstance(rotary_dim, int):
-        raise ValueError(f"hpc_ops.{op}: rotary_dim must be an int, got {type(rotary_dim).__name__}")
     else:
-        rot = rotary_dim
+        rot = int_arg(op, "rotary_dim", rotary_dim)
     if q_out_dtype not in (torch.bfloat16, FP8):
         raise ValueError(f"hpc_ops.{op}: q_out_dtype = {q_out_dtype}, expected torch.bfloat16 or "
                          "torch.float8_e4m3fn")

@@ -8,7 +8,7 @@ import torch
 
 from . import _C, _ops
 from ._tensor import as_optional_tensor, as_tensor, desc, desc_or_none, direct_call_ok
-from ._tensor import rows_view, stream_of
+from ._tensor import int_arg, rows_view, stream_of
 
 _WORKSPACES: dict = {}  # device index -> the shared zero-initialized workspace
 
@@ -25,9 +25,15 @@ def router_gemm_workspace(device=None) -> torch.Tensor:
 
 
 def shared_workspace(device: torch.device) -> torch.Tensor:
-    """The workspace calls without one use (one per device, made on first use)."""
+    """The workspace calls without one use (one per device, made on first use).
+    Not made during CUDA-graph capture: its zero fill would only be recorded,
+    so eager calls before the first replay would read garbage counters."""
     ws = _WORKSPACES.get(device.index)
     if ws is None:
+        if torch.cuda.is_current_stream_capturing():
+            raise ValueError("hpc_ops.router_gemm: the default workspace is made on the first call, "
+                             "which must not be under CUDA-graph capture; call router_gemm once "
+                             "before capturing, or pass workspace=hpc_ops.router_gemm_workspace()")
         ws = _WORKSPACES[device.index] = router_gemm_workspace(device)
     return ws
 
@@ -40,8 +46,7 @@ def split_router_weight(w, parts: int = 3, *, out=None) -> torch.Tensor:
     bytes. Done once per weight, at load time."""
     op = "split_router_weight"
     w = as_tensor(w, op, "w")
-    if isinstance(parts, bool) or not isinstance(parts, int):
-        raise ValueError(f"hpc_ops.{op}: parts must be an int (2 or 3), got {type(parts).__name__}")
+    int_arg(op, "parts", parts)  # 2 or 3: checked with the tensors
     if out is None:
         shape = (parts, w.shape[0], w.shape[1]) if w.dim() == 2 else (parts, 0, 0)
         out = torch.empty(shape, dtype=torch.bfloat16, device=w.device)

@@ -113,15 +113,13 @@ void set_kv_tma(const Tensor& k_cache, const Tensor& v_cache, int64_t page_size,
   // 99.8 instead of 74.6 (no promotion: the same as 128 B).
   const CUtensorMapL2promotion promotion = CU_TENSOR_MAP_L2_PROMOTION_L2_128B;
   const CUtensorMapDataType type = CU_TENSOR_MAP_DATA_TYPE_UINT8;
-  try {
-    p.tma.k = detail::make_tma_map_sw128(k_cache.data, type, 4, dims, map_strides[0], box, promotion);
-    p.tma.v = detail::make_tma_map_sw128(v_cache.data, type, 4, dims, map_strides[1], box, promotion);
-  } catch (const Error&) {
-    return;  // a map the driver does not encode: cp.async takes any strides
+  // A map the driver does not encode: cp.async takes any strides.
+  if (!detail::try_make_tma_map_sw128(&p.tma.k, k_cache.data, type, 4, dims, map_strides[0], box, promotion) ||
+      !detail::try_make_tma_map_sw128(&p.tma.v, v_cache.data, type, 4, dims, map_strides[1], box, promotion)) {
+    return;
   }
   p.tma.head_dim = map_dim[0];
   p.tma.slot_dim = map_dim[1];
-  p.tma.page_dim = map_dim[2];
   p.tma.box_slots = box_slots;
   p.kv_tma = true;
 }
@@ -253,7 +251,7 @@ void decode_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
     if (has(*t)) check.same_device(*t, name, q, "q");
   }
   attention::check_workspace(check, workspace, info, kv_lens);
-  const int64_t kv_bytes = kv_fp8 ? 1 : 2;
+  const int64_t kv_bytes = dtype_size(k_cache.dtype);
   p.k_bytes = paged_strides(check, k_cache.strides, kv_bytes, "k_cache");
   p.v_bytes = paged_strides(check, v_cache.strides, kv_bytes, "v_cache");
   if (batch == 0) return;

@@ -41,6 +41,7 @@
 #include "common/bulk_copy.cuh"
 #include "common/mma_sm80.cuh"
 #include "common/pdl.cuh"
+#include "common/vec.cuh"
 
 namespace hpc_ops::attention {
 
@@ -217,8 +218,7 @@ struct DecodeCta {
     const uint32_t v_base = device::shared_address(stage_ptr(stage)) + G::kTileBytes;
     for (int idx = threadIdx.x; idx < (kDecodeTileTokens - valid) * G::kChunksPerToken; idx += G::kThreads) {
       const int row = valid + idx / G::kChunksPerToken, chunk = idx % G::kChunksPerToken;
-      asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};" ::"r"(v_base + Kv::v_offset(row, chunk)), "r"(0)
-                   : "memory");
+      device::sts_128(v_base + Kv::v_offset(row, chunk), make_uint4(0, 0, 0, 0));
     }
     device::fence_proxy_async_shared();
   }
@@ -269,13 +269,13 @@ struct DecodeCta {
       const int stage = static_cast<int>(ring % kStages);
       if constexpr (kTma) {
         // wgmma reads the q tile, stored by the generic proxy, through the async one.
-        if (i == 0) cutlass::arch::fence_view_async_shared();
+        if (i == 0) device::fence_proxy_async_shared();
         full[stage].wait((ring / kStages) & 1);
         zero_v_past_len(stage, tile_begin + i, len);
       } else {
         device::cp_async_wait<kStages - 2>();
         // ... and so are the cp.async copies.
-        if constexpr (Kv::kTokensOnM) cutlass::arch::fence_view_async_shared();
+        if constexpr (Kv::kTokensOnM) device::fence_proxy_async_shared();
       }
       __syncthreads();
       // The stage read in iteration i - 1 is free once every warp passed the barrier.

@@ -85,7 +85,9 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const __gri
 
 int m_tiles_for(int rows) { return rows <= 16 ? 1 : rows <= 32 ? 2 : rows <= 64 ? 4 : 8; }
 
-// Opts the variant into its dynamic shared memory on the current device (once).
+// Opts the variant into its dynamic shared memory on the current device
+// (once), for the occupancy query; launches opt in through
+// launch_with_smem_opt_in.
 template <int kMTiles, class Kv>
 void prepare_variant(const char* op) {
   HPC_OPS_CUDA_CHECK(op, detail::once_per_device([] {
@@ -122,9 +124,13 @@ void launch_pdl(Kernel kernel, unsigned grid, unsigned threads, size_t smem, cud
 template <int kMTiles, class Kv>
 void launch_variant(const DecodeParams& p, cudaStream_t stream) {
   using G = DecodeGeometry<kMTiles, Kv>;
-  prepare_variant<kMTiles, Kv>("decode_attention");
-  launch_pdl(decode_attention_kernel<kMTiles, Kv>, static_cast<unsigned>(p.num_bins), G::kThreads,
-             G::kSmemBytes, stream, p);
+  detail::LaunchShape shape;
+  shape.grid = dim3(static_cast<unsigned>(p.num_bins));
+  shape.block = dim3(G::kThreads);
+  shape.smem_bytes = G::kSmemBytes;
+  HPC_OPS_CUDA_CHECK("decode_attention",
+                     (detail::launch_with_smem_opt_in<&decode_attention_kernel<kMTiles, Kv>, G::kSmemBytes>(
+                         shape, stream, p)));
 }
 
 // Calls f.template run<kMTiles, Kv>() for the kernel variant that serves

@@ -30,7 +30,7 @@ struct PagedStrides {
 // of their strides; a copy is a box of box_slots slots of one (page, head).
 struct KvTmaMaps {
   CUtensorMap k, v;
-  int8_t head_dim, slot_dim, page_dim;  // which of dims 1-3 holds each
+  int8_t head_dim, slot_dim;  // which of dims 1-3 holds each (the page: the third)
   int32_t box_slots = 0;                // min(page_size, kDecodeTileTokens)
 };
 

@@ -136,7 +136,6 @@ struct KvBf16 {
 
 struct KvFp8 {
   static constexpr bool kFp8 = true;
-  static constexpr int kElementBytes = 1;
   static constexpr int kTokenBytes = kDecodeHeadDim;  // 128
   // 4 x 16 KB in flight per CTA: as many bytes per SM as the bf16 kernel's
   // 3 x 32 KB at fewer stages would not cover the longer load latency.

@@ -63,6 +63,17 @@ void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* s
 
 using detail::Checker;
 
+namespace {
+
+// The heads and batch a plan description needs before anything is sized.
+void check_plan_shape(const Checker& check, const DecodePlanInfo& info) {
+  if (info.batch < 0 || info.num_kv_heads < 1 || info.num_q_heads % info.num_kv_heads != 0) {
+    check.invalid("the plan description is inconsistent (make it with make_decode_plan_info)");
+  }
+}
+
+}  // namespace
+
 DecodePlanInfo make_decode_plan_info(int32_t batch, int32_t num_q_heads, int32_t num_kv_heads,
                                      int32_t head_dim, int32_t q_len, int32_t sliding_window,
                                      int device, DType kv_dtype) {
@@ -115,9 +126,7 @@ DecodePlanInfo make_decode_plan_info(int32_t batch, int32_t num_q_heads, int32_t
 DecodePlanInfo with_decode_bins(const DecodePlanInfo& info, int32_t num_bins) {
   const Checker check("with_decode_bins");
   if (num_bins < 1) check.invalid("num_bins = ", num_bins, ", expected >= 1");
-  if (info.batch < 0 || info.num_kv_heads < 1 || info.num_q_heads % info.num_kv_heads != 0) {
-    check.invalid("the plan description is inconsistent (make it with make_decode_plan_info)");
-  }
+  check_plan_shape(check, info);
   DecodePlanInfo out = info;
   out.num_bins = num_bins;
   // Each bin boundary cuts at most one unit, and a unit cut into p pieces
@@ -125,7 +134,7 @@ DecodePlanInfo with_decode_bins(const DecodePlanInfo& info, int32_t num_bins) {
   out.num_slots = 2 * num_bins;
   const attention::ScheduleLayout l = attention::schedule_layout(info.batch, info.num_kv_heads, num_bins);
   out.schedule_words = l.words;
-  const int64_t rows = int64_t{info.q_len} * (info.num_q_heads / info.num_kv_heads);
+  const int64_t rows = attention::unit_rows(info);
   const int64_t schedule_bytes = (l.words * 4 + 255) / 256 * 256;
   const int64_t partial_bytes = int64_t{out.num_slots} * rows * info.head_dim * 4;
   const int64_t lse_bytes = int64_t{out.num_slots} * rows * 4;
@@ -136,8 +145,8 @@ DecodePlanInfo with_decode_bins(const DecodePlanInfo& info, int32_t num_bins) {
 namespace {
 
 void check_plan_info(const Checker& check, const DecodePlanInfo& info) {
-  if (info.batch < 0 || info.num_kv_heads < 1 || info.num_q_heads % info.num_kv_heads != 0 ||
-      info.num_bins < 1 || info.num_slots < 2 * info.num_bins ||
+  check_plan_shape(check, info);
+  if (info.num_bins < 1 || info.num_slots < 2 * info.num_bins ||
       info.schedule_words !=
           attention::schedule_layout(info.batch, info.num_kv_heads, info.num_bins).words) {
     check.invalid("the plan description is inconsistent (make it with make_decode_plan_info)");

@@ -16,6 +16,7 @@
 #include "attention/decode_geometry.cuh"
 #include "attention/decode_kv_formats.cuh"
 #include "common/mma_sm80.cuh"
+#include "common/reduce.cuh"
 
 namespace hpc_ops::attention {
 
@@ -152,8 +153,7 @@ struct RowsOnM {
     const int g = lane / 4, t = lane % 4;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
-      l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
+      l_run[r] = device::warp_allreduce<4>(l_run[r], device::SumOp{});  // the row's quad
       if (t == 0) {
         row_max[warp][g + 8 * r] = m_run[r];
         row_sum[warp][g + 8 * r] = l_run[r];

@@ -33,12 +33,9 @@ PFN_cuTensorMapEncodeTiled_v12000 encoder() {
   return fn;
 }
 
-}  // namespace
-
-CUtensorMap make_tma_map_sw128(const void* base, CUtensorMapDataType type, int rank,
-                               const uint64_t* dims, const uint64_t* strides, const uint32_t* box,
-                               CUtensorMapL2promotion promotion) {
-  CUtensorMap map;
+CUresult encode_sw128(CUtensorMap* map, const void* base, CUtensorMapDataType type, int rank,
+                      const uint64_t* dims, const uint64_t* strides, const uint32_t* box,
+                      CUtensorMapL2promotion promotion) {
   cuuint64_t global_dims[5], global_strides[4];
   cuuint32_t box_dims[5], element_strides[5];
   for (int d = 0; d < rank; ++d) {
@@ -47,10 +44,24 @@ CUtensorMap make_tma_map_sw128(const void* base, CUtensorMapDataType type, int r
     element_strides[d] = 1;
     if (d + 1 < rank) global_strides[d] = strides[d];
   }
-  const CUresult r = encoder()(&map, type, static_cast<cuuint32_t>(rank), const_cast<void*>(base),
-                               global_dims, global_strides, box_dims, element_strides,
-                               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, promotion,
-                               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return encoder()(map, type, static_cast<cuuint32_t>(rank), const_cast<void*>(base), global_dims,
+                   global_strides, box_dims, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                   CU_TENSOR_MAP_SWIZZLE_128B, promotion, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
+}  // namespace
+
+bool try_make_tma_map_sw128(CUtensorMap* map, const void* base, CUtensorMapDataType type, int rank,
+                            const uint64_t* dims, const uint64_t* strides, const uint32_t* box,
+                            CUtensorMapL2promotion promotion) {
+  return encode_sw128(map, base, type, rank, dims, strides, box, promotion) == CUDA_SUCCESS;
+}
+
+CUtensorMap make_tma_map_sw128(const void* base, CUtensorMapDataType type, int rank,
+                               const uint64_t* dims, const uint64_t* strides, const uint32_t* box,
+                               CUtensorMapL2promotion promotion) {
+  CUtensorMap map;
+  const CUresult r = encode_sw128(&map, base, type, rank, dims, strides, box, promotion);
   if (r != CUDA_SUCCESS) {
     throw Error(ErrorKind::kCuda, "hpc_ops: cuTensorMapEncodeTiled failed with CUresult " +
                                       std::to_string(static_cast<int>(r)));

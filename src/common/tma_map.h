@@ -31,6 +31,12 @@ CUtensorMap make_tma_map_sw128(const void* base, CUtensorMapDataType type, int r
                                const uint64_t* dims, const uint64_t* strides, const uint32_t* box,
                                CUtensorMapL2promotion promotion = CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
 
+// The same, returning false instead of throwing when the driver rejects the
+// map (for callers with another way to move the data).
+bool try_make_tma_map_sw128(CUtensorMap* map, const void* base, CUtensorMapDataType type, int rank,
+                            const uint64_t* dims, const uint64_t* strides, const uint32_t* box,
+                            CUtensorMapL2promotion promotion);
+
 // Whether TMA can address a stride of `bytes` (what make_tma_map_sw128 needs).
 constexpr bool tma_stride_ok(int64_t bytes) {
   return bytes > 0 && bytes % 16 == 0 && bytes < (int64_t{1} << 40);

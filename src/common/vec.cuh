@@ -48,6 +48,18 @@ __device__ __forceinline__ uint4 lds_128(uint32_t address) {
                : "r"(address));
   return v;
 }
+// 8 bytes from shared memory at a shared-space address (volatile, as lds_128).
+__device__ __forceinline__ uint2 lds_64(uint32_t address) {
+  uint2 v;
+  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "r"(address));
+  return v;
+}
+// 16 bytes to shared memory at a shared-space address.
+__device__ __forceinline__ void sts_128(uint32_t address, uint4 v) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(address), "r"(v.x), "r"(v.y), "r"(v.z),
+               "r"(v.w)
+               : "memory");
+}
 
 // L2 eviction policies for loads with a cache hint (createpolicy.fractional
 // over the whole access).
@@ -107,10 +119,7 @@ __device__ __forceinline__ Packed8<T> load_shared(const Packed8<T>* p) {
 // Stores one 16-byte vector to shared memory (st.shared.v4).
 __device__ __forceinline__ void store_shared(Packed8<__nv_bfloat16>* p,
                                              const Packed8<__nv_bfloat16>& v) {
-  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-  asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(address), "r"(v.raw.x),
-               "r"(v.raw.y), "r"(v.raw.z), "r"(v.raw.w)
-               : "memory");
+  sts_128(static_cast<uint32_t>(__cvta_generic_to_shared(p)), v.raw);
 }
 
 __device__ __forceinline__ void unpack(const Packed8<__nv_bfloat16>& p, float (&v)[8]) {

@@ -33,14 +33,13 @@
 #include <cutlass/arch/barrier.h>
 #include <cutlass/arch/reg_reconfig.h>
 
+#include "common/device_info.h"
 #include "common/pdl.cuh"
 #include "common/wgmma.cuh"
 #include "gemm/grouped_gemm_params.h"
 
 namespace hpc_ops::gemm {
 
-// Largest dynamic shared memory per block on sm_90 (227 KB).
-constexpr int kMaxSmemBytes = 232448;
 
 template <class Element, int kTokenTile, Epilogue kEpilogue>
 struct GroupedGemmTraits {
@@ -67,7 +66,7 @@ struct GroupedGemmTraits {
   // 8 stages keep >= 128 KB of weights in flight per SM, well past the ~40 KB
   // that hides HBM latency at full rate; larger row tiles get what fits.
   static constexpr int kStagesFit =
-      (kMaxSmemBytes - kFixedBytes) / (kStageBytes + kScaleFloats * 4 + 16);
+      (detail::kSmemPerCtaMax - kFixedBytes) / (kStageBytes + kScaleFloats * 4 + 16);
   static constexpr int kStages = kStagesFit < 8 ? kStagesFit : 8;
   static_assert(kStages >= 3, "pipeline too shallow");
   static constexpr int kSmemBytes =

@@ -97,7 +97,6 @@ void router_gemm(const Tensor& x, const Tensor& w_parts, const Tensor& y,
   p.m = static_cast<int>(m);
   p.n = static_cast<int>(n);
   p.k = static_cast<int>(k);
-  p.token_tiles = shape.token_tiles;
   p.channel_tiles = shape.channel_tiles;
   p.splits = shape.splits;
   p.k_tiles_per_split = shape.k_tiles_per_split;
@@ -114,12 +113,13 @@ void router_gemm(const Tensor& x, const Tensor& w_parts, const Tensor& y,
       static_cast<uint64_t>(n), static_cast<uint64_t>(parts), w_row,
       static_cast<uint64_t>(w_parts.strides[0] * 2), gemm::kRouterKTile,
       gemm::kRouterChannelTile);
-  // x as [1][M][K]: the unused dim's stride only has to be a valid one.
-  const uint64_t x_row = static_cast<uint64_t>(x.strides[0] * 2);
-  const CUtensorMap x_map = detail::make_tma_map_3d_sw128(
-      x.data, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, static_cast<uint64_t>(k),
-      static_cast<uint64_t>(m), 1, x_row, x_row * static_cast<uint64_t>(m), gemm::kRouterKTile,
-      static_cast<uint32_t>(shape.token_tile));
+  const uint64_t x_dims[2] = {static_cast<uint64_t>(k), static_cast<uint64_t>(m)};
+  // check.aligned made the row stride a multiple of 16 bytes where M > 1 (TMA's
+  // rule); a single row's stride is never stepped along.
+  const uint64_t x_row = static_cast<uint64_t>(m > 1 ? x.strides[0] * 2 : k * 2);
+  const uint32_t x_box[2] = {gemm::kRouterKTile, static_cast<uint32_t>(shape.token_tile)};
+  const CUtensorMap x_map = detail::make_tma_map_sw128(x.data, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
+                                                       x_dims, &x_row, x_box);
 
   detail::DeviceGuard guard(device, check.op());
   HPC_OPS_CUDA_CHECK(check.op(),

@@ -36,14 +36,11 @@
 #include "common/device_info.h"
 #include "common/pdl.cuh"
 #include "common/wgmma.cuh"
+#include "gemm/grouped_gemm_params.h"  // the warpgroup split both GEMM kernels use
 #include "gemm/router_gemm_config.h"
 #include "gemm/router_gemm_params.h"
 
 namespace hpc_ops::gemm {
-
-constexpr int kRouterProducerThreads = 128;
-constexpr int kRouterConsumerThreads = 256;
-constexpr int kRouterThreads = kRouterProducerThreads + kRouterConsumerThreads;
 
 template <int kParts, int kTokenTile>
 struct RouterGemmTraits {
@@ -67,7 +64,7 @@ struct RouterGemmTraits {
 };
 
 template <int kParts, int kTokenTile>
-__global__ void __launch_bounds__(kRouterThreads, 1)
+__global__ void __launch_bounds__(kThreads, 1)
     router_gemm_kernel(const __grid_constant__ CUtensorMap w_map,
                        const __grid_constant__ CUtensorMap x_map, const RouterGemmParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -118,7 +115,7 @@ __global__ void __launch_bounds__(kRouterThreads, 1)
   if (threadIdx.x == 32) {
     for (int s = 0; s < kStages; ++s) {
       full[s].init(1);
-      empty[s].init(kRouterConsumerThreads);
+      empty[s].init(kConsumerThreads);
     }
     cutlass::arch::fence_barrier_init();
   }
@@ -142,8 +139,8 @@ __global__ void __launch_bounds__(kRouterThreads, 1)
         cute::SM90_TMA_LOAD_3D::copy(&w_map, bar, hint, tiles + part * Traits::kWeightTileBytes,
                                      kt * kRouterKTile, channel_tile * kRouterChannelTile, part);
       }
-      cute::SM90_TMA_LOAD_3D::copy(&x_map, bar, hint, tiles + kParts * Traits::kWeightTileBytes,
-                                   kt * kRouterKTile, token_tile * kTokenTile, 0);
+      cute::SM90_TMA_LOAD_2D::copy(&x_map, bar, hint, tiles + kParts * Traits::kWeightTileBytes,
+                                   kt * kRouterKTile, token_tile * kTokenTile);
       if (++stage == kStages) {
         stage = 0;
         phase ^= 1;
@@ -155,7 +152,7 @@ __global__ void __launch_bounds__(kRouterThreads, 1)
   // ----------------------------------------------------------------- consumers
   cutlass::arch::warpgroup_reg_alloc<232>();
   const int consumer = warpgroup - 1;  // weight rows 64 * consumer ..
-  const int ctid = threadIdx.x - kRouterProducerThreads;
+  const int ctid = threadIdx.x - kProducerThreads;
   const int lane = threadIdx.x & 31;
   const int warp_in_group = (threadIdx.x / 32) & 3;
   float total[Traits::kAccFloats];
@@ -203,7 +200,7 @@ __global__ void __launch_bounds__(kRouterThreads, 1)
     // call read 56 x 8 KB with dependent round trips: 14 us at M = 1.
     constexpr int kFanIn = Traits::kFanIn;
     float4* slots = reinterpret_cast<float4*>(p.partials) + ctid;
-    constexpr int kSlotVectors = Traits::kAccVectors * kRouterConsumerThreads;
+    constexpr int kSlotVectors = Traits::kAccVectors * kConsumerThreads;
     int* counters = p.counters + tile * kRouterCountersPerTile;
     const int tile_cta = tile * p.splits;
     int node = split, count = p.splits, stride = 1;
@@ -214,17 +211,17 @@ __global__ void __launch_bounds__(kRouterThreads, 1)
       if (size > 1) {
 #pragma unroll
         for (int v = 0; v < Traits::kAccVectors; ++v) {
-          slots[int64_t{tile_cta + node * stride} * kSlotVectors + v * kRouterConsumerThreads] =
+          slots[int64_t{tile_cta + node * stride} * kSlotVectors + v * kConsumerThreads] =
               make_float4(total[4 * v], total[4 * v + 1], total[4 * v + 2], total[4 * v + 3]);
         }
         __threadfence();
-        cutlass::arch::NamedBarrier::sync(kRouterConsumerThreads, 0);  // consumers only
+        cutlass::arch::NamedBarrier::sync(kConsumerThreads, 0);  // consumers only
         if (ctid == 0) {
           const bool last = atomicAdd(counters + group, 1) == size - 1;
           if (last) counters[group] = 0;  // every node has arrived: ready for the next launch
           *last_flag = last;
         }
-        cutlass::arch::NamedBarrier::sync(kRouterConsumerThreads, 0);  // consumers only
+        cutlass::arch::NamedBarrier::sync(kConsumerThreads, 0);  // consumers only
         if (!*last_flag) return;
         __threadfence();  // the other nodes' sums are visible after their fence + atomic
 #pragma unroll
@@ -234,7 +231,7 @@ __global__ void __launch_bounds__(kRouterThreads, 1)
           for (int i = 0; i < kFanIn; ++i) {
             if (i < size && first + i != node) {
               in[i] = __ldcg(&slots[int64_t{tile_cta + (first + i) * stride} * kSlotVectors +
-                                    v * kRouterConsumerThreads]);
+                                    v * kConsumerThreads]);
             }
           }
           float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);

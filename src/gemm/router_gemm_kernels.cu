@@ -13,7 +13,7 @@ cudaError_t launch_tile(const CUtensorMap& w_map, const CUtensorMap& x_map,
   using Traits = RouterGemmTraits<kParts, kTokenTile>;
   detail::LaunchShape shape;
   shape.grid = dim3(static_cast<unsigned>(grid));
-  shape.block = dim3(kRouterThreads);
+  shape.block = dim3(kThreads);
   shape.smem_bytes = Traits::kSmemBytes;
   return detail::launch_with_smem_opt_in<&router_gemm_kernel<kParts, kTokenTile>,
                                          Traits::kSmemBytes>(shape, stream, w_map, x_map, params);

@@ -8,7 +8,7 @@ namespace hpc_ops::gemm {
 
 struct RouterGemmParams {
   int m = 0, n = 0, k = 0;
-  int token_tiles = 0, channel_tiles = 0;
+  int channel_tiles = 0;
   int splits = 1, k_tiles_per_split = 0;
   const void* w = nullptr;     // bf16 [parts, n, k]: the L2 prefetch (the loads use the TMA map)
   int64_t w_part_stride_bytes = 0, w_row_stride_bytes = 0;

@@ -5,12 +5,11 @@
 #include "hpc_ops/rope.h"
 
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 
 #include "common/check.h"
 #include "common/cuda_check.h"
 #include "common/device_info.h"
+#include "common/env.h"
 #include "common/kv_cache_checks.h"
 #include "rope/rope_config.h"
 #include "rope/rope_kernels.h"
@@ -260,8 +259,8 @@ void rope_qk_norm_kv_write(const Tensor& q, const Tensor& k, const Tensor& v,
   // tests); stream falls back to per_row where a row does not fit twice.
   const bool dynamic_scales = p.q_scale_out != nullptr || p.k_scale_out != nullptr;
   bool stream_kernel = rope::use_stream_kernel(rows, sms, stream_shape, dynamic_scales);
-  if (const char* forced = std::getenv("HPC_OPS_ROPE_KERNEL")) {
-    stream_kernel = std::strcmp(forced, "stream") == 0 && stream_shape.stages >= 2;
+  if (detail::env_set("HPC_OPS_ROPE_KERNEL")) {  // read per call: the tests switch it
+    stream_kernel = detail::env_is("HPC_OPS_ROPE_KERNEL", "stream") && stream_shape.stages >= 2;
   }
   if (stream_kernel) {
     p.stages = stream_shape.stages;

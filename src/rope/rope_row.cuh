@@ -18,6 +18,7 @@
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
+#include "common/bulk_copy.cuh"  // shared_address
 #include "common/fp8_scale.cuh"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
@@ -133,10 +134,9 @@ __device__ __forceinline__ void read4_shared(uint32_t address, bool f32, float* 
     v[0] = __uint_as_float(r.x), v[1] = __uint_as_float(r.y);
     v[2] = __uint_as_float(r.z), v[3] = __uint_as_float(r.w);
   } else {
-    uint32_t lo, hi;
-    asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(lo), "=r"(hi) : "r"(address));
-    v[0] = __uint_as_float(lo << 16), v[1] = __uint_as_float(lo & 0xffff0000u);
-    v[2] = __uint_as_float(hi << 16), v[3] = __uint_as_float(hi & 0xffff0000u);
+    const uint2 r = device::lds_64(address);
+    v[0] = __uint_as_float(r.x << 16), v[1] = __uint_as_float(r.x & 0xffff0000u);
+    v[2] = __uint_as_float(r.y << 16), v[3] = __uint_as_float(r.y & 0xffff0000u);
   }
 }
 
@@ -151,7 +151,7 @@ struct RowCosSin {
   bool f32 = true;
 
   __device__ __forceinline__ RowCosSin(const void* row, int rotary_dim, bool is_f32) : f32(is_f32) {
-    cos = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+    cos = device::shared_address(row);
     sin = cos + (is_f32 ? 4 : 2) * (rotary_dim / 2);
   }
 

@@ -63,3 +63,16 @@ def test_split_router_weight_rejects():
                     r"parts must be an int")
     expect_rejected(lambda: hpc_ops.split_router_weight(torch.zeros(8, 16)),
                     r"w must be on a CUDA device")
+
+
+def test_default_workspace_is_not_made_under_capture(monkeypatch):
+    """The shared workspace's zero fill would only be recorded in a CUDA-graph
+    capture: made for the first time under capture, it is refused before any
+    allocation (the capture state is faked: no GPU needed)."""
+    import importlib
+    router_module = importlib.import_module("hpc_ops.router_gemm")
+    monkeypatch.setattr(router_module, "_WORKSPACES", {})
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    with pytest.raises(ValueError, match="before capturing"):
+        router_module.shared_workspace(torch.device("cuda", 0))
+    assert not router_module._WORKSPACES, "a workspace was recorded under capture"
