@@ -2,7 +2,10 @@
 """Calls every operator once on small odd shapes (ragged widths, partial 1x128
 groups, masked experts with empty and full counts, strided rows) and checks the
 results, so compute-sanitizer (memcheck, racecheck) sees every kernel variant
-and path quickly. Exit code 0 when every result matches its reference."""
+and path quickly. Exit code 0 when every result matches its reference.
+
+Usage: python scripts/sanitizer_smoke.py [FAMILY ...] (default: every built
+family; e.g. `rope attention` to check only those)."""
 import itertools
 import os
 import sys
@@ -15,6 +18,12 @@ torch.manual_seed(0)
 dev = "cuda"
 BF16 = torch.bfloat16
 failures = []
+WANTED = set(sys.argv[1:])
+
+
+def runs(family):
+    """Whether this run checks `family`: built, and asked for (or none named)."""
+    return family in hpc_ops.built_families() and (not WANTED or family in WANTED)
 
 
 def check(name, got, ref, tol=3e-2, floor=1e-2):
@@ -28,45 +37,49 @@ def rms_ref(x, w, eps=1e-6):
     return xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * w.float()
 
 
-for hidden in (8, 520, 8200, 20000):  # 1, 2, 8 and 16 vectors per thread
-    for rows in (1, 7):
-        buf = torch.randn(rows, hidden + 8, dtype=BF16, device=dev)
-        x = buf[:, :hidden]  # strided rows
-        w = torch.randn(hidden, dtype=BF16, device=dev)
-        check(f"rms_norm {rows}x{hidden}", hpc_ops.rms_norm(x, w), rms_ref(x, w))
-        res = torch.randn(rows, hidden, dtype=BF16, device=dev)
-        r_new = (x.float() + res.float()).to(BF16)
-        q, r_out, s = hpc_ops.fused_add_rms_norm(x, res, w, quant="per_group")
-        check(f"add_rms_norm residual {rows}x{hidden}", r_out, r_new.float())
-        deq = q.float() * s.repeat_interleave(128, dim=1)[:, :hidden]
-        check(f"add_rms_norm fp8 {rows}x{hidden}", deq, rms_ref(r_new, w), tol=0.15)
-        q, s = hpc_ops.rms_norm(x, w, quant="per_token")
-        check(f"rms_norm per_token {rows}x{hidden}", q.float() * s, rms_ref(x, w), tol=0.15)
+if runs("norm"):
+    for hidden in (8, 520, 8200, 20000):  # 1, 2, 8 and 16 vectors per thread
+        for rows in (1, 7):
+            buf = torch.randn(rows, hidden + 8, dtype=BF16, device=dev)
+            x = buf[:, :hidden]  # strided rows
+            w = torch.randn(hidden, dtype=BF16, device=dev)
+            check(f"rms_norm {rows}x{hidden}", hpc_ops.rms_norm(x, w), rms_ref(x, w))
+            res = torch.randn(rows, hidden, dtype=BF16, device=dev)
+            r_new = (x.float() + res.float()).to(BF16)
+            q, r_out, s = hpc_ops.fused_add_rms_norm(x, res, w, quant="per_group")
+            check(f"add_rms_norm residual {rows}x{hidden}", r_out, r_new.float())
+            deq = q.float() * s.repeat_interleave(128, dim=1)[:, :hidden]
+            check(f"add_rms_norm fp8 {rows}x{hidden}", deq, rms_ref(r_new, w), tol=0.15)
+            q, s = hpc_ops.rms_norm(x, w, quant="per_token")
+            check(f"rms_norm per_token {rows}x{hidden}", q.float() * s, rms_ref(x, w), tol=0.15)
 
-for c in (8, 520, 2048):
-    x = torch.randn(7, 2 * c, dtype=BF16, device=dev)
-    g, u = x[:, :c].float(), x[:, c:].float()
-    check(f"silu_and_mul {c}", hpc_ops.silu_and_mul(x), torch.nn.functional.silu(g) * u)
-    q, s = hpc_ops.gelu_tanh_and_mul(x, quant="per_tensor", scale=torch.ones(1, device=dev))
-    check(f"gelu fp8 {c}", q.float() * s, torch.nn.functional.gelu(g, approximate="tanh") * u, 0.15)
-    xm = torch.randn(4, 9, 2 * c, dtype=BF16, device=dev)
-    counts = torch.tensor([0, 9, 3, 20], dtype=torch.int32, device=dev)
-    out = torch.zeros(4, 9, c, dtype=BF16, device=dev)
-    hpc_ops.silu_and_mul_masked(xm, counts, out=out)
-    ref = torch.nn.functional.silu(xm[..., :c].float()) * xm[..., c:].float()
-    for e, n in enumerate([0, 9, 3, 9]):
-        check(f"masked {c} expert {e}", out[e, :n], ref[e, :n])
-        if n < 9 and out[e, n:].abs().max().item() != 0:
-            failures.append(f"masked {c} expert {e}: rows past the count were written")
+if runs("activation"):
+    for c in (8, 520, 2048):
+        x = torch.randn(7, 2 * c, dtype=BF16, device=dev)
+        g, u = x[:, :c].float(), x[:, c:].float()
+        check(f"silu_and_mul {c}", hpc_ops.silu_and_mul(x), torch.nn.functional.silu(g) * u)
+        q, s = hpc_ops.gelu_tanh_and_mul(x, quant="per_tensor", scale=torch.ones(1, device=dev))
+        gelu = torch.nn.functional.gelu(g, approximate="tanh")
+        check(f"gelu fp8 {c}", q.float() * s, gelu * u, 0.15)
+        xm = torch.randn(4, 9, 2 * c, dtype=BF16, device=dev)
+        counts = torch.tensor([0, 9, 3, 20], dtype=torch.int32, device=dev)
+        out = torch.zeros(4, 9, c, dtype=BF16, device=dev)
+        hpc_ops.silu_and_mul_masked(xm, counts, out=out)
+        ref = torch.nn.functional.silu(xm[..., :c].float()) * xm[..., c:].float()
+        for e, n in enumerate([0, 9, 3, 9]):
+            check(f"masked {c} expert {e}", out[e, :n], ref[e, :n])
+            if n < 9 and out[e, n:].abs().max().item() != 0:
+                failures.append(f"masked {c} expert {e}: rows past the count were written")
 
-for dtype in (BF16, torch.float16, torch.float32):
-    x = torch.randn(7, 520, dtype=dtype, device=dev) * 10
-    for quant in ("per_tensor", "per_token", "per_group"):
-        q, s = hpc_ops.quantize_fp8(x, quant)
-        scale = s.repeat_interleave(128, dim=1)[:, :520] if quant == "per_group" else s
-        check(f"quantize {dtype} {quant}", q.float() * scale, x.float(), tol=0.15)
+if runs("quantization"):
+    for dtype in (BF16, torch.float16, torch.float32):
+        x = torch.randn(7, 520, dtype=dtype, device=dev) * 10
+        for quant in ("per_tensor", "per_token", "per_group"):
+            q, s = hpc_ops.quantize_fp8(x, quant)
+            scale = s.repeat_interleave(128, dim=1)[:, :520] if quant == "per_group" else s
+            check(f"quantize {dtype} {quant}", q.float() * scale, x.float(), tol=0.15)
 
-if "attention" in hpc_ops.built_families():
+if runs("attention"):
     # Decode attention: ragged lengths (0, 1, page + 1, a cut long request), shuffled
     # pages of 16 tokens, GQA 4, q_len 1, 2, 4 and 5, BF16 and FP8 caches (FP8:
     # per-token k scales, per-head v scales, the tiles by cp.async; an fp8 q at 4
@@ -134,7 +147,7 @@ if "attention" in hpc_ops.built_families():
                   out[b * q_len:(b + 1) * q_len], torch.einsum("hqk,khd->qhd", p, v), tol=0.04,
                   floor=0.5)  # P is bf16 / fp16 in P @ V
 
-if "rope" in hpc_ops.built_families():
+if runs("rope"):
     # RoPE + QK norm + KV write: two requests (5 new rows over 3 cached, 1 decode
     # row), a padding row, head dims 64/128/256, NeoX with norm and partial
     # interleaved rotation, BF16 and FP8 (per-token-head k scales, fp8 q) caches;
@@ -217,7 +230,7 @@ if "rope" in hpc_ops.built_families():
             failures.append(f"rope stream vs per_row {name}: different bits")
     del os.environ["HPC_OPS_ROPE_KERNEL"]
 
-if "gemm" in hpc_ops.built_families():
+if runs("gemm"):
     # Every layout and scaling once, ragged groups (0, 1, 19 rows), N and K tails.
     FP8 = torch.float8_e4m3fn
     counts = [0, 1, 19]
@@ -273,7 +286,7 @@ if "gemm" in hpc_ops.built_families():
             check(f"router_gemm m={m} n={n} k={k} parts={parts}", y, x.float() @ w.T,
                   tol=1e-3, floor=0.1)  # outputs ~1; two parts are off by ~1e-5
 
-if "sampling" in hpc_ops.built_families():
+if runs("sampling"):
     # One CTA and multi-CTA rows (8 and 16 CTAs), a row stride wider than V, a
     # vocabulary whose slices exceed the shared-memory cache (re-read path),
     # every mode.

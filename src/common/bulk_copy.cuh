@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Hopper bulk asynchronous copies (the 1-D form of TMA, cp.async.bulk) from
-// global to shared memory, the transaction-counting mbarrier they signal, and
-// the bulk L2 prefetch.
+// global to shared memory and back, the transaction-counting mbarrier the
+// loads signal, the bulk async-groups the stores complete in, and the bulk L2
+// prefetch.
 // One thread issues a copy of any multiple of 16 bytes; the copy engine moves
 // it without registers, and waiters learn of completion through the barrier.
 // Thin wrappers over the PTX (ISA 8.0+, sm_90), one instruction each.
@@ -83,6 +84,34 @@ __device__ __forceinline__ void bulk_copy_g2s(void* dst_shared, const void* src_
           "r"(shared_address(dst_shared)),
       "l"(src_global), "r"(bytes), "r"(shared_address(bar))
       : "memory");
+}
+
+// Copies `bytes` (a multiple of 16; both addresses 16-byte aligned) from
+// shared to global memory, in this thread's current bulk async-group.
+__device__ __forceinline__ void bulk_copy_s2g(void* dst_global, const void* src_shared,
+                                              uint32_t bytes) {
+  asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;" ::"l"(dst_global),
+               "r"(shared_address(src_shared)), "r"(bytes)
+               : "memory");
+}
+
+// Closes this thread's current bulk async-group (the stores issued since the last one).
+__device__ __forceinline__ void bulk_commit_group() {
+  asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+}
+
+// Waits until at most kPending of this thread's bulk async-groups still read
+// their shared-memory sources (the sources may then be overwritten).
+template <int kPending>
+__device__ __forceinline__ void bulk_wait_group_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;" ::"n"(kPending) : "memory");
+}
+
+// Waits until at most kPending of this thread's bulk async-groups are incomplete
+// (their writes done).
+template <int kPending>
+__device__ __forceinline__ void bulk_wait_group() {
+  asm volatile("cp.async.bulk.wait_group %0;" ::"n"(kPending) : "memory");
 }
 
 }  // namespace hpc_ops::device

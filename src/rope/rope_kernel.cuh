@@ -78,8 +78,8 @@ __global__ void __launch_bounds__(kRopeThreads, kRopeMinCtas)
   // ---- 3. Each head: q -> q_out; k, v -> the cache slot. A warp goes on
   // while any of its groups has a head (RowWriter::write is warp-wide).
   const KernelConstants constants = KernelConstants::read<kFp8>(p);
-  const RowWriter<kD, kFp8> writer(p, row, target, chunks, constants, cos_sin_row,
-                                   p.cos_sin_f32, lane);
+  const RowWriter<kD, kFp8> writer(p, target, row_destinations<kFp8>(p, row, target), chunks,
+                                   constants, cos_sin_row, p.cos_sin_f32, lane);
   const int warp_first_group = static_cast<int>(threadIdx.x / 32) * (32 / kLanes);
 #pragma unroll
   for (int u = 0; u < kRopeHeadsPerGroup; ++u) {

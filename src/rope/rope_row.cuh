@@ -100,6 +100,29 @@ __device__ __forceinline__ RowTarget locate_row_by_thread(const RopeParams& p, i
   return target_in_request(p, row, lo);
 }
 
+// Where one row's outputs start (bytes): its q_out row, its k and v cache
+// slots (valid when target.write) and its q scales (nullptr without them).
+struct RowDestinations {
+  char* q_out = nullptr;
+  char* k_slot = nullptr;
+  char* v_slot = nullptr;
+  float* q_scale = nullptr;
+};
+
+template <bool kFp8>
+__device__ __forceinline__ RowDestinations row_destinations(const RopeParams& p, int row,
+                                                            const RowTarget& t) {
+  constexpr int kCacheBytes = kFp8 ? 1 : 2;
+  RowDestinations d;
+  d.q_out = static_cast<char*>(p.q_out) + row * p.q_out_strides[0] * (kFp8 && p.q_fp8 ? 1 : 2);
+  d.q_scale = p.q_scale_out == nullptr ? nullptr : p.q_scale_out + row * p.q_scale_strides[0];
+  d.k_slot = static_cast<char*>(p.k_cache) +
+             (t.page * p.k_cache_strides[0] + t.slot * p.k_cache_strides[1]) * kCacheBytes;
+  d.v_slot = static_cast<char*>(p.v_cache) +
+             (t.page * p.v_cache_strides[0] + t.slot * p.v_cache_strides[1]) * kCacheBytes;
+  return d;
+}
+
 // This lane's two chunks of a head (element offsets) and whether each is
 // rotated. NeoX pairs element i with i + R/2 (i < R/2): lanes l < R/16 take
 // chunks l and l + R/16, frequencies 8 l .. 8 l + 7 for both; the other lanes
@@ -218,28 +241,19 @@ struct RowWriter {
   KernelConstants constants;
   RowCosSin cos_sin;
   int lane;
-  char* q_out_row;    // this row's q_out (bytes)
-  char* k_slot;       // this row's cache slots (bytes; valid when target.write)
-  char* v_slot;
-  float* q_scale_row;
+  RowDestinations dest;
 
-  __device__ __forceinline__ RowWriter(const RopeParams& params, int row, const RowTarget& t,
-                                       const LaneChunks& c, const KernelConstants& k,
-                                       const void* cos_sin_row, bool cos_sin_f32, int lane_in_group)
+  __device__ __forceinline__ RowWriter(const RopeParams& params, const RowTarget& t,
+                                       const RowDestinations& d, const LaneChunks& c,
+                                       const KernelConstants& k, const void* cos_sin_row,
+                                       bool cos_sin_f32, int lane_in_group)
       : p(params),
         target(t),
         chunks(c),
         constants(k),
         cos_sin(cos_sin_row, params.rotary_dim, cos_sin_f32),
-        lane(lane_in_group) {
-    constexpr int kCacheBytes = kFp8 ? 1 : 2;
-    q_out_row = static_cast<char*>(p.q_out) + row * p.q_out_strides[0] * (kFp8 && p.q_fp8 ? 1 : 2);
-    q_scale_row = p.q_scale_out == nullptr ? nullptr : p.q_scale_out + row * p.q_scale_strides[0];
-    k_slot = static_cast<char*>(p.k_cache) +
-             (t.page * p.k_cache_strides[0] + t.slot * p.k_cache_strides[1]) * kCacheBytes;
-    v_slot = static_cast<char*>(p.v_cache) +
-             (t.page * p.v_cache_strides[0] + t.slot * p.v_cache_strides[1]) * kCacheBytes;
-  }
+        lane(lane_in_group),
+        dest(d) {}
 
   // Head h of the row (0 <= h < Hq + 2 Hkv when active), this lane's chunks a and b.
   __device__ __forceinline__ void write(int h, bool active, const device::Packed8<Bf16>& a,
@@ -258,12 +272,12 @@ struct RowWriter {
     if (norm && !p.rope_then_norm) rms_norm(x0, x1, weight, is_q || is_k);
     if (is_q || is_k) rotate(x0, x1);
     if (norm && p.rope_then_norm) rms_norm(x0, x1, weight, is_q || is_k);
-    if (is_q && target.padding) {
+    // q of a padding row is zero, of a row whose position is outside the
+    // cos/sin cache NaN (a padding row has no position either).
+    if (is_q && !target.position_ok) {
+      const float fill = target.padding ? 0.0f : __int_as_float(0x7fffffff);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) x0[e] = x1[e] = 0.0f;
-    } else if (is_q && !target.position_ok) {
-#pragma unroll
-      for (int e = 0; e < 8; ++e) x0[e] = x1[e] = __int_as_float(0x7fffffff);
+      for (int e = 0; e < 8; ++e) x0[e] = x1[e] = fill;
     }
     // The head's max |x| for a dynamic per-(token, head) scale, on every lane
     // whenever some head kind has one.
@@ -277,8 +291,8 @@ struct RowWriter {
 
     if (is_q) {
       const bool q_fp8 = kFp8 && p.q_fp8;
-      char* dst = q_out_row + h * p.q_out_strides[1] * (q_fp8 ? 1 : 2);
-      float* scale_out = q_scale_row == nullptr ? nullptr : q_scale_row + h * p.q_scale_strides[1];
+      char* dst = dest.q_out + h * p.q_out_strides[1] * (q_fp8 ? 1 : 2);
+      float* scale_out = dest.q_scale == nullptr ? nullptr : dest.q_scale + h * p.q_scale_strides[1];
       store(dst, q_fp8, x0, x1, constants.q, scale_out, head_amax, active);
     } else if (is_k) {  // k: static per-tensor scale, or per (token, head) into k_scale_out
       const int head = h - hq;
@@ -286,7 +300,7 @@ struct RowWriter {
                              ? nullptr
                              : p.k_scale_out + target.page * p.k_scale_strides[0] +
                                    target.slot * p.k_scale_strides[1] + head * p.k_scale_strides[2];
-      char* dst = k_slot + head * p.k_cache_strides[2] * (kFp8 ? 1 : 2);
+      char* dst = dest.k_slot + head * p.k_cache_strides[2] * (kFp8 ? 1 : 2);
       store(dst, kFp8, x0, x1, constants.k, scale_out, head_amax, active && target.write);
     } else {  // v as is: per-tensor or per-head static scale
       const int head = h - hq - hkv;
@@ -294,7 +308,7 @@ struct RowWriter {
       const device::Fp8Divisor divisor =
           kFp8 && write ? device::fp8_divisor(__ldg(p.v_scale + head * p.v_scale_stride))
                         : device::Fp8Divisor{};
-      char* dst = v_slot + head * p.v_cache_strides[2] * (kFp8 ? 1 : 2);
+      char* dst = dest.v_slot + head * p.v_cache_strides[2] * (kFp8 ? 1 : 2);
       store(dst, kFp8, x0, x1, divisor, nullptr, head_amax, write);
     }
   }

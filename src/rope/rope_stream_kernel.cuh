@@ -8,10 +8,11 @@
 //
 // Per stage: a `full` barrier (the producer's arrival plus the copies' bytes)
 // and an `empty` barrier (one arrival per consumer thread) before the producer
-// refills it. The row's target (request, cache slot, position) travels with
-// the stage. The producer looks up 32 rows at once, one per lane, so the
-// lookup's dependent loads (cu_seqlens -> kv_lens -> page table) are paid once
-// per 32 rows, far ahead of their use.
+// refills it. The row's target (request, cache slot, position) and output
+// addresses travel with the stage. The producer looks up 32 rows at once, one
+// per lane, so the lookup's dependent loads (cu_seqlens -> kv_lens -> page
+// table) are paid once per 32 rows, far ahead of their use. On BF16 caches
+// the v heads leave the stage for the cache slot by the copy engine too.
 //
 // NOTE: why a second kernel. The per-row kernel (rope_kernel.cuh) holds a
 // row's loads in registers and pays the lookup chain once per CTA: 78% of the
@@ -31,13 +32,22 @@
 
 namespace hpc_ops::rope {
 
-// Issues the copies of one row into `stage` (the producer warp; every lane
-// calls it, the target already in shared memory and the barrier armed).
-// Heads of one tensor that are contiguous (stride D: views of a packed qkv)
-// move as one copy; otherwise one copy per head.
+// Issues the copy of row position `position` of the cos/sin cache into its
+// place in `stage`.
+__device__ __forceinline__ void copy_cos_sin(const RopeParams& p, int position,
+                                             unsigned char* stage, uint64_t* full) {
+  const int elem = p.cos_sin_f32 ? 4 : 2;
+  const auto* src = static_cast<const unsigned char*>(p.cos_sin) +
+                    (int64_t{position} * p.cos_sin_stride) * elem;
+  device::bulk_copy_g2s(stage + p.cos_sin_offset, src, p.cos_sin_bytes, full);
+}
+
+// Issues the copies of one row into `stage` when some tensor's heads are not
+// contiguous (the producer warp; every lane calls it after the barrier is
+// armed): one copy per head of such a tensor, one per tensor otherwise.
 template <int kD>
-__device__ __forceinline__ void copy_row(const RopeParams& p, int row, const RowTarget& t,
-                                         unsigned char* stage, uint64_t* full) {
+__device__ __forceinline__ void copy_row_by_heads(const RopeParams& p, int row, const RowTarget& t,
+                                                  unsigned char* stage, uint64_t* full) {
   constexpr uint32_t kHeadBytes = kD * 2;
   const int hq = p.num_q_heads;
   const int hkv = p.num_kv_heads;
@@ -69,13 +79,37 @@ __device__ __forceinline__ void copy_row(const RopeParams& p, int row, const Row
     }
     device::bulk_copy_g2s(stage + head * kHeadBytes, src, bytes, full);
   }
-  if (lane == 31 && t.position_ok) {
-    const int elem = p.cos_sin_f32 ? 4 : 2;
-    const auto* src = static_cast<const unsigned char*>(p.cos_sin) +
-                      (int64_t{t.position} * p.cos_sin_stride) * elem;
-    device::bulk_copy_g2s(stage + p.cos_sin_offset, src, p.cos_sin_bytes, full);
-  }
+  if (lane == 31 && t.position_ok) copy_cos_sin(p, t.position, stage, full);
 }
+
+// Copies the row's v heads from `stage` (after its q and k heads) into the
+// row's cache slot by the copy engine (BF16 caches; lanes of one warp, each
+// closing one bulk async-group): one copy when the slot's heads are
+// contiguous (NHD), else one per head.
+template <int kD>
+__device__ __forceinline__ void copy_v_to_cache(const RopeParams& p, const RowDestinations& dest,
+                                                const unsigned char* stage) {
+  constexpr uint32_t kHeadBytes = kD * 2;
+  const int hkv = p.num_kv_heads;
+  const unsigned char* v_heads = stage + (p.num_q_heads + hkv) * kHeadBytes;
+  auto* slot = reinterpret_cast<Bf16*>(dest.v_slot);
+  const int lane = threadIdx.x % 32;
+  if (p.v_cache_strides[2] == kD) {
+    if (lane == 0) device::bulk_copy_s2g(slot, v_heads, hkv * kHeadBytes);
+  } else {
+    for (int j = lane; j < hkv; j += 32) {
+      device::bulk_copy_s2g(slot + j * p.v_cache_strides[2], v_heads + j * kHeadBytes, kHeadBytes);
+    }
+  }
+  device::bulk_commit_group();
+}
+
+// What the producer leaves for the consumers with each stage: where the row
+// goes, found one row per producer lane, far ahead of its use.
+struct StagedRow {
+  RowTarget target;
+  RowDestinations dest;
+};
 
 template <int kD, bool kFp8>
 __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
@@ -83,14 +117,14 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
   constexpr int kLanes = kD / 16;
   constexpr int kGroups = kStreamConsumerThreads / kLanes;
   constexpr int kConsumerWarps = kStreamConsumerThreads / 32;
-  // Shared memory: per stage two barriers and the row's target (static), and
-  // the stage itself (dynamic): the row's heads, q then k then v, D bf16
+  // Shared memory: per stage two barriers and the row's StagedRow (static),
+  // and the stage itself (dynamic): the row's heads, q then k then v, D bf16
   // each, then cos | sin.
   extern __shared__ __align__(128) unsigned char stages_smem[];
   __shared__ uint64_t full[kStreamMaxStages];
   __shared__ uint64_t empty[kStreamMaxStages];
-  __shared__ __align__(8) unsigned char target_bytes[kStreamMaxStages * sizeof(RowTarget)];
-  auto* targets = reinterpret_cast<RowTarget*>(target_bytes);  // (no constructor runs)
+  __shared__ __align__(16) unsigned char staged_bytes[kStreamMaxStages * sizeof(StagedRow)];
+  auto* staged = reinterpret_cast<StagedRow*>(staged_bytes);  // (no constructor runs)
   device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
 
   const int stages = p.stages;
@@ -105,63 +139,127 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
   __syncthreads();
   auto stage_of = [&](int s) { return stages_smem + s * p.stage_bytes; };
   const int row_bytes = (p.num_q_heads + 2 * p.num_kv_heads) * kD * 2;
+  // NOTE: the ring position (stage, phase) advances by one per row instead of
+  // k % stages and k / stages: the division by the runtime stage count cost
+  // ~35 instructions per row in every warp.
 
   if (warp == kConsumerWarps) {
-    // ---- producer: 32 rows looked up at once, then copied one by one.
+    // ---- producer: 32 rows looked up at once, one per lane (row, target,
+    // destinations and sources), then copied one by one. When each of q, k
+    // and v has its heads contiguous (views of a packed qkv), the lane that
+    // looked a row up also issues its copies: one for the whole row when q, k
+    // and v lie end to end, else one per tensor, and one for cos/sin.
+    // NOTE: the producer's instructions land on one of the SM's four
+    // schedulers. With every lane sharing each row's copies (shuffles,
+    // branches per tensor, 64-bit addresses) it issued ~200 instructions a
+    // row, a quarter of that scheduler's work, so the consumer warps it
+    // shares a scheduler with fell behind and the others waited on them
+    // (ncu, Llama-8B 1x16K: 12% of stall samples on the full-barrier wait).
     const int lane = threadIdx.x % 32;
+    const int hq = p.num_q_heads;
+    const int hkv = p.num_kv_heads;
+    const auto* q = static_cast<const Bf16*>(p.q);
+    const auto* k = static_cast<const Bf16*>(p.k);
+    const auto* v = static_cast<const Bf16*>(p.v);
+    const bool whole = p.q_strides[1] == kD && p.k_strides[1] == kD && p.v_strides[1] == kD;
+    const bool packed = whole && p.k_strides[0] == p.q_strides[0] &&
+                        p.v_strides[0] == p.q_strides[0] && k == q + hq * kD &&
+                        v == k + hkv * kD;
+    int s = 0;
+    // The parity of empty[s] to wait for: the phase of the row `stages` back
+    // (row k waits for k / stages - 1; nothing to wait for on the first round).
+    uint32_t phase = 1;
     for (int k0 = 0;; k0 += 32) {
       const int64_t first = blockIdx.x + int64_t{k0} * gridDim.x;
       if (first >= p.rows) break;
       const int64_t mine = first + int64_t{lane} * gridDim.x;
-      const RowTarget looked_up =
-          mine < p.rows ? locate_row_by_thread(p, static_cast<int>(mine)) : RowTarget{};
+      StagedRow looked_up;
+      if (mine < p.rows) {
+        looked_up.target = locate_row_by_thread(p, static_cast<int>(mine));
+        looked_up.dest = row_destinations<kFp8>(p, static_cast<int>(mine), looked_up.target);
+      }
+      const Bf16* q_src = q + mine * p.q_strides[0];
+      const Bf16* k_src = k + mine * p.k_strides[0];
+      const Bf16* v_src = v + mine * p.v_strides[0];
       for (int j = 0; j < 32; ++j) {
-        const int k = k0 + j;
-        const int64_t row = blockIdx.x + int64_t{k} * gridDim.x;
+        const int64_t row = first + int64_t{j} * gridDim.x;
         if (row >= p.rows) break;
-        const int s = k % stages;
-        if (k >= stages) device::mbarrier_wait(&empty[s], ((k / stages) - 1) & 1);
-        RowTarget t;
-        t.padding = __shfl_sync(0xffffffffu, looked_up.padding, j);
-        t.position_ok = __shfl_sync(0xffffffffu, looked_up.position_ok, j);
-        t.write = __shfl_sync(0xffffffffu, looked_up.write, j);
-        t.position = __shfl_sync(0xffffffffu, looked_up.position, j);
-        t.page = __shfl_sync(0xffffffffu, looked_up.page, j);
-        t.slot = __shfl_sync(0xffffffffu, looked_up.slot, j);
-        if (lane == 0) {
-          targets[s] = t;
-          // Padding rows read nothing: their q out is zero.
+        if (k0 + j >= stages) device::mbarrier_wait(&empty[s], phase);
+        unsigned char* stage = stage_of(s);
+        if (lane == j) {
+          const RowTarget& t = looked_up.target;
+          staged[s] = looked_up;
+          // Padding rows read nothing: their q out is zero. (This lane's
+          // arrival releases its StagedRow write to the consumers.)
           const uint32_t bytes = t.padding ? 0u : row_bytes + (t.position_ok ? p.cos_sin_bytes : 0);
           if (bytes == 0) {
             device::mbarrier_arrive(&full[s]);
           } else {
             device::mbarrier_arrive_expect_tx(&full[s], bytes);
           }
+          if (whole && !t.padding) {
+            constexpr uint32_t kHeadBytes = kD * 2;
+            if (packed) {
+              device::bulk_copy_g2s(stage, q_src, row_bytes, &full[s]);
+            } else {
+              device::bulk_copy_g2s(stage, q_src, hq * kHeadBytes, &full[s]);
+              device::bulk_copy_g2s(stage + hq * kHeadBytes, k_src, hkv * kHeadBytes, &full[s]);
+              device::bulk_copy_g2s(stage + (hq + hkv) * kHeadBytes, v_src, hkv * kHeadBytes,
+                                    &full[s]);
+            }
+            if (t.position_ok) copy_cos_sin(p, t.position, stage, &full[s]);
+          }
         }
-        __syncwarp();
-        if (!t.padding) copy_row<kD>(p, static_cast<int>(row), t, stage_of(s), &full[s]);
+        if (!whole) {  // heads one by one, shared by the lanes
+          RowTarget t;
+          t.padding = __shfl_sync(0xffffffffu, looked_up.target.padding, j);
+          t.position_ok = __shfl_sync(0xffffffffu, looked_up.target.position_ok, j);
+          t.position = __shfl_sync(0xffffffffu, looked_up.target.position, j);
+          __syncwarp();
+          if (!t.padding) copy_row_by_heads<kD>(p, static_cast<int>(row), t, stage, &full[s]);
+        }
+        if (++s == stages) {
+          s = 0;
+          phase ^= 1;
+        }
       }
     }
     return;
   }
 
-  // ---- consumers: every row of this CTA, heads group, group + G, ...; a
-  // warp goes on while any of its groups has a head (RowWriter::write is
+  // ---- consumers. Each row's heads are dealt round-robin to the lane
+  // groups, continuing from where the previous row's deal stopped, so every
+  // group gets the same share of the CTA's rows to within one head; a warp
+  // goes on while any of its groups has a head (RowWriter::write is
   // warp-wide).
+  // NOTE: dealt from group 0 on every row, 72 heads over 32 groups (Qwen3)
+  // gave warps 0-1 three heads and warps 2-7 two, and ncu put 16% of the
+  // warps' stall samples on the full-barrier wait (Llama-70B), where the
+  // lighter warps idled: Qwen3 1x16K 187 -> 173 us.
+  // BF16 caches: v heads are copied from the stage into the cache by the copy
+  // engine (lanes of one warp), so the consumers skip them.
   const int lane = threadIdx.x % kLanes;
   const int group = threadIdx.x / kLanes;
-  const int warp_first_group = warp * (32 / kLanes);
-  const int heads = p.num_q_heads + 2 * p.num_kv_heads;
+  constexpr int kWarpGroups = 32 / kLanes;
+  const int warp_first_group = warp * kWarpGroups;
+  constexpr bool v_by_copy_engine = !kFp8;
+  const int consumer_heads = p.num_q_heads + (v_by_copy_engine ? 1 : 2) * p.num_kv_heads;
   const LaneChunks chunks = lane_chunks<kLanes>(lane, p.rotary_dim, p.interleaved);
   const KernelConstants constants = KernelConstants::read<kFp8>(p);
-  for (int k = 0;; ++k) {
-    const int64_t row = blockIdx.x + int64_t{k} * gridDim.x;
-    if (row >= p.rows) break;
-    const int s = k % stages;
-    device::mbarrier_wait(&full[s], (k / stages) & 1);
-    const RowTarget target = targets[s];
-    unsigned char* stage = stage_of(s);
-    const RowWriter<kD, kFp8> writer(p, static_cast<int>(row), target, chunks, constants,
+  int deal_start = 0;  // the group that takes head 0 of this row
+  int v_warp = 0;      // the warp that has this row's v heads copied
+  int held_stage = -1;  // the stage whose empty arrival this warp holds back
+  int s = 0;
+  uint32_t phase = 0;  // of full[s]
+  for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
+    device::mbarrier_wait(&full[s], phase);
+    const RowTarget target = staged[s].target;
+    const RowDestinations dest = staged[s].dest;
+    const unsigned char* stage = stage_of(s);
+    // (the warp that copies v moves on by one each row: no warp carries them all)
+    const bool v_copier = v_by_copy_engine && warp == v_warp;
+    if (v_copier && !target.padding && target.write) copy_v_to_cache<kD>(p, dest, stage);
+    const RowWriter<kD, kFp8> writer(p, target, dest, chunks, constants,
                                      stage + p.cos_sin_offset, p.cos_sin_f32, lane);
     const Bf16* row_heads = reinterpret_cast<const Bf16*>(stage);
     // NOTE: two heads per step, both chunks of both read first, so four
@@ -172,25 +270,54 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
     auto load = [&](int h, int off) {
       return device::Packed8<Bf16>{*reinterpret_cast<const uint4*>(row_heads + h * kD + off)};
     };
-    for (int h0 = 0; h0 + warp_first_group < heads; h0 += 2 * kGroups) {
-      const int h = h0 + group;
+    const int first = (group - deal_start) & (kGroups - 1);  // this group's first head
+    // The warp's smallest first head: its groups' first heads are consecutive
+    // modulo G, so 0 when they wrap.
+    const int warp_first = (warp_first_group - deal_start) & (kGroups - 1);
+    const int warp_min_first = warp_first + kWarpGroups > kGroups ? 0 : warp_first;
+    for (int h0 = 0; warp_min_first + h0 < consumer_heads; h0 += 2 * kGroups) {
+      const int h = first + h0;
       const int h2 = h + kGroups;
       device::Packed8<Bf16> a0{}, a1{}, b0{}, b1{};
-      if (!target.padding && h < heads) {
+      if (!target.padding && h < consumer_heads) {
         a0 = load(h, chunks.off0);
         a1 = load(h, chunks.off1);
       }
-      if (!target.padding && h2 < heads) {
+      if (!target.padding && h2 < consumer_heads) {
         b0 = load(h2, chunks.off0);
         b1 = load(h2, chunks.off1);
       }
-      writer.write(h, h < heads, a0, a1);
-      if (h0 + kGroups + warp_first_group < heads) writer.write(h2, h2 < heads, b0, b1);
+      writer.write(h, h < consumer_heads, a0, a1);
+      if (warp_min_first + h0 + kGroups < consumer_heads) writer.write(h2, h2 < consumer_heads, b0, b1);
     }
+    deal_start = (deal_start + consumer_heads) & (kGroups - 1);
+    v_warp = v_warp + 1 == kConsumerWarps ? 0 : v_warp + 1;
     // Every consumer thread arrives (not one per warp): each one's reads of
     // the stage are then ordered before the refill by the barrier itself.
-    device::mbarrier_arrive(&empty[s]);
+    // The warp that had a row's v heads copied arrives for that row one row
+    // later, once the copy engine has read them (the refill is `stages` rows
+    // away).
+    // NOTE: waiting for those reads at the end of the row itself put 3% of
+    // the stall samples on that wait (ncu, Llama-8B 1x16K); holding the
+    // arrival back one row measured no faster, but keeps the wait off the
+    // row's critical path.
+    if (held_stage >= 0) {
+      device::bulk_wait_group_read<0>();
+      device::mbarrier_arrive(&empty[held_stage]);
+      held_stage = -1;
+    }
+    if (v_copier) {
+      held_stage = s;
+    } else {
+      device::mbarrier_arrive(&empty[s]);
+    }
+    if (++s == stages) {
+      s = 0;
+      phase ^= 1;
+    }
   }
+  // The cache writes of the copy engine are done before the kernel ends.
+  if (v_by_copy_engine) device::bulk_wait_group<0>();
 }
 
 }  // namespace hpc_ops::rope
