@@ -257,8 +257,7 @@ void rope_qk_norm_kv_write(const Tensor& q, const Tensor& k, const Tensor& v,
       heads, static_cast<int>(head_dim), p.rotary_dim, p.cos_sin_f32 ? 4 : 2);
   // HPC_OPS_ROPE_KERNEL=per_row or stream forces a kernel (experiments,
   // tests); stream falls back to per_row where a row does not fit twice.
-  const bool dynamic_scales = p.q_scale_out != nullptr || p.k_scale_out != nullptr;
-  bool stream_kernel = rope::use_stream_kernel(rows, sms, stream_shape, dynamic_scales);
+  bool stream_kernel = rope::use_stream_kernel(rows, sms, stream_shape);
   if (detail::env_set("HPC_OPS_ROPE_KERNEL")) {  // read per call: the tests switch it
     stream_kernel = detail::env_is("HPC_OPS_ROPE_KERNEL", "stream") && stream_shape.stages >= 2;
   }

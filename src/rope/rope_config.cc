@@ -28,9 +28,8 @@ StreamShape stream_shape(int heads, int head_dim, int rotary_dim, int cos_sin_el
   return s;
 }
 
-bool use_stream_kernel(int64_t rows, int num_sms, const StreamShape& shape,
-                       bool dynamic_fp8_scales) {
-  return shape.stages >= 2 && rows >= stream_min_rows(num_sms) && !dynamic_fp8_scales;
+bool use_stream_kernel(int64_t rows, int num_sms, const StreamShape& shape) {
+  return shape.stages >= 2 && rows >= stream_min_rows(num_sms);
 }
 
 int stream_grid(int64_t rows, int num_sms) {

@@ -18,9 +18,9 @@ constexpr int kRopeThreads = 256;
 // NOTE: at 4 (64 registers) the shared row code spilled 40-150 bytes per
 // thread, and ncu had counted v6's spills' L2 traffic at 40% of the bytes it
 // writes. The per-row kernel now runs decode batches (< 8 rows per SM, too
-// few CTAs to fill 4 per SM) and prefill with dynamic FP8 scales, where 3
-// without spills measured 238.8 us at Qwen3 1x16K (v6 at 4: 224.5 with its
-// lighter per-head code; docs/perf/rope.md v7).
+// few CTAs to fill 4 per SM); when it also ran prefill with dynamic FP8
+// scales, 3 without spills measured 238.8 us at Qwen3 1x16K (v6 at 4: 224.5
+// with its lighter per-head code; docs/perf/rope.md v7).
 constexpr int kRopeMinCtas = 3;
 // Most heads a lane group takes, all loads in flight together (two 16-byte
 // chunks per lane and head: 8 registers each).
@@ -71,12 +71,11 @@ StreamShape stream_shape(int heads, int head_dim, int rotary_dim, int cos_sin_el
 // shape, at 256 decode rows 15-30% slower (one row per CTA: nothing to
 // pipeline, the producer's lookup in the way).
 constexpr int64_t stream_min_rows(int num_sms) { return int64_t{8} * num_sms; }
-// dynamic_fp8_scales: q or k quantized with per-(token, head) scales. Their
-// two extra reductions per head make the consumer warps the bottleneck
-// (Qwen3 1x16K: 256 us streaming, 239 per-row, whose 24 warps per SM do
-// the arithmetic), so those calls stay on the per-row kernel.
-bool use_stream_kernel(int64_t rows, int num_sms, const StreamShape& shape,
-                       bool dynamic_fp8_scales);
+// NOTE: calls with dynamic per-(token, head) FP8 scales stayed on the
+// per-row kernel while the streaming one was slower for them (v7, Qwen3
+// 1x16K: 256 vs 239 us); since its consumers' fixes (docs/perf/rope.md v8)
+// it is faster there too: 195 vs 245 us at 1x16K, 33 vs 38 at 1x2K.
+bool use_stream_kernel(int64_t rows, int num_sms, const StreamShape& shape);
 
 // Persistent grid of the streaming kernel: kStreamMinCtas per SM, at most one
 // per row.

@@ -71,11 +71,10 @@ TEST(stream_stages_fit_shared_memory) {
 
 TEST(stream_kernel_for_prefill_rows_only) {
   const auto llama = stream_shape(80, 128, 128, 4);
-  EXPECT_TRUE(use_stream_kernel(16384, 132, llama, false));
-  EXPECT_TRUE(use_stream_kernel(2048, 132, llama, false));
-  EXPECT_TRUE(!use_stream_kernel(256, 132, llama, false));  // decode batches: the per-row kernel
-  EXPECT_TRUE(!use_stream_kernel(16384, 132, stream_shape(200, 256, 256, 4), false));  // no room
-  EXPECT_TRUE(!use_stream_kernel(16384, 132, llama, true));  // dynamic FP8 scales: per-row
+  EXPECT_TRUE(use_stream_kernel(16384, 132, llama));
+  EXPECT_TRUE(use_stream_kernel(2048, 132, llama));
+  EXPECT_TRUE(!use_stream_kernel(256, 132, llama));  // decode batches: the per-row kernel
+  EXPECT_TRUE(!use_stream_kernel(16384, 132, stream_shape(200, 256, 256, 4)));  // no room
   EXPECT_EQ(stream_grid(16384, 132), kStreamMinCtas * 132);
   EXPECT_EQ(stream_grid(5, 132), 5);
 }
