@@ -117,6 +117,7 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
   constexpr int kLanes = kD / 16;
   constexpr int kGroups = kStreamConsumerThreads / kLanes;
   constexpr int kConsumerWarps = kStreamConsumerThreads / 32;
+  static_assert((kGroups & (kGroups - 1)) == 0, "the head deal reduces modulo G with a mask");
   // Shared memory: per stage two barriers and the row's StagedRow (static),
   // and the stage itself (dynamic): the row's heads, q then k then v, D bf16
   // each, then cos | sin.
@@ -178,9 +179,10 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
         looked_up.target = locate_row_by_thread(p, static_cast<int>(mine));
         looked_up.dest = row_destinations<kFp8>(p, static_cast<int>(mine), looked_up.target);
       }
-      const Bf16* q_src = q + mine * p.q_strides[0];
-      const Bf16* k_src = k + mine * p.k_strides[0];
-      const Bf16* v_src = v + mine * p.v_strides[0];
+      const int64_t src_row = mine < p.rows ? mine : 0;  // (no pointer past the tensors)
+      const Bf16* q_src = q + src_row * p.q_strides[0];
+      const Bf16* k_src = k + src_row * p.k_strides[0];
+      const Bf16* v_src = v + src_row * p.v_strides[0];
       for (int j = 0; j < 32; ++j) {
         const int64_t row = first + int64_t{j} * gridDim.x;
         if (row >= p.rows) break;
@@ -301,14 +303,17 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
     // the stall samples on that wait (ncu, Llama-8B 1x16K); holding the
     // arrival back one row measured no faster, but keeps the wait off the
     // row's critical path.
+    // With 2 stages holding back would wait for the next row before every
+    // refill, so the copier waits at once there.
     if (held_stage >= 0) {
       device::bulk_wait_group_read<0>();
       device::mbarrier_arrive(&empty[held_stage]);
       held_stage = -1;
     }
-    if (v_copier) {
+    if (v_copier && stages > 2) {
       held_stage = s;
     } else {
+      if (v_copier) device::bulk_wait_group_read<0>();
       device::mbarrier_arrive(&empty[s]);
     }
     if (++s == stages) {

@@ -299,6 +299,11 @@ MODEL_CASES = [
     Case(CHUNKS, 8, 4, d=256, norm=NT, cs=BF16, pos=I32, table_pad=3, tag="d256"),
     Case(DECODE_1, 16, 8, d=256, norm=RT, scheme=QK, q_fp8=True, page_size=128,
          layout="interleaved", form="separate", tag="d256"),
+    # Rows so wide that the streaming kernel's ring holds 2 and 3 of them (its
+    # v copies then release their stage at once, resp. one row late), each
+    # CTA going round the ring several times.
+    Case(PREFILL_4097, 64, 8, d=256, form="packed", layout="HND", tag="d256-2stages"),
+    Case(PREFILL_1000, 56, 4, d=256, norm=NT, form="packed", tag="d256-3stages"),
     # Hq not a multiple of Hkv; one head each; many heads of an odd count.
     Case(PREFILL_1000, 6, 4, page_size=32, form="separate", tag="h6x4"),
     Case(DECODE_4, 1, 1, layout="HND", pad=1, tag="h1x1"),
