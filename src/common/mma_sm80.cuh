@@ -104,9 +104,9 @@ __device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t two_bytes) {
 
 // bf16x2 -> f16x2, rounding to nearest and saturating at +-65504.
 __device__ __forceinline__ uint32_t bf16x2_to_f16x2(uint32_t v) {
-  const float lo = __uint_as_float(v << 16), hi = __uint_as_float(v & 0xffff0000u);
+  const float2 f = bf16x2_to_float2(v);
   uint32_t out;
-  asm("cvt.rn.satfinite.f16x2.f32 %0, %1, %2;" : "=r"(out) : "f"(hi), "f"(lo));
+  asm("cvt.rn.satfinite.f16x2.f32 %0, %1, %2;" : "=r"(out) : "f"(f.y), "f"(f.x));
   return out;
 }
 

@@ -122,17 +122,22 @@ __device__ __forceinline__ void store_shared(Packed8<__nv_bfloat16>* p,
   sts_128(static_cast<uint32_t>(__cvta_generic_to_shared(p)), v.raw);
 }
 
-// bf16 is the top half of a float32: a shift for the low element, a mask for
-// the high one.
+// A bf16x2 word (low element first) as two floats. bf16 is the top half of a
+// float32: a shift for the low element, a mask for the high one.
 // NOTE: __bfloat1622float2 compiled to three instructions per pair (the high
 // half extracted, then shifted back); ncu counted them in the RoPE kernels'
 // per-head code.
+__device__ __forceinline__ float2 bf16x2_to_float2(uint32_t word) {
+  return make_float2(__uint_as_float(word << 16), __uint_as_float(word & 0xffff0000u));
+}
+
 __device__ __forceinline__ void unpack(const Packed8<__nv_bfloat16>& p, float (&v)[8]) {
   const uint32_t words[4] = {p.raw.x, p.raw.y, p.raw.z, p.raw.w};
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    v[2 * i] = __uint_as_float(words[i] << 16);
-    v[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+    const float2 f = bf16x2_to_float2(words[i]);
+    v[2 * i] = f.x;
+    v[2 * i + 1] = f.y;
   }
 }
 __device__ __forceinline__ void unpack(const Packed8<__half>& p, float (&v)[8]) {

@@ -158,8 +158,8 @@ __device__ __forceinline__ void read4_shared(uint32_t address, bool f32, float* 
     v[2] = __uint_as_float(r.z), v[3] = __uint_as_float(r.w);
   } else {
     const uint2 r = device::lds_64(address);
-    v[0] = __uint_as_float(r.x << 16), v[1] = __uint_as_float(r.x & 0xffff0000u);
-    v[2] = __uint_as_float(r.y << 16), v[3] = __uint_as_float(r.y & 0xffff0000u);
+    const float2 a = device::bf16x2_to_float2(r.x), b = device::bf16x2_to_float2(r.y);
+    v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
   }
 }
 

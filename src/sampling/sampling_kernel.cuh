@@ -36,6 +36,7 @@
 
 #include "common/pdl.cuh"
 #include "common/philox.cuh"
+#include "common/vec.cuh"
 #include "sampling/sampling_params.h"
 
 namespace hpc_ops::sampling {
@@ -169,8 +170,8 @@ struct RowView {
       l[0] = x.x, l[1] = x.y, l[2] = x.z, l[3] = x.w;
     } else {
       const uint2 x = __ldg(reinterpret_cast<const uint2*>(logits + t));
-      l[0] = __uint_as_float(x.x << 16), l[1] = __uint_as_float(x.x & 0xFFFF0000u);
-      l[2] = __uint_as_float(x.y << 16), l[3] = __uint_as_float(x.y & 0xFFFF0000u);
+      const float2 a = device::bf16x2_to_float2(x.x), b = device::bf16x2_to_float2(x.y);
+      l[0] = a.x, l[1] = a.y, l[2] = b.x, l[3] = b.y;
     }
   }
 
