@@ -47,11 +47,13 @@ constexpr int kStreamConsumerThreads = 256;                  // 8 warps
 constexpr int kStreamThreads = kStreamConsumerThreads + 32;  // + the producer warp
 constexpr int kStreamMinCtas = 2;                            // per SM (<= 112 registers)
 constexpr int kStreamMaxStages = 8;
-// Dynamic shared memory per CTA: 3 KB under what two CTAs per SM may take
-// (common/device_info.h), which covers the kernel's static barriers and row
-// targets (< 1 KB).
+// Dynamic shared memory per CTA, and the most static shared memory the kernel
+// may take (its barriers, staged row targets and QK-norm weights: 2.7 KB at
+// D = 256): together what two CTAs per SM may take (common/device_info.h).
 constexpr int kStreamSharedBytesPerCta = 110 * 1024;
-static_assert(kStreamSharedBytesPerCta <= detail::dynamic_smem_per_cta(kStreamMinCtas, 1024),
+constexpr int kStreamStaticSharedBytes = 3 * 1024;
+static_assert(kStreamSharedBytesPerCta <=
+                  detail::dynamic_smem_per_cta(kStreamMinCtas, kStreamStaticSharedBytes),
               "two streaming CTAs fit an SM");
 
 struct StreamShape {

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The per-row RoPE + QK-norm + paged KV-write kernel (see include/hpc_ops/rope.h),
-// for decode steps, small prefill chunks and every chunk with dynamic FP8
-// scales (rope_config.h picks it).
+// for decode steps and small prefill chunks (rope_config.h picks it).
 //
 // Geometry: CTA (row, chunk) takes heads [chunk * heads_per_cta, ...) of one
 // row, counting q heads, then k heads, then v heads. A lane group of D / 16
@@ -11,11 +10,13 @@
 //
 // Per row, once: which request owns it (counted over cu_seqlens by the whole
 // CTA), its cache slot and rotation position, and the row's cos/sin values
-// (staged in shared memory as stored, read per head).
+// (staged in shared memory as float32, read per head), with the QK-norm
+// weights (float32 too).
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+
 
 #include "common/pdl.cuh"
 #include "common/vec.cuh"
@@ -31,7 +32,8 @@ __global__ void __launch_bounds__(kRopeThreads, kRopeMinCtas)
   constexpr int kLanes = kD / 16;
   constexpr int kGroups = kRopeThreads / kLanes;
   __shared__ int warp_counts[kRopeThreads / 32];
-  __shared__ __align__(16) uint32_t cos_sin_row[256];  // rotary_dim <= 256 values of <= 4 bytes
+  __shared__ __align__(16) uint32_t cos_sin_row[256];  // rotary_dim <= 256 float32 values
+  __shared__ __align__(16) NormWeights<kD> norm_weights;
   device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
   const int row = blockIdx.x;
   const int lane = threadIdx.x % kLanes;
@@ -61,25 +63,37 @@ __global__ void __launch_bounds__(kRopeThreads, kRopeMinCtas)
     in0[u] = h < h_end ? device::load_packed(src + chunks.off0) : device::zero_packed<Bf16>();
     in1[u] = h < h_end ? device::load_packed(src + chunks.off1) : device::zero_packed<Bf16>();
   }
+  NormWeightsInFlight<kD, kRopeThreads> weights;
+  weights.load(p, threadIdx.x);
 
   // ---- 2. Where the row goes, and the row's cos/sin.
   // NOTE: held in registers (16 per lane) they kept v4 at 80 registers,
   // 3 CTAs per SM (ncu: 35.6% occupancy, 51% of DRAM bandwidth).
   const RowTarget target = locate_row_by_cta<kRopeThreads>(p, row, warp_counts);
-  // The row as stored (float32 or bf16), copied in 4-byte words.
+  // The row as float32 (a float32 table copied in 4-byte words, a bf16 one
+  // converted), and the norm weights.
+  // NOTE: one writer for both tables: compiled once per table type (as the
+  // streaming kernel's consumers are), the FP8 instantiations spilled.
   if (target.position_ok) {
-    const int elem = p.cos_sin_f32 ? 4 : 2;
-    const auto* src = reinterpret_cast<const uint32_t*>(
-        static_cast<const char*>(p.cos_sin) + int64_t{target.position} * p.cos_sin_stride * elem);
-    for (int i = threadIdx.x; i < p.rotary_dim * elem / 4; i += kRopeThreads) cos_sin_row[i] = __ldg(src + i);
+    const int64_t first = int64_t{target.position} * p.cos_sin_stride;
+    if (p.cos_sin_f32) {
+      const auto* src = reinterpret_cast<const uint32_t*>(static_cast<const float*>(p.cos_sin) + first);
+      for (int i = threadIdx.x; i < p.rotary_dim; i += kRopeThreads) cos_sin_row[i] = __ldg(src + i);
+    } else {
+      const Bf16* src = static_cast<const Bf16*>(p.cos_sin) + first;
+      for (int i = threadIdx.x; i < p.rotary_dim; i += kRopeThreads) {
+        cos_sin_row[i] = __float_as_uint(__bfloat162float(__ldg(src + i)));
+      }
+    }
   }
+  weights.store(p, threadIdx.x, norm_weights);
   __syncthreads();
 
   // ---- 3. Each head: q -> q_out; k, v -> the cache slot. A warp goes on
   // while any of its groups has a head (RowWriter::write is warp-wide).
   const KernelConstants constants = KernelConstants::read<kFp8>(p);
-  const RowWriter<kD, kFp8> writer(p, target, row_destinations<kFp8>(p, row, target), chunks,
-                                   constants, cos_sin_row, p.cos_sin_f32, lane);
+  const RowWriter<kD, kFp8, true> writer(p, target, row_destinations<kFp8>(p, row, target),
+                                         chunks, constants, cos_sin_row, norm_weights, lane);
   const int warp_first_group = static_cast<int>(threadIdx.x / 32) * (32 / kLanes);
 #pragma unroll
   for (int u = 0; u < kRopeHeadsPerGroup; ++u) {

@@ -151,8 +151,9 @@ __device__ __forceinline__ LaneChunks lane_chunks(int lane, int rotary_dim, bool
 }
 
 // Reads 4 cos/sin values of shared memory (float32 or bf16) as floats.
-__device__ __forceinline__ void read4_shared(uint32_t address, bool f32, float* v) {
-  if (f32) {
+template <bool kF32>
+__device__ __forceinline__ void read4_shared(uint32_t address, float* v) {
+  if (kF32) {
     const uint4 r = device::lds_128(address);
     v[0] = __uint_as_float(r.x), v[1] = __uint_as_float(r.y);
     v[2] = __uint_as_float(r.z), v[3] = __uint_as_float(r.w);
@@ -164,42 +165,86 @@ __device__ __forceinline__ void read4_shared(uint32_t address, bool f32, float* 
 }
 
 // One row's cos/sin in shared memory: the R/2 cosines, then the R/2 sines,
-// as float32 or bf16, read per head (volatile shared loads: never hoisted
-// into registers across heads).
+// as float32 (kF32) or bf16, read per head (volatile shared loads: never
+// hoisted into registers across heads).
 // NOTE: held in registers for the row (16 per lane) they cost the streaming
 // kernel 5-15% (FP8 instantiations spilled at its 96-register bound).
+// NOTE: the element type is a template parameter: as a runtime flag the
+// compiler predicated both reads and the bf16 unpack into every head step
+// (ncu, v9: ~24 of ~237 instructions a 4-head step at Llama-70B).
+template <bool kF32>
 struct RowCosSin {
+  static constexpr int kElemBytes = kF32 ? 4 : 2;
   uint32_t cos = 0;  // shared-space addresses
   uint32_t sin = 0;
-  bool f32 = true;
 
-  __device__ __forceinline__ RowCosSin(const void* row, int rotary_dim, bool is_f32) : f32(is_f32) {
+  __device__ __forceinline__ RowCosSin(const void* row, int rotary_dim) {
     cos = device::shared_address(row);
-    sin = cos + (is_f32 ? 4 : 2) * (rotary_dim / 2);
+    sin = cos + kElemBytes * (rotary_dim / 2);
   }
 
   // Frequencies freq .. freq + 3.
   __device__ __forceinline__ void get4(int freq, float* c, float* s) const {
-    const int elem = f32 ? 4 : 2;
-    read4_shared(cos + elem * freq, f32, c);
-    read4_shared(sin + elem * freq, f32, s);
+    read4_shared<kF32>(cos + kElemBytes * freq, c);
+    read4_shared<kF32>(sin + kElemBytes * freq, s);
   }
 };
 
-// 8 consecutive values of a float32 or bf16 array (16-byte aligned) as floats.
-__device__ __forceinline__ void load8_floats(const void* base, bool f32, int64_t index,
-                                             float (&out)[8]) {
-  if (f32) {
-    const auto* p = reinterpret_cast<const float4*>(static_cast<const float*>(base) + index);
-    const float4 a = __ldg(p);
-    const float4 b = __ldg(p + 1);
-    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
-    out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
-  } else {
-    device::Packed8<Bf16> v;
-    v.raw = __ldg(reinterpret_cast<const uint4*>(static_cast<const Bf16*>(base) + index));
-    device::unpack(v, out);
+// The QK-norm weights as float32 in shared memory, q's then k's (2 x kD):
+// each CTA stages them once (NormWeightsInFlight), and every head reads
+// them there.
+// NOTE: read from global memory per head, with their dtype a runtime flag,
+// the compiler issued the loads of both dtypes (predicated) after each
+// head's reduction, and ncu put 3% of Qwen3's stall samples on them (v9).
+template <int kD>
+struct NormWeights {
+  float w[2 * kD];
+};
+
+// This thread's share of the norm weights (entries thread, thread + kThreads,
+// ... of the 2 x kD) on their way from global to shared memory: loaded into
+// registers first (load), stored once the caller's other loads are issued
+// (store), so their latency overlaps the row lookup.
+template <int kD, int kThreads>
+struct NormWeightsInFlight {
+  static constexpr int kPerThread = (2 * kD + kThreads - 1) / kThreads;
+  float v[kPerThread];
+
+  // Every thread of the CTA calls it (no-op for a call without QK norm).
+  __device__ __forceinline__ void load(const RopeParams& p, int thread) {
+    if (p.q_norm_weight == nullptr) return;
+#pragma unroll
+    for (int j = 0; j < kPerThread; ++j) {
+      const int i = thread + j * kThreads;
+      if (i >= 2 * kD) break;
+      const void* src = i < kD ? p.q_norm_weight : p.k_norm_weight;
+      const int e = i % kD;
+      v[j] = p.norm_weight_f32 ? __ldg(static_cast<const float*>(src) + e)
+                               : __bfloat162float(__ldg(static_cast<const Bf16*>(src) + e));
+    }
   }
+
+  // The caller synchronizes before any read of `weights`.
+  __device__ __forceinline__ void store(const RopeParams& p, int thread,
+                                        NormWeights<kD>& weights) const {
+    if (p.q_norm_weight == nullptr) return;
+#pragma unroll
+    for (int j = 0; j < kPerThread; ++j) {
+      const int i = thread + j * kThreads;
+      if (i >= 2 * kD) break;
+      weights.w[i] = v[j];
+    }
+  }
+};
+
+// 8 consecutive floats of shared memory (16-byte aligned).
+__device__ __forceinline__ void lds8_floats(uint32_t address, float (&out)[8]) {
+  const uint4 a = device::lds_128(address);
+  const uint4 b = device::lds_128(address + 16);
+  out[0] = __uint_as_float(a.x), out[1] = __uint_as_float(a.y);
+  out[2] = __uint_as_float(a.z), out[3] = __uint_as_float(a.w);
+  out[4] = __uint_as_float(b.x), out[5] = __uint_as_float(b.y);
+  out[6] = __uint_as_float(b.z), out[7] = __uint_as_float(b.w);
 }
 
 // Per-kernel values every row uses (static FP8 scales), read once per thread.
@@ -231,7 +276,7 @@ struct KernelConstants {
 // NOTE: masked shuffles (a group's own lanes) made the compiler emit a
 // divergent slow path around each, and each head's branches on its kind
 // split warps at q/k/v boundaries.
-template <int kD, bool kFp8>
+template <int kD, bool kFp8, bool kCosSinF32>
 struct RowWriter {
   static constexpr int kLanes = kD / 16;
 
@@ -239,19 +284,21 @@ struct RowWriter {
   RowTarget target;
   LaneChunks chunks;
   KernelConstants constants;
-  RowCosSin cos_sin;
+  RowCosSin<kCosSinF32> cos_sin;
+  uint32_t norm_weights;  // shared-space address of the NormWeights<kD>
   int lane;
   RowDestinations dest;
 
   __device__ __forceinline__ RowWriter(const RopeParams& params, const RowTarget& t,
                                        const RowDestinations& d, const LaneChunks& c,
                                        const KernelConstants& k, const void* cos_sin_row,
-                                       bool cos_sin_f32, int lane_in_group)
+                                       const NormWeights<kD>& weights, int lane_in_group)
       : p(params),
         target(t),
         chunks(c),
         constants(k),
-        cos_sin(cos_sin_row, params.rotary_dim, cos_sin_f32),
+        cos_sin(cos_sin_row, params.rotary_dim),
+        norm_weights(device::shared_address(&weights)),
         lane(lane_in_group),
         dest(d) {}
 
@@ -262,23 +309,31 @@ struct RowWriter {
     const int hkv = p.num_kv_heads;
     const bool is_q = h < hq;
     const bool is_k = !is_q && h < hq + hkv;
+    // A row without a rotation position writes only its q: zero for a
+    // padding row, NaN for a position outside the cos/sin cache (target.write
+    // is false: no cache slot). The branch is the same for the whole CTA.
+    // NOTE: as a select on each head's values the compiler issued 17
+    // instructions a head step for it (ncu, v9).
+    if (!target.position_ok) {
+      if (is_q) {
+        const float fill = target.padding ? 0.0f : __int_as_float(0x7fffffff);
+        float y[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) y[e] = fill;
+        store_q(h, y, y, fabsf(fill), active);
+      }
+      return;
+    }
     float x0[8], x1[8];
     device::unpack(a, x0);
     device::unpack(b, x1);
 
     // Norm and rotation of q and k heads (the norm's sum runs on every lane).
     const bool norm = p.q_norm_weight != nullptr;
-    const void* weight = is_q ? p.q_norm_weight : p.k_norm_weight;
+    const uint32_t weight = norm_weights + (is_q ? 0 : kD * 4);
     if (norm && !p.rope_then_norm) rms_norm(x0, x1, weight, is_q || is_k);
     if (is_q || is_k) rotate(x0, x1);
     if (norm && p.rope_then_norm) rms_norm(x0, x1, weight, is_q || is_k);
-    // q of a padding row is zero, of a row whose position is outside the
-    // cos/sin cache NaN (a padding row has no position either).
-    if (is_q && !target.position_ok) {
-      const float fill = target.padding ? 0.0f : __int_as_float(0x7fffffff);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) x0[e] = x1[e] = fill;
-    }
     // The head's max |x| for a dynamic per-(token, head) scale, on every lane
     // whenever some head kind has one.
     float head_amax = 0.0f;
@@ -290,10 +345,7 @@ struct RowWriter {
     }
 
     if (is_q) {
-      const bool q_fp8 = kFp8 && p.q_fp8;
-      char* dst = dest.q_out + h * p.q_out_strides[1] * (q_fp8 ? 1 : 2);
-      float* scale_out = dest.q_scale == nullptr ? nullptr : dest.q_scale + h * p.q_scale_strides[1];
-      store(dst, q_fp8, x0, x1, constants.q, scale_out, head_amax, active);
+      store_q(h, x0, x1, head_amax, active);
     } else if (is_k) {  // k: static per-tensor scale, or per (token, head) into k_scale_out
       const int head = h - hq;
       float* scale_out = p.k_scale_out == nullptr
@@ -314,6 +366,15 @@ struct RowWriter {
   }
 
  private:
+  // Stores q head h (bf16, or e4m3 with its static or dynamic scale).
+  __device__ __forceinline__ void store_q(int h, const float (&y0)[8], const float (&y1)[8],
+                                          float head_amax, bool active) const {
+    const bool q_fp8 = kFp8 && p.q_fp8;
+    char* dst = dest.q_out + h * p.q_out_strides[1] * (q_fp8 ? 1 : 2);
+    float* scale_out = dest.q_scale == nullptr ? nullptr : dest.q_scale + h * p.q_scale_strides[1];
+    store(dst, q_fp8, y0, y1, constants.q, scale_out, head_amax, active);
+  }
+
   // Stores this lane's two chunks of one head (when `write`): bf16, or e4m3
   // with a static scale or, when scale_out is given, the dynamic scale of
   // head_amax (written by the group's first lane to *scale_out).
@@ -339,8 +400,9 @@ struct RowWriter {
   }
 
   // x * rsqrt(mean(x^2) + eps) * w over the head, when `apply` (the sum runs
-  // on every lane).
-  __device__ __forceinline__ void rms_norm(float (&x0)[8], float (&x1)[8], const void* weight,
+  // on every lane); `weight`: the shared-space address of the head kind's
+  // float32 weights (NormWeights).
+  __device__ __forceinline__ void rms_norm(float (&x0)[8], float (&x1)[8], uint32_t weight,
                                            bool apply) const {
     float ss = 0.0f;
 #pragma unroll
@@ -349,10 +411,10 @@ struct RowWriter {
     if (!apply) return;
     const float inv_rms = rsqrtf(ss * (1.0f / kD) + p.eps);
     float w[8];
-    load8_floats(weight, p.norm_weight_f32, chunks.off0, w);
+    lds8_floats(weight + 4 * chunks.off0, w);
 #pragma unroll
     for (int e = 0; e < 8; ++e) x0[e] = (x0[e] * inv_rms) * w[e];
-    load8_floats(weight, p.norm_weight_f32, chunks.off1, w);
+    lds8_floats(weight + 4 * chunks.off1, w);
 #pragma unroll
     for (int e = 0; e < 8; ++e) x1[e] = (x1[e] * inv_rms) * w[e];
   }

@@ -111,20 +111,132 @@ struct StagedRow {
   RowDestinations dest;
 };
 
-template <int kD, bool kFp8>
-__global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
-    rope_stream_kernel(const __grid_constant__ RopeParams p) {
+// The consumers' side of rope_stream_kernel: the eight consumer warps take
+// the CTA's rows from the ring in order. kCosSinF32: the cos/sin table's
+// element type (RowCosSin's NOTE).
+template <int kD, bool kFp8, bool kCosSinF32>
+__device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned char* stages_smem,
+                                             uint64_t* full, uint64_t* empty,
+                                             const StagedRow* staged,
+                                             const NormWeights<kD>& norm_weights) {
   constexpr int kLanes = kD / 16;
   constexpr int kGroups = kStreamConsumerThreads / kLanes;
   constexpr int kConsumerWarps = kStreamConsumerThreads / 32;
   static_assert((kGroups & (kGroups - 1)) == 0, "the head deal reduces modulo G with a mask");
+  const int stages = p.stages;
+  const int warp = threadIdx.x / 32;
+  auto stage_of = [&](int s) { return stages_smem + s * p.stage_bytes; };
+  // Each row's heads are dealt round-robin to the lane
+  // groups, continuing from where the previous row's deal stopped, so every
+  // group gets the same share of the CTA's rows to within one head; a warp
+  // goes on while any of its groups has a head (RowWriter::write is
+  // warp-wide).
+  // NOTE: dealt from group 0 on every row, 72 heads over 32 groups (Qwen3)
+  // gave warps 0-1 three heads and warps 2-7 two, and ncu put 16% of the
+  // warps' stall samples on the full-barrier wait (Llama-70B), where the
+  // lighter warps idled: Qwen3 1x16K 187 -> 173 us.
+  // BF16 caches: v heads are copied from the stage into the cache by the copy
+  // engine (lanes of one warp), so the consumers skip them.
+  const int lane = threadIdx.x % kLanes;
+  const int group = threadIdx.x / kLanes;
+  constexpr int kWarpGroups = 32 / kLanes;
+  const int warp_first_group = warp * kWarpGroups;
+  constexpr bool v_by_copy_engine = !kFp8;
+  const int consumer_heads = p.num_q_heads + (v_by_copy_engine ? 1 : 2) * p.num_kv_heads;
+  const LaneChunks chunks = lane_chunks<kLanes>(lane, p.rotary_dim, p.interleaved);
+  const KernelConstants constants = KernelConstants::read<kFp8>(p);
+  int deal_start = 0;  // the group that takes head 0 of this row
+  int v_warp = 0;      // the warp that has this row's v heads copied
+  int held_stage = -1;  // the stage whose empty arrival this warp holds back
+  int s = 0;
+  uint32_t phase = 0;  // of full[s]
+  for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
+    device::mbarrier_wait(&full[s], phase);
+    const RowTarget target = staged[s].target;
+    const RowDestinations dest = staged[s].dest;
+    const unsigned char* stage = stage_of(s);
+    // (the warp that copies v moves on by one each row: no warp carries them all)
+    const bool v_copier = v_by_copy_engine && warp == v_warp;
+    if (v_copier && !target.padding && target.write) copy_v_to_cache<kD>(p, dest, stage);
+    const RowWriter<kD, kFp8, kCosSinF32> writer(p, target, dest, chunks, constants,
+                                                 stage + p.cos_sin_offset, norm_weights, lane);
+    const Bf16* row_heads = reinterpret_cast<const Bf16*>(stage);
+    // NOTE: two heads per step, both chunks of both read first, so four
+    // shared loads are in flight per thread; plain loads (not lds_128's
+    // volatile asm), which the compiler may hoist above the previous step's
+    // stores. The stage cannot change under them: the mbarrier wait and
+    // arrive are compiler barriers.
+    auto load = [&](int h, int off) {
+      return device::Packed8<Bf16>{*reinterpret_cast<const uint4*>(row_heads + h * kD + off)};
+    };
+    const int first = (group - deal_start) & (kGroups - 1);  // this group's first head
+    // The warp's smallest first head: its groups' first heads are consecutive
+    // modulo G, so 0 when they wrap.
+    const int warp_first = (warp_first_group - deal_start) & (kGroups - 1);
+    const int warp_min_first = warp_first + kWarpGroups > kGroups ? 0 : warp_first;
+    for (int h0 = 0; warp_min_first + h0 < consumer_heads; h0 += 2 * kGroups) {
+      const int h = first + h0;
+      const int h2 = h + kGroups;
+      device::Packed8<Bf16> a0{}, a1{}, b0{}, b1{};
+      if (!target.padding && h < consumer_heads) {
+        a0 = load(h, chunks.off0);
+        a1 = load(h, chunks.off1);
+      }
+      if (!target.padding && h2 < consumer_heads) {
+        b0 = load(h2, chunks.off0);
+        b1 = load(h2, chunks.off1);
+      }
+      writer.write(h, h < consumer_heads, a0, a1);
+      if (warp_min_first + h0 + kGroups < consumer_heads) writer.write(h2, h2 < consumer_heads, b0, b1);
+    }
+    deal_start = (deal_start + consumer_heads) & (kGroups - 1);
+    v_warp = v_warp + 1 == kConsumerWarps ? 0 : v_warp + 1;
+    // Every consumer thread arrives (not one per warp): each one's reads of
+    // the stage are then ordered before the refill by the barrier itself.
+    // The warp that had a row's v heads copied arrives for that row one row
+    // later, once the copy engine has read them (the refill is `stages` rows
+    // away).
+    // NOTE: waiting for those reads at the end of the row itself put 3% of
+    // the stall samples on that wait (ncu, Llama-8B 1x16K); holding the
+    // arrival back one row measured no faster, but keeps the wait off the
+    // row's critical path.
+    // With 2 stages holding back would wait for the next row before every
+    // refill, so the copier waits at once there.
+    if (held_stage >= 0) {
+      device::bulk_wait_group_read<0>();
+      device::mbarrier_arrive(&empty[held_stage]);
+      held_stage = -1;
+    }
+    if (v_copier && stages > 2) {
+      held_stage = s;
+    } else {
+      if (v_copier) device::bulk_wait_group_read<0>();
+      device::mbarrier_arrive(&empty[s]);
+    }
+    if (++s == stages) {
+      s = 0;
+      phase ^= 1;
+    }
+  }
+  // The cache writes of the copy engine are done before the kernel ends.
+  if (v_by_copy_engine) device::bulk_wait_group<0>();
+}
+
+template <int kD, bool kFp8>
+__global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
+    rope_stream_kernel(const __grid_constant__ RopeParams p) {
+  constexpr int kConsumerWarps = kStreamConsumerThreads / 32;
   // Shared memory: per stage two barriers and the row's StagedRow (static),
   // and the stage itself (dynamic): the row's heads, q then k then v, D bf16
-  // each, then cos | sin.
+  // each, then cos | sin; and the QK-norm weights (static).
   extern __shared__ __align__(128) unsigned char stages_smem[];
   __shared__ uint64_t full[kStreamMaxStages];
   __shared__ uint64_t empty[kStreamMaxStages];
   __shared__ __align__(16) unsigned char staged_bytes[kStreamMaxStages * sizeof(StagedRow)];
+  __shared__ __align__(16) NormWeights<kD> norm_weights;
+  static_assert(kStreamMaxStages * (16 + sizeof(StagedRow)) + sizeof(NormWeights<kD>) <=
+                    kStreamStaticSharedBytes,
+                "the streaming kernel's static shared memory within its budget");
   auto* staged = reinterpret_cast<StagedRow*>(staged_bytes);  // (no constructor runs)
   device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
 
@@ -136,6 +248,11 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
       device::mbarrier_init(&empty[s], kStreamConsumerThreads);
     }
     device::fence_barrier_init();
+  }
+  {
+    NormWeightsInFlight<kD, kStreamThreads> weights;
+    weights.load(p, threadIdx.x);
+    weights.store(p, threadIdx.x, norm_weights);
   }
   __syncthreads();
   auto stage_of = [&](int s) { return stages_smem + s * p.stage_bytes; };
@@ -229,100 +346,12 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
     return;
   }
 
-  // ---- consumers. Each row's heads are dealt round-robin to the lane
-  // groups, continuing from where the previous row's deal stopped, so every
-  // group gets the same share of the CTA's rows to within one head; a warp
-  // goes on while any of its groups has a head (RowWriter::write is
-  // warp-wide).
-  // NOTE: dealt from group 0 on every row, 72 heads over 32 groups (Qwen3)
-  // gave warps 0-1 three heads and warps 2-7 two, and ncu put 16% of the
-  // warps' stall samples on the full-barrier wait (Llama-70B), where the
-  // lighter warps idled: Qwen3 1x16K 187 -> 173 us.
-  // BF16 caches: v heads are copied from the stage into the cache by the copy
-  // engine (lanes of one warp), so the consumers skip them.
-  const int lane = threadIdx.x % kLanes;
-  const int group = threadIdx.x / kLanes;
-  constexpr int kWarpGroups = 32 / kLanes;
-  const int warp_first_group = warp * kWarpGroups;
-  constexpr bool v_by_copy_engine = !kFp8;
-  const int consumer_heads = p.num_q_heads + (v_by_copy_engine ? 1 : 2) * p.num_kv_heads;
-  const LaneChunks chunks = lane_chunks<kLanes>(lane, p.rotary_dim, p.interleaved);
-  const KernelConstants constants = KernelConstants::read<kFp8>(p);
-  int deal_start = 0;  // the group that takes head 0 of this row
-  int v_warp = 0;      // the warp that has this row's v heads copied
-  int held_stage = -1;  // the stage whose empty arrival this warp holds back
-  int s = 0;
-  uint32_t phase = 0;  // of full[s]
-  for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
-    device::mbarrier_wait(&full[s], phase);
-    const RowTarget target = staged[s].target;
-    const RowDestinations dest = staged[s].dest;
-    const unsigned char* stage = stage_of(s);
-    // (the warp that copies v moves on by one each row: no warp carries them all)
-    const bool v_copier = v_by_copy_engine && warp == v_warp;
-    if (v_copier && !target.padding && target.write) copy_v_to_cache<kD>(p, dest, stage);
-    const RowWriter<kD, kFp8> writer(p, target, dest, chunks, constants,
-                                     stage + p.cos_sin_offset, p.cos_sin_f32, lane);
-    const Bf16* row_heads = reinterpret_cast<const Bf16*>(stage);
-    // NOTE: two heads per step, both chunks of both read first, so four
-    // shared loads are in flight per thread; plain loads (not lds_128's
-    // volatile asm), which the compiler may hoist above the previous step's
-    // stores. The stage cannot change under them: the mbarrier wait and
-    // arrive are compiler barriers.
-    auto load = [&](int h, int off) {
-      return device::Packed8<Bf16>{*reinterpret_cast<const uint4*>(row_heads + h * kD + off)};
-    };
-    const int first = (group - deal_start) & (kGroups - 1);  // this group's first head
-    // The warp's smallest first head: its groups' first heads are consecutive
-    // modulo G, so 0 when they wrap.
-    const int warp_first = (warp_first_group - deal_start) & (kGroups - 1);
-    const int warp_min_first = warp_first + kWarpGroups > kGroups ? 0 : warp_first;
-    for (int h0 = 0; warp_min_first + h0 < consumer_heads; h0 += 2 * kGroups) {
-      const int h = first + h0;
-      const int h2 = h + kGroups;
-      device::Packed8<Bf16> a0{}, a1{}, b0{}, b1{};
-      if (!target.padding && h < consumer_heads) {
-        a0 = load(h, chunks.off0);
-        a1 = load(h, chunks.off1);
-      }
-      if (!target.padding && h2 < consumer_heads) {
-        b0 = load(h2, chunks.off0);
-        b1 = load(h2, chunks.off1);
-      }
-      writer.write(h, h < consumer_heads, a0, a1);
-      if (warp_min_first + h0 + kGroups < consumer_heads) writer.write(h2, h2 < consumer_heads, b0, b1);
-    }
-    deal_start = (deal_start + consumer_heads) & (kGroups - 1);
-    v_warp = v_warp + 1 == kConsumerWarps ? 0 : v_warp + 1;
-    // Every consumer thread arrives (not one per warp): each one's reads of
-    // the stage are then ordered before the refill by the barrier itself.
-    // The warp that had a row's v heads copied arrives for that row one row
-    // later, once the copy engine has read them (the refill is `stages` rows
-    // away).
-    // NOTE: waiting for those reads at the end of the row itself put 3% of
-    // the stall samples on that wait (ncu, Llama-8B 1x16K); holding the
-    // arrival back one row measured no faster, but keeps the wait off the
-    // row's critical path.
-    // With 2 stages holding back would wait for the next row before every
-    // refill, so the copier waits at once there.
-    if (held_stage >= 0) {
-      device::bulk_wait_group_read<0>();
-      device::mbarrier_arrive(&empty[held_stage]);
-      held_stage = -1;
-    }
-    if (v_copier && stages > 2) {
-      held_stage = s;
-    } else {
-      if (v_copier) device::bulk_wait_group_read<0>();
-      device::mbarrier_arrive(&empty[s]);
-    }
-    if (++s == stages) {
-      s = 0;
-      phase ^= 1;
-    }
+  // ---- consumers (consume_rows), compiled once per cos/sin element type.
+  if (p.cos_sin_f32) {
+    consume_rows<kD, kFp8, true>(p, stages_smem, full, empty, staged, norm_weights);
+  } else {
+    consume_rows<kD, kFp8, false>(p, stages_smem, full, empty, staged, norm_weights);
   }
-  // The cache writes of the copy engine are done before the kernel ends.
-  if (v_by_copy_engine) device::bulk_wait_group<0>();
 }
 
 }  // namespace hpc_ops::rope
