@@ -45,7 +45,10 @@ int choose_heads_per_cta(int64_t rows, int heads, int head_dim, int num_sms);
 // ---- the streaming kernel
 constexpr int kStreamConsumerThreads = 256;                  // 8 warps
 constexpr int kStreamThreads = kStreamConsumerThreads + 32;  // + the producer warp
-constexpr int kStreamMinCtas = 2;                            // per SM (<= 112 registers)
+// CTAs per SM: 96 registers per thread at most, since registers are shared
+// out per scheduler (cuda_occupancy.h): 5 warps of 96 fit each of the 4, room
+// for two CTAs of 9 warps; at 104 or more only 4 fit, one CTA per SM.
+constexpr int kStreamMinCtas = 2;
 constexpr int kStreamMaxStages = 8;
 // Dynamic shared memory per CTA, and the most static shared memory the kernel
 // may take (its barriers, staged row targets and QK-norm weights: 2.7 KB at

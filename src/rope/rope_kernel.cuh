@@ -17,7 +17,6 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-
 #include "common/pdl.cuh"
 #include "common/vec.cuh"
 #include "rope/rope_config.h"
