@@ -330,37 +330,45 @@ struct DecodeCta {
     __syncthreads();  // the combine buffer and the Q tile are reused by the next piece
   }
 
-  // The pieces of this CTA's bin: tiles [begin, end) of the global tile
-  // order, starting in unit first_unit.x.
+  // The pieces of this CTA's bin: positions [begin, end) of the schedule's
+  // line, starting with unit first_unit.x ({unit, start, tiles end, first
+  // tile}); units span their tiles and then `overhead` empty positions.
   template <bool kTma>
-  __device__ void run_bin(int4 first_unit, int32_t begin, int32_t end, int32_t per_bin) {
+  __device__ void run_bin(int4 first_unit, int32_t begin, int32_t end, int32_t per_bin, int32_t overhead) {
     const ScheduleLayout layout = schedule_layout(p.batch, p.kv_heads, p.num_bins);
     const int32_t* sched = p.schedule;
     const int32_t units = sched[2];
     const int32_t* tile_start = sched + layout.tile_start;
-    // Unit u = [ts, te) in the global tile order; its tiles within the
-    // request start at `first`.
+    // Unit u's tiles are [ts, tiles_end) on the line; within the request
+    // they start at `first`.
     int u = first_unit.x;
-    int32_t ts = first_unit.y, te = first_unit.z, first = first_unit.w;
-    int32_t pos = begin;
+    int32_t ts = first_unit.y, tiles_end = first_unit.z, first = first_unit.w;
+    int32_t pos = ts > begin ? ts : begin;
     while (true) {
-      const int32_t piece_end = te < end ? te : end;
+      const int32_t piece_end = tiles_end < end ? tiles_end : end;
+      const bool more = piece_end < end;  // the bin goes on past this unit's tiles
       Piece piece;
       piece.u = u;
       piece.tile_begin = first + (pos - ts);
       piece.tile_end = first + (piece_end - ts);
-      piece.pieces = unit_pieces(ts, te - ts, per_bin);
+      piece.pieces = unit_pieces(ts, tiles_end - ts, per_bin);
       piece.index = static_cast<int32_t>(blockIdx.x) - ts / per_bin;
       run_piece<kTma>(piece);
-      pos = piece_end;
-      // The next unit with tiles, if the bin reaches it.
-      do {
-        ++u;
-        if (pos >= end || u >= units) return;
+      // The next unit with tiles, if the bin reaches it. (Loading its words
+      // before the piece, to hide their round trip, gained nothing on skewed
+      // batches and cost 1 x 1K 0.5-0.85 us: a longer prologue.)
+      if (!more || ++u >= units) return;
+      ts = tile_start[u];
+      int32_t te = tile_start[u + 1];
+      while (te == ts) {  // units with no tiles
+        if (++u >= units) return;
         ts = tile_start[u];
         te = tile_start[u + 1];
-      } while (te <= pos);  // units with no tiles
+      }
+      if (ts >= end) return;
       first = sched[layout.first_tile + u / p.kv_heads];
+      tiles_end = unit_tiles_end(ts, te, overhead);
+      pos = ts;
     }
   }
 
@@ -413,7 +421,7 @@ __global__ void __launch_bounds__(DecodeGeometry<kMTiles, Kv>::kThreads)
   const ScheduleLayout layout = schedule_layout(p.batch, p.kv_heads, p.num_bins);
   // One round of independent loads: the header and this bin's first unit.
   // Tile positions are int32 (unit_pieces in decode_plan.h).
-  const int32_t per_bin = sched[0], total = sched[1];
+  const int32_t per_bin = sched[0], total = sched[1], overhead = sched[kScheduleOverheadWord];
   const int4 first_unit = *reinterpret_cast<const int4*>(sched + layout.bin_first +
                                                          kBinFirstWords * blockIdx.x);
   const int32_t begin = static_cast<int32_t>(blockIdx.x) * per_bin;
@@ -427,11 +435,11 @@ __global__ void __launch_bounds__(DecodeGeometry<kMTiles, Kv>::kThreads)
                              static_cast<int>(threadIdx.x / 32), static_cast<int>(threadIdx.x % 32)};
   if constexpr (Kv::kTmaTiles) {
     if (tma) {
-      cta.template run_bin<true>(first_unit, begin, end, per_bin);
+      cta.template run_bin<true>(first_unit, begin, end, per_bin, overhead);
       return;
     }
   }
-  cta.template run_bin<false>(first_unit, begin, end, per_bin);
+  cta.template run_bin<false>(first_unit, begin, end, per_bin, overhead);
 }
 
 }  // namespace hpc_ops::attention

@@ -42,6 +42,7 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const __gri
   device::pdl_wait_for_previous();
   const int32_t* sched = p.schedule;
   const int32_t per_bin = sched[0], most_pieces = sched[4], left_to_merge = sched[5];
+  const int32_t overhead = sched[kScheduleOverheadWord];
   if (left_to_merge == 0) return;  // uniform over the grid
   const int32_t units = p.batch * p.kv_heads;
   const ScheduleLayout layout = schedule_layout(p.batch, p.kv_heads, p.num_bins);
@@ -60,7 +61,7 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const __gri
       row = static_cast<int>(job - int64_t{u} * p.rows);
       const int32_t ts = sched[layout.tile_start + u], te = sched[layout.tile_start + u + 1];
       slot0 = sched[layout.slot_start + u];  // loaded with tile_start: one round trip
-      pieces = unit_pieces(ts, te - ts, per_bin);
+      pieces = unit_pieces(ts, unit_tiles_end(ts, te, overhead) - ts, per_bin);
     }
     const bool mine = written_by_merge_kernel(pieces, p.rows);
     MergedRow r;

@@ -14,10 +14,23 @@
 namespace hpc_ops {
 namespace attention {
 
-void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* schedule) {
+void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t piece_cost,
+                  int32_t* schedule) {
   const int64_t batch = info.batch, heads = info.num_kv_heads, units = batch * heads;
   const ScheduleLayout l = schedule_layout(batch, heads, info.num_bins);
   std::fill(schedule, schedule + l.words, 0);
+  int64_t tiles = 0, units_with_tiles = 0;
+  int32_t fewest = INT32_MAX, most = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    int32_t first = 0, count = 0;
+    request_tiles(kv_lens[b], info.q_len, info.sliding_window, first, count);
+    if (count == 0) continue;
+    tiles += int64_t{count} * heads;
+    units_with_tiles += heads;
+    fewest = std::min(fewest, count);
+    most = std::max(most, count);
+  }
+  const int32_t overhead = unit_overhead(tiles, units_with_tiles, fewest, most, info.num_bins, piece_cost);
   int64_t total = 0;
   for (int64_t b = 0; b < batch; ++b) {
     int32_t first = 0, count = 0;
@@ -25,7 +38,7 @@ void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* s
     schedule[l.first_tile + b] = first;
     for (int64_t h = 0; h < heads; ++h) {
       schedule[l.tile_start + b * heads + h] = static_cast<int32_t>(total);
-      total += count;
+      total += count > 0 ? count + overhead : 0;
     }
   }
   schedule[l.tile_start + units] = static_cast<int32_t>(total);
@@ -36,7 +49,8 @@ void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* s
   for (int64_t u = 0; u < units; ++u) {
     schedule[l.slot_start + u] = static_cast<int32_t>(slots);
     const int32_t start = schedule[l.tile_start + u];
-    const int32_t pieces = unit_pieces(start, schedule[l.tile_start + u + 1] - start, per_bin);
+    const int32_t tiles_end = unit_tiles_end(start, schedule[l.tile_start + u + 1], overhead);
+    const int32_t pieces = unit_pieces(start, tiles_end - start, per_bin);
     if (pieces >= 2) slots += pieces;
     most_pieces = std::max(most_pieces, pieces);
     if (written_by_merge_kernel(pieces, rows)) ++left_to_merge;
@@ -45,10 +59,14 @@ void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* s
   // Each bin's first unit (so a CTA needs no search and one load).
   for (int64_t c = 0; c < info.num_bins; ++c) schedule[l.bin_first + kBinFirstWords * c] = -1;
   for (int64_t u = 0; u < units; ++u) {
-    const int32_t ts = schedule[l.tile_start + u], te = schedule[l.tile_start + u + 1];
-    for (int32_t c = (ts + per_bin - 1) / per_bin; int64_t{c} * per_bin < te; ++c) {
-      write_bin_first(schedule + l.bin_first + kBinFirstWords * c, static_cast<int32_t>(u), ts, te,
-                      schedule[l.first_tile + u / heads]);
+    const int32_t ts = schedule[l.tile_start + u];
+    const int32_t tiles_end = unit_tiles_end(ts, schedule[l.tile_start + u + 1], overhead);
+    if (tiles_end == ts) continue;
+    int32_t c_begin = 0, c_end = 0;
+    bins_starting_at_unit(ts, tiles_end, overhead, per_bin, c_begin, c_end);
+    for (int32_t c = c_begin; c < c_end; ++c) {
+      write_bin_first(schedule + l.bin_first + kBinFirstWords * c, static_cast<int32_t>(u), ts,
+                      tiles_end, schedule[l.first_tile + u / heads]);
     }
   }
   schedule[0] = per_bin;
@@ -57,6 +75,20 @@ void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* s
   schedule[3] = static_cast<int32_t>(slots);
   schedule[4] = most_pieces;
   schedule[5] = left_to_merge;
+  schedule[kScheduleOverheadWord] = overhead;
+}
+
+int32_t piece_cost_tiles(const DecodePlanInfo& info) {
+  // NOTE: a piece pays a chain of dependent round trips beyond its tiles'
+  // streaming (schedule words, page ids, the first KV tiles, the output
+  // write): ~2.3 us where a bin streams a BF16 tile in ~2 us (64 x 4K 64/8).
+  // Measured over skewed and random-length batches (docs/perf/
+  // decode_attention.md v6): 2 -> 4 gains up to 9% on FP8 8/1 and 64/4
+  // (1 x 64K + 31 x 4K, 2 x 32K + 30 x 4K, random 1..8K), BF16 within 1.5%;
+  // 3 to 8 within ~1% of each other elsewhere (unit_overhead clips it).
+  (void)info;
+  static const int32_t forced = detail::env_int("HPC_OPS_DECODE_PIECE_COST", -1);
+  return forced >= 0 ? std::min(forced, kMaxUnitOverhead) : 4;
 }
 
 }  // namespace attention
@@ -174,7 +206,7 @@ void decode_attention_schedule_host(const Tensor& kv_lens, const DecodePlanInfo&
   check.contiguous(schedule, "schedule");
   if (schedule.device.type != DeviceType::kCPU) check.invalid("schedule must be in host memory");
   attention::plan_on_host(static_cast<const int32_t*>(kv_lens.data), info,
-                          static_cast<int32_t*>(schedule.data));
+                          attention::piece_cost_tiles(info), static_cast<int32_t*>(schedule.data));
 }
 
 void plan_decode_attention(const Tensor& kv_lens, const DecodePlanInfo& info,

@@ -5,26 +5,32 @@
 //
 // KV is cut into tiles of kDecodeTileTokens tokens. Unit u = b * Hkv + h owns
 // the tiles of request b from first_tile[b] (0, or the first tile a sliding
-// window reaches) to ceil(L / 64). Units are laid end to end; bin c (CTA c)
-// takes the global tiles [c*T, (c+1)*T), T = max(ceil(total / bins),
-// kMinTilesPerBin), cutting units at bin boundaries into pieces. A unit cut
+// window reaches) to ceil(L / 64). Units are laid end to end on a line of
+// positions: a unit with tiles spans its tiles followed by `overhead` empty
+// positions (header word 6; a piece's fixed cost, see unit_overhead),
+// a unit without tiles spans nothing. Bin c (CTA c) takes the positions
+// [c*T, (c+1)*T), T = max(ceil(total / bins), kMinTilesPerBin), cutting
+// units at bin boundaries into pieces (a bin that reaches only a unit's
+// empty positions takes no piece of it). A unit cut
 // into p >= 2 pieces writes p partial results (slots slot_start[u] ..); the
 // attention CTA that finishes last combines them when they are few
 // (merged_by_attention), the merge kernel otherwise. A unit of one piece
 // writes its output directly; the merge kernel writes units with no tiles.
 //
 // Schedule words (int32):
-//   [0] T   [1] total tiles   [2] units   [3] slots used
+//   [0] T   [1] total positions   [2] units   [3] slots used
 //   [4] most pieces of one unit (the merge kernel sizes its warps by it)
-//   [5] units the merge kernel writes (no tiles, or too many pieces)   [6..7] 0
-//   [8 ..]              tile_start[units + 1]  (exclusive scan of tiles per unit)
+//   [5] units the merge kernel writes (no tiles, or too many pieces)
+//   [6] overhead (empty positions after each unit's tiles)   [7] 0
+//   [8 ..]              tile_start[units + 1]  (exclusive scan of the units' spans)
 //   [9 + units ..]      slot_start[units + 1]  (exclusive scan of pieces of cut units)
 //   [10 + 2 units ..]   first_tile[batch]
 //   [.. + batch ..]     arrivals[units]: pieces of the unit finished in this
 //                       call; 0 between calls (the last piece resets it)
-//   [.. 4-word aligned] bin_first[bins][4]: the unit holding tile c*T, in one
-//                       16-byte load: {unit (-1 past the end), its start tile,
-//                       its end tile, first_tile[b]}
+//   [.. 4-word aligned] bin_first[bins][4]: the bin's first unit (the first
+//                       whose tiles end after c*T), in one 16-byte load:
+//                       {unit (-1: none starts in the bin), its start
+//                       position, the end of its tiles, first_tile[b]}
 #pragma once
 
 #include <cstdint>
@@ -47,11 +53,13 @@ constexpr int kMaxQLen = 8;
 // (rows x 512 B) stays small next to the 64 KB of K and V it summarizes.
 constexpr int kMinTilesPerBin = 2;
 constexpr int kScheduleHeaderWords = 8;
+constexpr int kScheduleOverheadWord = 6;
 // Longest request the schedule counts (2M tokens = 2^15 tiles); with at most
-// kMaxUnits units every tile position fits in int32. Longer kv_lens are read
-// as this length.
+// kMaxUnitOverhead empty positions per unit and kMaxUnits units every line
+// position fits in int32. Longer kv_lens are read as this length.
 constexpr int32_t kMaxKvLen = 1 << 21;
-constexpr int64_t kMaxUnits = (int64_t{1} << 16) - 1;
+constexpr int32_t kMaxUnitOverhead = 16;
+constexpr int64_t kMaxUnits = INT32_MAX / (kMaxKvLen / kDecodeTileTokens + kMaxUnitOverhead);  // 65503
 
 struct ScheduleLayout {
   int64_t tile_start = 0, slot_start = 0, first_tile = 0, arrivals = 0, bin_first = 0, words = 0;
@@ -90,7 +98,46 @@ HPC_OPS_HOST_DEVICE inline int32_t tiles_per_bin(int64_t total, int32_t bins) {
   return static_cast<int32_t>(even > kMinTilesPerBin ? even : kMinTilesPerBin);
 }
 
-// Pieces of a unit whose tiles are [start, start + tiles) in the global order.
+// Where the tiles of the unit spanning [ts, te) end: its span is its tiles
+// and then `overhead` empty positions (no span without tiles).
+HPC_OPS_HOST_DEVICE inline int32_t unit_tiles_end(int32_t ts, int32_t te, int32_t overhead) {
+  return te > ts ? te - overhead : ts;
+}
+
+// The bins [c_begin, c_end) whose first unit is the unit with tiles at
+// [ts, tiles_end): those starting in its tiles or in the empty positions
+// just before them (the previous unit with tiles ends at ts - overhead), and
+// reaching ts.
+HPC_OPS_HOST_DEVICE inline void bins_starting_at_unit(int32_t ts, int32_t tiles_end, int32_t overhead,
+                                                      int32_t per_bin, int32_t& c_begin, int32_t& c_end) {
+  const int32_t after_previous = ts > overhead ? ts - overhead : 0;
+  const int32_t from_tail = (after_previous + per_bin - 1) / per_bin;
+  const int32_t reaching = ts / per_bin;
+  c_begin = from_tail > reaching ? from_tail : reaching;
+  c_end = (tiles_end + per_bin - 1) / per_bin;
+}
+
+// The empty positions after each unit's tiles (schedule word 6) for a batch
+// of `units` units with tiles, `tiles` in all, the fewest and most of one
+// unit: piece_cost (the most), lowered until a bin holds at most 1/8 more
+// positions than with none, and 0 when every unit has the same tiles.
+// NOTE: measured (BF16 / FP8 q_len 1, us, charge 0 -> 2): 32 x 128 + 32 x 4K
+// 64/8 206.5 -> 143.4 and 117.7 -> 84.5, 1 x 16K + 15 x 64 52.7 -> 32.3;
+// but equal units lose their alignment with the bins (64 x 4K 8/1 42.7 ->
+// 47.4, 128 x 1K 64/4 75.5 -> 80.9: more pieces), and where bins hold few
+// tiles the charge raises every bin's run (FP8 32 x 128 + 32 x 4K 8/1: 4 ->
+// 5 tiles, 20.3 -> 25.3 us).
+HPC_OPS_HOST_DEVICE inline int32_t unit_overhead(int64_t tiles, int64_t units, int32_t fewest, int32_t most,
+                                                 int32_t bins, int32_t piece_cost) {
+  if (units == 0 || fewest == most) return 0;
+  const int64_t base = tiles_per_bin(tiles, bins);
+  for (int32_t o = piece_cost; o > 0; --o) {
+    if (8 * int64_t{tiles_per_bin(tiles + o * units, bins)} <= 9 * base) return o;
+  }
+  return 0;
+}
+
+// Pieces of a unit whose tiles are [start, start + tiles) on the line.
 // Tile positions fit int32 (kMaxKvLen, kMaxUnits): 32-bit divisions (a 64-bit
 // one per piece cost the attention kernel 7 us on 256 two-tile units).
 HPC_OPS_HOST_DEVICE inline int32_t unit_pieces(int32_t start, int32_t tiles, int32_t per_bin) {
@@ -131,6 +178,11 @@ HPC_OPS_HOST_DEVICE inline void write_bin_first(int32_t* record, int32_t u, int3
   record[3] = first_tile;
 }
 
+// What a piece costs beyond its tiles, in tiles of one bin's streaming time:
+// the most empty positions the planners put after a unit's tiles.
+// HPC_OPS_DECODE_PIECE_COST=N (0..kMaxUnitOverhead) overrides it (tuning).
+int32_t piece_cost_tiles(const DecodePlanInfo& info);
+
 // Rows of one unit's output tile: q_len query tokens x group heads.
 inline int32_t unit_rows(const DecodePlanInfo& info) {
   return info.q_len * (info.num_q_heads / info.num_kv_heads);
@@ -140,7 +192,10 @@ inline int32_t unit_rows(const DecodePlanInfo& info) {
 // occupancy). Defined with the kernels (decode_attention_kernels.cu).
 int decode_ctas_per_sm(int rows, bool kv_fp8, int device);
 
-// The CPU planner: schedule (schedule_layout(...).words int32) from kv_lens.
-void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t* schedule);
+// The CPU planner: schedule (schedule_layout(...).words int32) from kv_lens,
+// for a piece cost of `piece_cost` tiles (0..kMaxUnitOverhead;
+// piece_cost_tiles).
+void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t piece_cost,
+                  int32_t* schedule);
 
 }  // namespace hpc_ops::attention

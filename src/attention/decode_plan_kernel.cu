@@ -39,15 +39,47 @@ __device__ int32_t scan_units(int32_t units, Count count, int32_t* out,
 
 __global__ void __launch_bounds__(kPlanThreads)
     decode_plan_kernel(const int32_t* kv_lens, int32_t batch, int32_t heads, int32_t q_len,
-                       int32_t rows, int32_t window, int32_t bins, int32_t* sched) {
+                       int32_t rows, int32_t window, int32_t bins, int32_t piece_cost, int32_t* sched) {
   __shared__ typename PlanScan::TempStorage scan_storage;
   __shared__ int32_t carry;
   __shared__ int32_t most_pieces, left_to_merge;  // header words 4 and 5
-  if (threadIdx.x == 0) most_pieces = left_to_merge = 0;
+  __shared__ int32_t tiles, requests_with_tiles, fewest, most;  // per request (x heads: per unit)
+  if (threadIdx.x == 0) {
+    most_pieces = left_to_merge = 0;
+    tiles = requests_with_tiles = most = 0;
+    fewest = INT32_MAX;
+  }
   device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
   const ScheduleLayout layout = schedule_layout(batch, heads, bins);
   const int32_t units = batch * heads;
-  // Pass 1: tile_start (and first_tile per request).
+  // Pass 0: what unit_overhead needs, per thread, per warp, then per CTA.
+  int32_t my_tiles = 0, my_requests = 0, my_fewest = INT32_MAX, my_most = 0;
+  for (int32_t b = static_cast<int32_t>(threadIdx.x); b < batch; b += kPlanThreads) {
+    int32_t first = 0, count = 0;
+    request_tiles(kv_lens[b], q_len, window, first, count);
+    if (count > 0) {
+      my_tiles += count;
+      ++my_requests;
+      my_fewest = min(my_fewest, count);
+      my_most = max(my_most, count);
+    }
+  }
+  my_tiles = __reduce_add_sync(0xffffffffu, my_tiles);
+  my_requests = __reduce_add_sync(0xffffffffu, my_requests);
+  my_fewest = __reduce_min_sync(0xffffffffu, my_fewest);
+  my_most = __reduce_max_sync(0xffffffffu, my_most);
+  __syncthreads();  // the shared totals are initialized
+  if (threadIdx.x % 32 == 0) {
+    atomicAdd(&tiles, my_tiles);
+    atomicAdd(&requests_with_tiles, my_requests);
+    atomicMin(&fewest, my_fewest);
+    atomicMax(&most, my_most);
+  }
+  __syncthreads();
+  const int32_t overhead = unit_overhead(int64_t{tiles} * heads, int64_t{requests_with_tiles} * heads,
+                                         fewest, most, bins, piece_cost);
+  // Pass 1: tile_start (and first_tile per request): each unit with tiles
+  // spans them and `overhead` empty positions.
   const int32_t total = scan_units(
       units,
       [&](int32_t u) {
@@ -55,7 +87,7 @@ __global__ void __launch_bounds__(kPlanThreads)
         int32_t first = 0, count = 0;
         request_tiles(kv_lens[b], q_len, window, first, count);
         if (u - b * heads == 0) sched[layout.first_tile + b] = first;
-        return count;
+        return count > 0 ? count + overhead : 0;
       },
       sched + layout.tile_start, scan_storage, carry);
   const int32_t per_bin = tiles_per_bin(total, bins);
@@ -66,14 +98,14 @@ __global__ void __launch_bounds__(kPlanThreads)
       [&](int32_t u) {
         const int32_t start = sched[layout.tile_start + u];
         const int32_t next = u + 1 < units ? sched[layout.tile_start + u + 1] : total;
-        const int32_t pieces = unit_pieces(start, next - start, per_bin);
+        const int32_t pieces = unit_pieces(start, unit_tiles_end(start, next, overhead) - start, per_bin);
         atomicMax(&most_pieces, pieces);
         if (written_by_merge_kernel(pieces, rows)) atomicAdd(&left_to_merge, 1);
         return pieces >= 2 ? pieces : 0;
       },
       sched + layout.slot_start, scan_storage, carry);
   // Pass 3: arrivals (zero), bin_first (every bin's unit first -1, then the
-  // record of the unit holding its first tile).
+  // record of its first unit).
   for (int64_t w = layout.arrivals + threadIdx.x; w < layout.bin_first; w += kPlanThreads) {
     sched[w] = 0;  // arrivals and the alignment padding (zero in the CPU planner's words too)
   }
@@ -84,9 +116,13 @@ __global__ void __launch_bounds__(kPlanThreads)
   for (int32_t u = static_cast<int32_t>(threadIdx.x); u < units; u += kPlanThreads) {
     const int32_t ts = sched[layout.tile_start + u];
     const int32_t te = u + 1 < units ? sched[layout.tile_start + u + 1] : total;
+    const int32_t tiles_end = unit_tiles_end(ts, te, overhead);
+    if (tiles_end == ts) continue;
     const int32_t first_tile = sched[layout.first_tile + u / heads];
-    for (int32_t c = (ts + per_bin - 1) / per_bin; int64_t{c} * per_bin < te; ++c) {
-      write_bin_first(sched + layout.bin_first + kBinFirstWords * c, u, ts, te, first_tile);
+    int32_t c_begin = 0, c_end = 0;
+    bins_starting_at_unit(ts, tiles_end, overhead, per_bin, c_begin, c_end);
+    for (int32_t c = c_begin; c < c_end; ++c) {
+      write_bin_first(sched + layout.bin_first + kBinFirstWords * c, u, ts, tiles_end, first_tile);
     }
   }
   if (threadIdx.x == 0) {
@@ -98,7 +134,8 @@ __global__ void __launch_bounds__(kPlanThreads)
     sched[3] = slots;
     sched[4] = most_pieces;  // complete: the scans' barriers came after every atomic
     sched[5] = left_to_merge;
-    for (int i = 6; i < kScheduleHeaderWords; ++i) sched[i] = 0;
+    sched[kScheduleOverheadWord] = overhead;
+    for (int i = kScheduleOverheadWord + 1; i < kScheduleHeaderWords; ++i) sched[i] = 0;
   }
 }
 
@@ -111,7 +148,7 @@ cudaError_t launch_plan_kernel(const int32_t* kv_lens, const DecodePlanInfo& inf
   shape.block = dim3(kPlanThreads);
   return detail::launch_kernel(decode_plan_kernel, shape, stream, kv_lens, info.batch,
                                info.num_kv_heads, info.q_len, unit_rows(info), info.sliding_window,
-                               info.num_bins, schedule);
+                               info.num_bins, piece_cost_tiles(info), schedule);
 }
 
 }  // namespace hpc_ops::attention

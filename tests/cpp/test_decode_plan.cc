@@ -31,33 +31,52 @@ DecodePlanInfo info_for(int batch, int kv_heads, int group, int q_len, int windo
 }
 
 // Replays decode_attention_kernel's walk over the bins; checks every invariant.
-bool walk_is_exact(const std::vector<int32_t>& lens, const DecodePlanInfo& info) {
+bool walk_is_exact(const std::vector<int32_t>& lens, const DecodePlanInfo& info, int32_t piece_cost) {
   const ScheduleLayout l = schedule_layout(info.batch, info.num_kv_heads, info.num_bins);
   std::vector<int32_t> s(l.words);
-  plan_on_host(lens.data(), info, s.data());
+  plan_on_host(lens.data(), info, piece_cost, s.data());
   const int64_t per_bin = s[0], total = s[1], units = s[2];
   if (per_bin < kMinTilesPerBin || (total + per_bin - 1) / per_bin > info.num_bins) return false;
-  if (s[3] > info.num_slots) return false;
+  const int32_t overhead = s[kScheduleOverheadWord];
+  if (s[3] > info.num_slots || overhead < 0 || overhead > piece_cost) return false;
+  // Each unit's span: its tiles, then `overhead` empty positions.
+  std::vector<int64_t> tiles_end(units);
+  int64_t line = 0;
+  for (int64_t u = 0; u < units; ++u) {
+    int32_t first = 0, count = 0;
+    request_tiles(lens[u / info.num_kv_heads], info.q_len, info.sliding_window, first, count);
+    if (s[l.tile_start + u] != line) return false;
+    tiles_end[u] = line + count;
+    if (unit_tiles_end(s[l.tile_start + u], s[l.tile_start + u + 1], overhead) != tiles_end[u]) return false;
+    line += count > 0 ? count + overhead : 0;
+  }
+  if (line != total || s[l.tile_start + units] != total) return false;
   std::vector<int> covered(total, 0);
   std::vector<int> slot_used(info.num_slots, 0);
   std::vector<int> pieces_seen(units, 0);
   for (int64_t c = 0; c < info.num_bins; ++c) {
     const int64_t begin = c * per_bin, end = std::min(begin + per_bin, total);
-    if (begin >= total) continue;
-    int64_t u = std::upper_bound(s.begin() + l.tile_start, s.begin() + l.tile_start + units, begin) -
-                (s.begin() + l.tile_start) - 1;
-    // The kernel starts from the bin's first-unit record.
+    // The bin's first unit: the first with tiles ending after begin, if it
+    // starts before end.
+    int64_t u = 0;
+    while (u < units && (tiles_end[u] == s[l.tile_start + u] || tiles_end[u] <= begin)) ++u;
     const int32_t* first = s.data() + l.bin_first + kBinFirstWords * c;
-    if (first[0] != u || first[1] != s[l.tile_start + u] || first[2] != s[l.tile_start + u + 1] ||
+    if (begin >= total || u == units || s[l.tile_start + u] >= end) {
+      if (first[0] != -1) return false;
+      continue;
+    }
+    if (first[0] != u || first[1] != s[l.tile_start + u] || first[2] != tiles_end[u] ||
         first[3] != s[l.first_tile + u / info.num_kv_heads]) {
       return false;
     }
-    for (int64_t pos = begin; pos < end && u < units; ++u) {
-      const int64_t ts = s[l.tile_start + u], te = s[l.tile_start + u + 1];
-      if (te <= pos) continue;
-      const int64_t piece_end = std::min(te, end);
+    for (int64_t pos = begin; u < units; ++u) {
+      const int64_t ts = s[l.tile_start + u];
+      if (tiles_end[u] == ts) continue;
+      if (ts >= end) break;
+      pos = std::max(pos, ts);
+      const int64_t piece_end = std::min(tiles_end[u], end);
       for (int64_t t = pos; t < piece_end; ++t) covered[t]++;
-      const int pieces = unit_pieces(ts, te - ts, static_cast<int32_t>(per_bin));
+      const int pieces = unit_pieces(ts, tiles_end[u] - ts, static_cast<int32_t>(per_bin));
       if (pieces >= 2) {
         const int64_t slot = s[l.slot_start + u] + (c - ts / per_bin);
         if (slot < 0 || slot >= info.num_slots || slot >= s[l.slot_start + u + 1]) return false;
@@ -65,18 +84,22 @@ bool walk_is_exact(const std::vector<int32_t>& lens, const DecodePlanInfo& info)
       }
       pieces_seen[u]++;
       pos = piece_end;
+      if (pos >= end) break;
     }
   }
-  for (int64_t c = (total + per_bin - 1) / per_bin; c < info.num_bins; ++c) {
-    if (s[l.bin_first + kBinFirstWords * c] != -1) return false;
+  // Every tile covered once, no empty position covered.
+  for (int64_t u = 0; u < units; ++u) {
+    const int64_t ts = s[l.tile_start + u], te = s[l.tile_start + u + 1];
+    for (int64_t t = ts; t < te; ++t) {
+      if (covered[t] != (t < tiles_end[u] ? 1 : 0)) return false;
+    }
   }
-  for (int v : covered) if (v != 1) return false;
   for (int v : slot_used) if (v > 1) return false;
   int most_pieces = 0, left_to_merge = 0;
   const int rows = info.q_len * (info.num_q_heads / info.num_kv_heads);
   for (int64_t u = 0; u < units; ++u) {
-    const int64_t ts = s[l.tile_start + u], te = s[l.tile_start + u + 1];
-    if (pieces_seen[u] != unit_pieces(ts, te - ts, static_cast<int32_t>(per_bin))) return false;
+    const int64_t ts = s[l.tile_start + u];
+    if (pieces_seen[u] != unit_pieces(ts, tiles_end[u] - ts, static_cast<int32_t>(per_bin))) return false;
     most_pieces = std::max(most_pieces, pieces_seen[u]);
     const int p = pieces_seen[u];
     left_to_merge += p == 0 || (p >= 2 && !merged_by_attention(p, rows));
@@ -85,6 +108,14 @@ bool walk_is_exact(const std::vector<int32_t>& lens, const DecodePlanInfo& info)
   // The merge kernel sizes its warps by the largest piece count and skips
   // its work when no unit is left to it.
   return s[4] == most_pieces && s[5] == left_to_merge;
+}
+
+// The walk at the piece costs worth trying (0: tiles only; beyond a bin).
+bool walk_is_exact(const std::vector<int32_t>& lens, const DecodePlanInfo& info) {
+  for (int32_t piece_cost : {0, 1, 2, 3, 7, kMaxUnitOverhead}) {
+    if (!walk_is_exact(lens, info, piece_cost)) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -116,11 +147,57 @@ TEST(bins_split_a_long_request_among_short_ones) {
   lens[0] = 65536;
   const DecodePlanInfo info = info_for(32, 8, 8, 1, 0, 264);
   std::vector<int32_t> s(info.schedule_words);
-  plan_on_host(lens.data(), info, s.data());
+  plan_on_host(lens.data(), info, 0, s.data());
   const int64_t total = 8 * (1024 + 31 * 64);
   EXPECT_EQ(s[1], total);
   EXPECT_EQ(s[0], (total + 263) / 264);
   EXPECT_TRUE(walk_is_exact(lens, info));
+}
+
+TEST(short_units_are_charged_their_overhead) {
+  // 32 x 128 + 32 x 4K, 8 kv heads, 264 bins: without an overhead the 256
+  // two-tile units fill 8 bins of 64 tiles (32 units each, every one a chain
+  // of round trips); with 2 empty positions per unit each bin holds at most
+  // T / 4 of them.
+  std::vector<int32_t> lens(64, 4096);
+  for (int i = 0; i < 32; ++i) lens[i] = 128;
+  const DecodePlanInfo info = info_for(64, 8, 8, 1, 0, 264);
+  for (int32_t overhead : {0, 2}) {
+    std::vector<int32_t> s(info.schedule_words);
+    plan_on_host(lens.data(), info, overhead, s.data());
+    EXPECT_EQ(s[kScheduleOverheadWord], overhead);  // 68 tiles a bin instead of 64: within 1/8
+    const ScheduleLayout l = schedule_layout(64, 8, 264);
+    int most = 0;
+    for (int c = 0; c < 264; ++c) {
+      int n = 0;
+      for (int u = 0; u < 512; ++u) {
+        const int32_t ts = s[l.tile_start + u];
+        const int32_t tiles_end = unit_tiles_end(ts, s[l.tile_start + u + 1], overhead);
+        n += ts < (c + 1) * s[0] && tiles_end > c * s[0];
+      }
+      most = std::max(most, n);
+    }
+    EXPECT_EQ(s[0], (256 * (2 + overhead) + 256 * (64 + overhead) + 263) / 264);
+    EXPECT_EQ(most, overhead == 0 ? 32 : s[0] / 4);
+  }
+  EXPECT_TRUE(walk_is_exact(lens, info));
+}
+
+TEST(overhead_spares_equal_units_and_small_bins) {
+  // Equal units: none (their ends line up with the bins').
+  EXPECT_EQ(unit_overhead(64 * 64, 64, 64, 64, 264, 2), 0);
+  EXPECT_EQ(unit_overhead(0, 0, INT32_MAX, 0, 264, 2), 0);
+  // Mixed units, bins of 64 tiles: the whole cost (64 -> 68).
+  EXPECT_EQ(unit_overhead(16896, 512, 2, 64, 264, 2), 2);
+  // 4 tiles a bin (FP8 32 x 128 + 32 x 4K 8/1 on 528 bins): any charge
+  // makes it 5, more than 1/8: none.
+  EXPECT_EQ(unit_overhead(2112, 64, 2, 64, 528, 2), 0);
+  // 9 tiles a bin (1 x 16K + 15 x 64 64/8): 2 makes it 10, 1/9 more: allowed;
+  // on 396 bins 6 -> 7 is not, 1 keeps 6.
+  EXPECT_EQ(unit_overhead(2168, 128, 1, 256, 264, 2), 2);
+  EXPECT_EQ(unit_overhead(2168, 128, 1, 256, 396, 2), 1);
+  // Bins at the kMinTilesPerBin floor have room: the whole cost.
+  EXPECT_EQ(unit_overhead(271, 16, 1, 256, 264, 2), 2);
 }
 
 TEST(walk_covers_every_tile_once) {
