@@ -38,6 +38,10 @@ step pytest_bulk env HPC_OPS_ROWWISE_BULK=1 "$PY" -m pytest tests/python -rs -q
 # unit's empty positions; decode_plan.h).
 step pytest_decode_cp_async env HPC_OPS_DECODE_TMA=0 HPC_OPS_DECODE_PIECE_COST=16 \
   "$PY" -m pytest tests/python/test_decode_attention_gpu.py -rs -q
+# The router GEMM tests with the CUDA-core kernel at every size, then with
+# the tensor-core kernel at every size (by default they split at 16 tokens).
+step pytest_router_gemv env HPC_OPS_ROUTER_GEMV_MAX_M=100000 "$PY" -m pytest tests/python/test_router_gemm_gpu.py -rs -q
+step pytest_router_wgmma env HPC_OPS_ROUTER_GEMV_MAX_M=-1 "$PY" -m pytest tests/python/test_router_gemm_gpu.py -rs -q
 # And the normalization tests with the looped RMSNorm kernel forced everywhere
 # it applies (by default it takes only large problems).
 step pytest_looped env HPC_OPS_ROWWISE_LOOPED=1 "$PY" -m pytest tests/python/test_norm_gpu.py -rs -q

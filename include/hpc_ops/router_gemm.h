@@ -20,7 +20,9 @@
 // K and N multiples of 16 (tails inside a tile are handled). M = 0 launches
 // nothing.
 //
-// Partial sums are added in fp32 every 64 of K. When the output tiles are
+// Up to 16 tokens run on the CUDA cores (the parts added back into fp32,
+// fp32 FMAs: an fp32 GEMV's error); more on the tensor cores, where partial
+// sums are added in fp32 every 64 of K. When the output tiles are
 // fewer than the SMs, K is split over CTAs; their partial tiles go through
 // `workspace` (uint8, at least router_gemm_workspace_bytes(device) bytes,
 // zero-filled once before first use: the kernel leaves it as it found it).

@@ -76,6 +76,28 @@ void router_gemm(const Tensor& x, const Tensor& w_parts, const Tensor& y,
   }
   if (m == 0) return;
 
+  // A few tokens: the CUDA-core kernel (no workspace). HPC_OPS_ROUTER_GEMV_MAX_M
+  // moves the threshold, for tuning runs and tests of both kernels.
+  static const int forced_gemv_max_m = detail::env_int("HPC_OPS_ROUTER_GEMV_MAX_M", 0);
+  if (gemm::router_uses_gemv(m, forced_gemv_max_m)) {
+    gemm::RouterGemvParams g;
+    g.m = static_cast<int>(m);
+    g.n = static_cast<int>(n);
+    g.k = static_cast<int>(k);
+    g.x = x.data;
+    g.x_row_stride = x.strides[0];
+    g.w = w_parts.data;
+    g.w_part_stride_bytes = w_parts.strides[0] * 2;
+    g.w_row_stride_bytes = w_parts.strides[1] * 2;
+    g.y = y.data;
+    g.y_row_stride = y.strides[0];
+    g.y_fp32 = y.dtype == DType::kFloat32;
+    const gemm::RouterGemvShape shape = gemm::choose_router_gemv_shape(m, n, k, sms);
+    detail::DeviceGuard guard(device, check.op());
+    HPC_OPS_CUDA_CHECK(check.op(), gemm::launch_router_gemv(static_cast<int>(parts), g, shape, stream));
+    return;
+  }
+
   // HPC_OPS_ROUTER_TOKEN_TILE (16, 32, 64, 128) and HPC_OPS_ROUTER_SPLITS
   // override the launch shape, for tuning runs.
   static const int forced_tile = detail::env_int("HPC_OPS_ROUTER_TOKEN_TILE", 0);

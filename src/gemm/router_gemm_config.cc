@@ -36,6 +36,28 @@ RouterGemmShape choose_router_shape(int64_t m, int64_t n, int64_t k, int num_sms
   return s;
 }
 
+bool router_uses_gemv(int64_t m, int forced_max_m) {
+  // Measured on the H200 (docs/perf/grouped_gemm.md, router v2): at M = 1
+  // and 16 the CUDA-core kernel took 3.4-8.6 us against 7.4-10.4 (one case
+  // 4% slower: DeepSeek-V3, 2 parts, M = 16); at M = 64 24-26 us against
+  // 8.8-12 (each 8-token block re-reads the weights).
+  if (forced_max_m < 0) return false;
+  const int64_t max_m = forced_max_m > 0 ? forced_max_m : 16;
+  return m <= max_m;
+}
+
+RouterGemvShape choose_router_gemv_shape(int64_t m, int64_t n, int64_t k, int num_sms) {
+  RouterGemvShape s;
+  s.channel_groups = static_cast<int>((n + kRouterGemvChannels - 1) / kRouterGemvChannels);
+  s.token_blocks = static_cast<int>((m + kRouterGemvTokens - 1) / kRouterGemvTokens);
+  const int64_t ctas = int64_t{s.channel_groups} * s.token_blocks;
+  while (s.cluster < kRouterGemvMaxCluster && ctas * (s.cluster + 1) <= 2 * int64_t{num_sms} &&
+         k / (s.cluster + 1) >= 256) {
+    ++s.cluster;
+  }
+  return s;
+}
+
 int64_t router_partials_offset(int num_sms) {
   // kRouterCountersPerTile int32 per tile; 256-byte aligned partials after them.
   return (int64_t{num_sms} * kRouterCountersPerTile * 4 + 255) / 256 * 256;

@@ -44,6 +44,23 @@ struct RouterGemmShape {
 RouterGemmShape choose_router_shape(int64_t m, int64_t n, int64_t k, int num_sms,
                                     int forced_tile = 0, int forced_splits = 0);
 
+// The CUDA-core kernel (router_gemv_kernel.cuh) for up to
+// kRouterGemvMaxTokens tokens: kRouterGemvChannels output channels and
+// kRouterGemvTokens tokens per CTA, K split over a cluster of `cluster` CTAs
+// (grid: channel groups x cluster along x, token blocks along y).
+constexpr int kRouterGemvChannels = 4;
+constexpr int kRouterGemvTokens = 8;
+constexpr int kRouterGemvMaxCluster = 8;
+struct RouterGemvShape {
+  int channel_groups = 0, cluster = 1, token_blocks = 0;
+};
+// Whether a call of m tokens takes the CUDA-core kernel (forced_max_m > 0
+// replaces the threshold, < 0 turns the kernel off: tuning runs, tests).
+bool router_uses_gemv(int64_t m, int forced_max_m = 0);
+// The cluster grows until the CTAs reach twice the SMs (at most 8 CTAs, and
+// each keeps at least 256 of K).
+RouterGemvShape choose_router_gemv_shape(int64_t m, int64_t n, int64_t k, int num_sms);
+
 // Workspace of a device with `num_sms` SMs: the arrival counters of each
 // output tile's reduction tree (a split launch has fewer tiles than SMs) and
 // one fp32 partial tile (128 x 128) per CTA. Independent of M, N and K.

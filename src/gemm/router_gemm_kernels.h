@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "gemm/router_gemm_config.h"
 #include "gemm/router_gemm_params.h"
 
 namespace hpc_ops::gemm {
@@ -16,6 +17,11 @@ namespace hpc_ops::gemm {
 // the launch error. grid = the shape's CTAs.
 cudaError_t launch_router_gemm(int parts, int token_tile, const CUtensorMap& w_map,
                                const CUtensorMap& x_map, const RouterGemmParams& params, int grid,
+                               cudaStream_t stream);
+
+// The CUDA-core kernel for a few tokens; cudaErrorInvalidValue for parts
+// other than 2 or 3.
+cudaError_t launch_router_gemv(int parts, const RouterGemvParams& params, const RouterGemvShape& shape,
                                cudaStream_t stream);
 
 // w fp32 [n, k] (row stride w_row_stride elements) -> parts bf16 [parts, n, k]

@@ -6,11 +6,17 @@
 #include "gemm/router_gemm_config.h"
 #include "test_harness.h"
 
+using hpc_ops::gemm::choose_router_gemv_shape;
 using hpc_ops::gemm::choose_router_shape;
+using hpc_ops::gemm::kRouterGemvChannels;
+using hpc_ops::gemm::kRouterGemvMaxCluster;
+using hpc_ops::gemm::kRouterGemvTokens;
 using hpc_ops::gemm::kRouterCountersPerTile;
 using hpc_ops::gemm::kRouterMaxSplits;
 using hpc_ops::gemm::router_fan_in;
 using hpc_ops::gemm::RouterGemmShape;
+using hpc_ops::gemm::RouterGemvShape;
+using hpc_ops::gemm::router_uses_gemv;
 using hpc_ops::gemm::router_partials_offset;
 using hpc_ops::gemm::router_workspace_bytes;
 
@@ -78,6 +84,37 @@ TEST(split_targets_half_or_all_sms) {
   EXPECT_EQ(choose_router_shape(8192, 256, 7168, 132).splits, 1);
   // Forced splits never make a split launch exceed the SMs.
   EXPECT_EQ(choose_router_shape(1024, 256, 7168, 132, 0, 16).splits, 4);
+}
+
+TEST(few_tokens_take_the_cuda_core_kernel) {
+  EXPECT_TRUE(router_uses_gemv(1));
+  EXPECT_TRUE(router_uses_gemv(16));
+  EXPECT_TRUE(!router_uses_gemv(17));
+  EXPECT_TRUE(router_uses_gemv(64, 64));  // tuning override
+  EXPECT_TRUE(!router_uses_gemv(65, 64));
+  EXPECT_TRUE(!router_uses_gemv(1, -1));  // off
+  // DeepSeek-V3: 64 groups of 4 channels x 4-CTA clusters = 256 CTAs (<= 2 x 132).
+  const RouterGemvShape ds = choose_router_gemv_shape(1, 256, 7168, 132);
+  EXPECT_EQ(ds.channel_groups, 64);
+  EXPECT_EQ(ds.cluster, 4);
+  EXPECT_EQ(ds.token_blocks, 1);
+  // Hunyuan-V3 (N = 192): 48 groups x 5.
+  EXPECT_EQ(choose_router_gemv_shape(7, 192, 4096, 132).cluster, 5);
+  // 16 tokens: two token blocks, clusters of 2.
+  const RouterGemvShape two = choose_router_gemv_shape(16, 256, 7168, 132);
+  EXPECT_EQ(two.token_blocks, 2);
+  EXPECT_EQ(two.cluster, 2);
+  // Small K keeps >= 256 per CTA; a small problem still gets >= 1.
+  EXPECT_EQ(choose_router_gemv_shape(1, 16, 16, 132).cluster, 1);
+  EXPECT_EQ(choose_router_gemv_shape(1, 16, 1024, 132).cluster, 4);
+  for (int64_t m : {1, 7, 16, 100}) {
+    for (int64_t n : {16, 144, 256, 512}) {
+      const RouterGemvShape s = choose_router_gemv_shape(m, n, 4096, 132);
+      EXPECT_TRUE(s.cluster >= 1 && s.cluster <= kRouterGemvMaxCluster);
+      EXPECT_TRUE(int64_t{s.channel_groups} * kRouterGemvChannels >= n);
+      EXPECT_TRUE(int64_t{s.token_blocks} * kRouterGemvTokens >= m);
+    }
+  }
 }
 
 TEST_MAIN()

@@ -5,7 +5,10 @@ float64 references, over:
     within 2^-16 |w| (including tiny, huge and zero weights);
   * tokens 1, 7, 16, 33, 100, 128, 300, 1000, 4097 x (N, K) of the DeepSeek-V3
     and Hunyuan-V3 routers, an N and K tail (144, 208), a single tile (16, 16)
-    and a wide N (512): split-K and unsplit launches, every token tile;
+    and a wide N (512): the CUDA-core kernel (up to 16 tokens; every size
+    with HPC_OPS_ROUTER_GEMV_MAX_M=100000, none with -1, as
+    scripts/gpu_check.sh runs them), split-K and unsplit launches of the
+    tensor-core kernel, every token tile;
   * 2 and 3 parts, fp32 and bf16 output, strided x and out;
   * the accuracy bar: with 3 parts, mean error within 2x cuBLAS fp32's.
 
