@@ -86,5 +86,4 @@ void launch_decode_attention(const DecodeParams& p, cudaStream_t stream);
 // tokens on the mma's M side (an FP8 cache, up to 16 rows).
 constexpr bool decode_tokens_on_m(int rows, bool kv_fp8) { return kv_fp8 && rows <= 16; }
 
-
 }  // namespace hpc_ops::attention

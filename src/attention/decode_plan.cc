@@ -38,7 +38,7 @@ void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t pi
     schedule[l.first_tile + b] = first;
     for (int64_t h = 0; h < heads; ++h) {
       schedule[l.tile_start + b * heads + h] = static_cast<int32_t>(total);
-      total += count > 0 ? count + overhead : 0;
+      total += unit_span(count, overhead);
     }
   }
   schedule[l.tile_start + units] = static_cast<int32_t>(total);
@@ -78,7 +78,7 @@ void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t pi
   schedule[kScheduleOverheadWord] = overhead;
 }
 
-int32_t piece_cost_tiles(const DecodePlanInfo& info) {
+int32_t piece_cost_tiles() {
   // NOTE: a piece pays a chain of dependent round trips beyond its tiles'
   // streaming (schedule words, page ids, the first KV tiles, the output
   // write): ~2.3 us where a bin streams a BF16 tile in ~2 us (64 x 4K 64/8).
@@ -86,7 +86,6 @@ int32_t piece_cost_tiles(const DecodePlanInfo& info) {
   // decode_attention.md v6): 2 -> 4 gains up to 9% on FP8 8/1 and 64/4
   // (1 x 64K + 31 x 4K, 2 x 32K + 30 x 4K, random 1..8K), BF16 within 1.5%;
   // 3 to 8 within ~1% of each other elsewhere (unit_overhead clips it).
-  (void)info;
   static const int32_t forced = detail::env_int("HPC_OPS_DECODE_PIECE_COST", -1);
   return forced >= 0 ? std::min(forced, kMaxUnitOverhead) : 4;
 }
@@ -206,7 +205,7 @@ void decode_attention_schedule_host(const Tensor& kv_lens, const DecodePlanInfo&
   check.contiguous(schedule, "schedule");
   if (schedule.device.type != DeviceType::kCPU) check.invalid("schedule must be in host memory");
   attention::plan_on_host(static_cast<const int32_t*>(kv_lens.data), info,
-                          attention::piece_cost_tiles(info), static_cast<int32_t*>(schedule.data));
+                          attention::piece_cost_tiles(), static_cast<int32_t*>(schedule.data));
 }
 
 void plan_decode_attention(const Tensor& kv_lens, const DecodePlanInfo& info,

@@ -98,8 +98,13 @@ HPC_OPS_HOST_DEVICE inline int32_t tiles_per_bin(int64_t total, int32_t bins) {
   return static_cast<int32_t>(even > kMinTilesPerBin ? even : kMinTilesPerBin);
 }
 
-// Where the tiles of the unit spanning [ts, te) end: its span is its tiles
-// and then `overhead` empty positions (no span without tiles).
+// Positions a unit of `tiles` tiles spans on the line: its tiles and then
+// `overhead` empty positions; nothing without tiles.
+HPC_OPS_HOST_DEVICE inline int32_t unit_span(int32_t tiles, int32_t overhead) {
+  return tiles > 0 ? tiles + overhead : 0;
+}
+
+// Where the tiles of the unit spanning [ts, te) end (unit_span).
 HPC_OPS_HOST_DEVICE inline int32_t unit_tiles_end(int32_t ts, int32_t te, int32_t overhead) {
   return te > ts ? te - overhead : ts;
 }
@@ -181,7 +186,7 @@ HPC_OPS_HOST_DEVICE inline void write_bin_first(int32_t* record, int32_t u, int3
 // What a piece costs beyond its tiles, in tiles of one bin's streaming time:
 // the most empty positions the planners put after a unit's tiles.
 // HPC_OPS_DECODE_PIECE_COST=N (0..kMaxUnitOverhead) overrides it (tuning).
-int32_t piece_cost_tiles(const DecodePlanInfo& info);
+int32_t piece_cost_tiles();
 
 // Rows of one unit's output tile: q_len query tokens x group heads.
 inline int32_t unit_rows(const DecodePlanInfo& info) {

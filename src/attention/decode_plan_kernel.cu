@@ -87,7 +87,7 @@ __global__ void __launch_bounds__(kPlanThreads)
         int32_t first = 0, count = 0;
         request_tiles(kv_lens[b], q_len, window, first, count);
         if (u - b * heads == 0) sched[layout.first_tile + b] = first;
-        return count > 0 ? count + overhead : 0;
+        return unit_span(count, overhead);
       },
       sched + layout.tile_start, scan_storage, carry);
   const int32_t per_bin = tiles_per_bin(total, bins);
@@ -148,7 +148,7 @@ cudaError_t launch_plan_kernel(const int32_t* kv_lens, const DecodePlanInfo& inf
   shape.block = dim3(kPlanThreads);
   return detail::launch_kernel(decode_plan_kernel, shape, stream, kv_lens, info.batch,
                                info.num_kv_heads, info.q_len, unit_rows(info), info.sliding_window,
-                               info.num_bins, piece_cost_tiles(info), schedule);
+                               info.num_bins, piece_cost_tiles(), schedule);
 }
 
 }  // namespace hpc_ops::attention

@@ -40,7 +40,6 @@
 
 namespace hpc_ops::gemm {
 
-
 template <class Element, int kTokenTile, Epilogue kEpilogue>
 struct GroupedGemmTraits {
   static_assert(kTokenTile % 16 == 0 && kTokenTile >= 16 && kTokenTile <= 128, "token tile");

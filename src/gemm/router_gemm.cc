@@ -79,19 +79,21 @@ void router_gemm(const Tensor& x, const Tensor& w_parts, const Tensor& y,
   // A few tokens: the CUDA-core kernel (no workspace). HPC_OPS_ROUTER_GEMV_MAX_M
   // moves the threshold, for tuning runs and tests of both kernels.
   static const int forced_gemv_max_m = detail::env_int("HPC_OPS_ROUTER_GEMV_MAX_M", 0);
+  gemm::RouterOperands operands;
+  operands.m = static_cast<int>(m);
+  operands.n = static_cast<int>(n);
+  operands.k = static_cast<int>(k);
+  operands.w = w_parts.data;
+  operands.w_part_stride_bytes = w_parts.strides[0] * 2;
+  operands.w_row_stride_bytes = w_parts.strides[1] * 2;
+  operands.y = y.data;
+  operands.y_row_stride = y.strides[0];
+  operands.y_fp32 = y.dtype == DType::kFloat32;
   if (gemm::router_uses_gemv(m, forced_gemv_max_m)) {
     gemm::RouterGemvParams g;
-    g.m = static_cast<int>(m);
-    g.n = static_cast<int>(n);
-    g.k = static_cast<int>(k);
+    static_cast<gemm::RouterOperands&>(g) = operands;
     g.x = x.data;
     g.x_row_stride = x.strides[0];
-    g.w = w_parts.data;
-    g.w_part_stride_bytes = w_parts.strides[0] * 2;
-    g.w_row_stride_bytes = w_parts.strides[1] * 2;
-    g.y = y.data;
-    g.y_row_stride = y.strides[0];
-    g.y_fp32 = y.dtype == DType::kFloat32;
     const gemm::RouterGemvShape shape = gemm::choose_router_gemv_shape(m, n, k, sms);
     detail::DeviceGuard guard(device, check.op());
     HPC_OPS_CUDA_CHECK(check.op(), gemm::launch_router_gemv(static_cast<int>(parts), g, shape, stream));
@@ -111,23 +113,15 @@ void router_gemm(const Tensor& x, const Tensor& w_parts, const Tensor& y,
                   gemm::router_workspace_bytes(sms), " bytes, zero-filled once)");
   }
   gemm::RouterGemmParams p;
+  static_cast<gemm::RouterOperands&>(p) = operands;
   if (has_workspace) {
     uint8_t* base = static_cast<uint8_t*>(workspace.data);
     p.counters = reinterpret_cast<int*>(base);
     p.partials = reinterpret_cast<float*>(base + gemm::router_partials_offset(sms));
   }
-  p.m = static_cast<int>(m);
-  p.n = static_cast<int>(n);
-  p.k = static_cast<int>(k);
   p.channel_tiles = shape.channel_tiles;
   p.splits = shape.splits;
   p.k_tiles_per_split = shape.k_tiles_per_split;
-  p.w = w_parts.data;
-  p.w_part_stride_bytes = w_parts.strides[0] * 2;
-  p.w_row_stride_bytes = w_parts.strides[1] * 2;
-  p.y = y.data;
-  p.y_row_stride = y.strides[0];
-  p.y_fp32 = y.dtype == DType::kFloat32;
 
   const uint64_t w_row = static_cast<uint64_t>(w_parts.strides[1] * 2);
   const CUtensorMap w_map = detail::make_tma_map_3d_sw128(

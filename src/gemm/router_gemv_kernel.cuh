@@ -9,11 +9,11 @@
 // tensor-core kernel (router_gemm_kernel.cuh) needs a K split reduced through
 // global memory for that and spent 8-10 us at M = 1.
 //
-// A CTA (kThreads threads) owns kChannels output channels, a range of K and
-// up to kTokens tokens. The CTAs of one cluster share the channels and split
-// K; each thread walks 8-element chunks of its range (consecutive threads,
-// consecutive 16-byte chunks of a weight row), keeping kChannels x kTokens
-// sums; the sums meet through warp shuffles, shared memory and, across the
+// A CTA (kGemvThreads threads) owns kRouterGemvChannels output channels, a
+// range of K and up to kRouterGemvTokens tokens (kT = 1 for a single-token
+// call). The CTAs of one cluster share the channels and split K; each thread
+// walks 8-element chunks of its range (consecutive threads, consecutive
+// 16-byte chunks of a weight row), keeping channels x tokens sums; the sums meet through warp shuffles, shared memory and, across the
 // cluster, distributed shared memory in rank order (the result does not
 // depend on timing).
 #pragma once
@@ -116,9 +116,11 @@ __global__ void __launch_bounds__(kGemvThreads)
       const int chunk = base + u * kGemvThreads;
 #pragma unroll
       for (int t = 0; t < kT; ++t) {
-        const auto* row = static_cast<const __nv_bfloat16*>(p.x) + int64_t{token0 + t} * p.x_row_stride;
-        dst[t] = t < tokens && chunk < chunk_end ? *reinterpret_cast<const uint4*>(row + int64_t{chunk} * 8)
-                                                 : make_uint4(0, 0, 0, 0);
+        const auto* x = static_cast<const __nv_bfloat16*>(p.x);
+        dst[t] = t < tokens && chunk < chunk_end
+                     ? *reinterpret_cast<const uint4*>(x + int64_t{token0 + t} * p.x_row_stride +
+                                                       int64_t{chunk} * 8)
+                     : make_uint4(0, 0, 0, 0);
       }
     };
     load_x(0, x_raw[0]);
