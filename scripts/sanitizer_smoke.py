@@ -325,6 +325,37 @@ if runs("sampling"):
         hpc_ops.update_token_counts(counts, tok)
 
 torch.cuda.synchronize()
+if runs("comm"):
+    # The sanitizer runs kernels one at a time, and the ranks of a local group
+    # wait for each other, so one rank by default: both paths' addressing
+    # (pushes, waits, resets, the gather) still runs, into its own buffer.
+    # HPC_OPS_SANITIZER_COMM_WORLD=2 tries two ranks (with a 5 s timeout).
+    from hpc_ops.comm import TpCommunicator, fused_allreduce_residual_rmsnorm
+    world = int(os.environ.get("HPC_OPS_SANITIZER_COMM_WORLD", "1"))
+    for path in ("oneshot", "twoshot"):
+        os.environ["HPC_OPS_ALLREDUCE_PATH"] = path
+        comms = TpCommunicator.local_group(world, hidden=520, max_tokens=9, timeout_ms=5000)
+        streams = [torch.cuda.Stream() for _ in comms]
+        for rows in (1, 9, 4):
+            xs = [torch.randn(rows, 520, dtype=BF16, device=dev) for _ in comms]
+            res = torch.randn(rows, 520, dtype=BF16, device=dev)
+            w = torch.randn(520, dtype=BF16, device=dev)
+            results = []
+            for r, c in enumerate(comms):
+                streams[r].wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(streams[r]):
+                    results.append(fused_allreduce_residual_rmsnorm(xs[r], res, w, 1e-6, c))
+            torch.cuda.synchronize()
+            total = sum(x.float() for x in xs).to(BF16)
+            r_new = (total.float() + res.float()).to(BF16)
+            for r, (out, r_out) in enumerate(results):
+                check(f"allreduce {path} rank {r} residual {rows}", r_out, r_new.float())
+                check(f"allreduce {path} rank {r} out {rows}", out, rms_ref(r_new, w))
+        errors = [c.device_error() for c in comms]
+        if any(errors):
+            failures.append(f"allreduce {path}: {errors}")
+    os.environ.pop("HPC_OPS_ALLREDUCE_PATH")
+
 print("\n".join(failures) if failures else "all sanitizer smoke checks matched")
 print(f"{0 if failures else 1} passed, {1 if failures else 0} failed")
 sys.exit(1 if failures else 0)

@@ -4,6 +4,7 @@
 
 #include "hpc_ops/activation.h"
 #include "hpc_ops/attention.h"
+#include "hpc_ops/comm.h"
 #include "hpc_ops/core/dtype.h"
 #include "hpc_ops/core/error.h"
 #include "hpc_ops/core/tensor.h"

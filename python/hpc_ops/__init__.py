@@ -15,6 +15,7 @@ except ImportError as e:  # pragma: no cover - a broken install
     raise ImportError("hpc_ops: the compiled module hpc_ops._C is missing or does not load "
                       f"({e}); reinstall with `pip install .` from the repository") from e
 
+from .comm import TpCommunicator, fused_allreduce_residual_rmsnorm
 from .attention import DecodePlan, Fp8Scheme, decode_attention, decode_schedule_cpu, plan_decode_attention
 from .activation import gelu_tanh_and_mul, gelu_tanh_and_mul_masked, silu_and_mul
 from .activation import silu_and_mul_masked
@@ -46,6 +47,8 @@ __all__ = [
     "router_gemm",
     "router_gemm_workspace",
     "split_router_weight",
+    "TpCommunicator",
+    "fused_allreduce_residual_rmsnorm",
     "sample",
     "verify_speculative",
     "update_seen_mask",

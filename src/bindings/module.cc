@@ -23,6 +23,9 @@
 #ifdef HPC_OPS_HAS_GEMM
 #include "gemm/router_gemm_config.h"
 #endif
+#ifdef HPC_OPS_HAS_COMM
+#include "comm/allreduce_config.h"
+#endif
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -172,6 +175,9 @@ NB_MODULE(_C, m) {
 #endif
 #ifdef HPC_OPS_HAS_SAMPLING
     f += "sampling ";
+#endif
+#ifdef HPC_OPS_HAS_COMM
+    f += "comm ";
 #endif
     return f;
   });
@@ -348,5 +354,72 @@ NB_MODULE(_C, m) {
     update_token_counts(to_tensor(token_counts, "token_counts"), to_tensor(tokens, "tokens"),
                         to_stream(stream));
   }, "token_counts"_a, "tokens"_a, "stream"_a);
+#endif
+#ifdef HPC_OPS_HAS_COMM
+  nb::class_<TpCommunicator>(m, "TpCommunicator")
+      .def("__init__",
+           [](TpCommunicator* self, int rank, int world, int device, int64_t hidden,
+              int64_t max_tokens, int max_ctas, int64_t timeout_ms) {
+             TpCommOptions o;
+             o.hidden = hidden;
+             o.max_tokens = max_tokens;
+             o.max_ctas = max_ctas;
+             o.timeout_ms = timeout_ms;
+             new (self) TpCommunicator(rank, world, device, o);
+           },
+           "rank"_a, "world"_a, "device"_a, "hidden"_a, "max_tokens"_a, "max_ctas"_a,
+           "timeout_ms"_a)
+      .def("export_handle",
+           [](const TpCommunicator& c) {
+             const std::string h = c.export_handle();
+             return nb::bytes(h.data(), h.size());
+           })
+      .def("connect",
+           [](TpCommunicator& c, nb::list handles) {
+             std::vector<std::string> v;
+             for (nb::handle h : handles) {
+               const nb::bytes b = nb::cast<nb::bytes>(h);
+               v.emplace_back(b.c_str(), b.size());
+             }
+             c.connect(v);
+           })
+      .def("path_for", [](const TpCommunicator& c, int64_t tokens) {
+        return static_cast<int>(c.path_for(tokens));
+      })
+      .def("device_error", &TpCommunicator::device_error)
+      .def_prop_ro("rank", &TpCommunicator::rank)
+      .def_prop_ro("world", &TpCommunicator::world)
+      .def_prop_ro("device", &TpCommunicator::device)
+      .def_prop_ro("connected", &TpCommunicator::connected)
+      .def_prop_ro("failed", &TpCommunicator::failed)
+      .def_prop_ro("capacity_elems", &TpCommunicator::capacity_elems)
+      .def_prop_ro("one_shot_capacity_elems", &TpCommunicator::one_shot_capacity_elems);
+  m.def("tp_local_group", [](int world, int device, int64_t hidden, int64_t max_tokens,
+                             int max_ctas, int64_t timeout_ms) {
+    TpCommOptions o;
+    o.hidden = hidden;
+    o.max_tokens = max_tokens;
+    o.max_ctas = max_ctas;
+    o.timeout_ms = timeout_ms;
+    nb::list out;
+    for (auto& c : TpCommunicator::local_group(world, device, o)) {
+      out.append(nb::cast(c.release(), nb::rv_policy::take_ownership));
+    }
+    return out;
+  });
+  m.def("fused_allreduce_residual_rmsnorm",
+        [](TpCommunicator& comm, nb::handle x, nb::handle residual, nb::handle weight, float eps,
+           nb::handle out, nb::handle residual_out, int scaling, nb::handle scale,
+           uintptr_t stream) {
+          fused_allreduce_residual_rmsnorm(comm, to_tensor(x, "x"), to_tensor(residual, "residual"),
+                                           to_tensor(weight, "weight"), eps, to_tensor(out, "out"),
+                                           to_tensor(residual_out, "residual_out"),
+                                           to_quant(scaling, scale), to_stream(stream));
+        }, "comm"_a, "x"_a, "residual"_a, "weight"_a, "eps"_a, "out"_a, "residual_out"_a,
+        "scaling"_a, "scale"_a.none(), "stream"_a);
+  m.def("choose_allreduce_path", [](int world, int64_t elems, int64_t capacity, bool peer) {
+    return static_cast<int>(choose_allreduce_path(
+        elems, capacity, comm::one_shot_limit_elems(world, capacity), peer));
+  }, "world"_a, "elems"_a, "capacity_elems"_a, "peer_access"_a);
 #endif
 }

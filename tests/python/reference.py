@@ -47,6 +47,15 @@ def add_rms_norm_ref(x, residual, weight, eps: float = 1e-6):
     return rms_norm_ref(residual_out, weight, eps), residual_out
 
 
+def allreduce_sum_ref(xs) -> torch.Tensor:
+    """bf16 of the float32 sum of the ranks' bf16 tensors, added in rank order
+    (what every rank of the fused all-reduce computes, bit for bit)."""
+    acc = torch.zeros_like(xs[0], dtype=torch.float32)
+    for x in xs:
+        acc = acc + x.float()
+    return acc.to(torch.bfloat16)
+
+
 def silu_ref(g: torch.Tensor) -> torch.Tensor:
     g = g.double()
     return g / (1.0 + torch.exp(-g))

@@ -32,7 +32,7 @@ def expect_error(fn, match, out=None):
 def test_version_and_families():
     assert hpc_ops.__version__.count(".") == 2
     assert set(hpc_ops.built_families()) <= {"norm", "activation", "quantization", "attention", "rope",
-                                             "gemm", "sampling"}
+                                             "gemm", "sampling", "comm"}
     assert hpc_ops.built_families(), "no operator family compiled"
 
 

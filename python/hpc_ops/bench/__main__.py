@@ -11,7 +11,9 @@ import sys
 import time
 
 FAMILIES = ("norm", "activation", "quantization", "attention", "rope", "gemm", "sampling",
-            "overhead")
+            "overhead", "allreduce")
+# Families that run their own processes and report (not the single-GPU case runner).
+SELF_RUN = ("overhead", "allreduce")
 NO_GPU = "hpc_ops.bench: no CUDA GPU available; the benchmark needs an sm_90 GPU"
 
 # (timed replays per implementation, rounds they are split into for alternation)
@@ -77,6 +79,12 @@ def list_cases(args) -> int:
             print(f"overhead: host us/call of eager calls (rows=1): "
                   f"rms_norm h={overhead.HIDDEN}, silu_and_mul C={overhead.INTER}")
             continue
+        if name == "allreduce":
+            from . import allreduce
+            tokens = allreduce.TOKENS_QUICK if args.quick else allreduce.TOKENS
+            print(f"allreduce: worlds {allreduce.WORLDS} (as many GPUs as present), hidden "
+                  f"{allreduce.HIDDENS}, tokens {tokens}")
+            continue
         cases = family_cases(name, args.quick, args.filter)
         print(f"{name}: {len(cases)} cases")
         for c in cases:
@@ -122,7 +130,8 @@ def main(argv=None) -> int:
     families = selected(args)
     built = hpc_ops.built_families()
     for name in list(families):
-        if name != "overhead" and name not in built:
+        family = "comm" if name == "allreduce" else name
+        if name != "overhead" and family not in built:
             print(f"hpc_ops.bench: family '{name}' is not in this build ({' '.join(built)}): "
                   "skipped", flush=True)
             families.remove(name)
@@ -147,12 +156,17 @@ def main(argv=None) -> int:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
     any_fail = False
-    gpu_families = [f for f in families if f != "overhead"]
+    gpu_families = [f for f in families if f not in SELF_RUN]
     for name in families:
         t0 = time.monotonic()
         if name == "overhead":  # a few seconds: runs even past the time limit
             print("\n== overhead: host time per eager call ==", flush=True)
             records = overhead.run(quick)
+        elif name == "allreduce":  # spawns one process per GPU and writes its own files
+            from . import allreduce
+            print("\n== allreduce: fused all-reduce + residual add + RMSNorm ==", flush=True)
+            allreduce.run(quick, args.out)
+            continue
         else:
             # Share what is left of the time limit among the families still to run.
             left = gpu_families[gpu_families.index(name):]
