@@ -27,10 +27,8 @@ import weakref
 import torch
 
 from . import _C
-from ._quant import alloc_scales, out_dtype, scaling_code
-from ._tensor import as_optional_tensor, as_tensor, desc, desc_or_none, int_arg, rows_view
-from ._tensor import stream_of
-from .norm import fused_add_rms_norm
+from ._tensor import as_tensor, desc, desc_or_none, int_arg, rows_view, stream_of
+from .norm import add_norm_operands, add_norm_result, fused_add_rms_norm
 
 PATHS = ("one_shot", "two_shot", "nccl")
 _LIVE = weakref.WeakSet()  # communicators whose buffers are released at exit
@@ -200,28 +198,9 @@ def fused_allreduce_residual_rmsnorm(x, residual, weight, eps: float, comm: TpCo
         return fused_add_rms_norm(summed.view(x.shape), residual, weight, eps, quant=quant,
                                   scale=scale, out=out, residual_out=residual_out,
                                   scale_out=scale_out)
-    residual = as_tensor(residual, op, "residual")
-    weight = as_tensor(weight, op, "weight")
-    scale = as_optional_tensor(scale, op, "scale")
-    code = scaling_code(op, quant, scale)
-    r2 = rows_view(residual, op)
-    if out is None:
-        out = torch.empty(x2.shape, dtype=out_dtype(code), device=x.device)
-    else:
-        out = rows_view(as_tensor(out, op, "out"), op)
-    if residual_out is None:
-        residual_out = torch.empty(x2.shape, dtype=torch.bfloat16, device=x.device)
-    else:
-        residual_out = rows_view(as_tensor(residual_out, op, "residual_out"), op)
-    scale_out = as_optional_tensor(scale_out, op, "scale_out")
-    if scale_out is None and code >= 2:
-        scale_out = alloc_scales(code, x2.shape[:1], x2.shape[-1], x.device)
+    r2, weight, scale, code, out, residual_out, scale_out = add_norm_operands(
+        op, x2, residual, weight, quant, scale, out, residual_out, scale_out)
     _C.fused_allreduce_residual_rmsnorm(
         comm._comm, desc(x2), desc(r2), desc(weight), eps, desc(out), desc(residual_out), code,
         desc_or_none(scale if scale is not None else scale_out), stream_of(x))
-    if x.dim() > 2:
-        out = out.view(x.shape)
-        residual_out = residual_out.view(x.shape)
-    if code == 0:
-        return out, residual_out
-    return out, residual_out, (scale if scale is not None else scale_out)
+    return add_norm_result(x, out, residual_out, code, scale, scale_out)

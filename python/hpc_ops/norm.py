@@ -80,29 +80,43 @@ def fused_add_rms_norm(x, residual, weight, eps: float = 1e-6, *, quant=None, sc
     """
     op = "fused_add_rms_norm"
     x = as_tensor(x, op, "x")
-    residual = as_tensor(residual, op, "residual")
-    weight = as_tensor(weight, op, "weight")
-    scale = as_optional_tensor(scale, op, "scale")
-    code = scaling_code(op, quant, scale)
     x2 = rows_view(x, op)
-    r2 = rows_view(residual, op)
-    if out is None:
-        out = torch.empty(x2.shape, dtype=out_dtype(code), device=x.device)
-    else:
-        out = rows_view(as_tensor(out, op, "out"), op)
-    if residual_out is None:
-        residual_out = torch.empty(x2.shape, dtype=torch.bfloat16, device=x.device)
-    else:
-        residual_out = rows_view(as_tensor(residual_out, op, "residual_out"), op)
-    scale_out = as_optional_tensor(scale_out, op, "scale_out")
-    if scale_out is None and code >= 2:
-        scale_out = alloc_scales(code, x2.shape[:1], x2.shape[-1], x.device)
+    r2, weight, scale, code, out, residual_out, scale_out = add_norm_operands(
+        op, x2, residual, weight, quant, scale, out, residual_out, scale_out)
     if direct_call_ok(x):
         _C.fused_add_rms_norm(desc(x2), desc(r2), desc(weight), eps, desc(out), desc(residual_out),
                               code, desc_or_none(scale if scale is not None else scale_out),
                               stream_of(x))
     else:
         _ops.fused_add_rms_norm_op(x2, r2, weight, eps, out, residual_out, code, scale, scale_out)
+    return add_norm_result(x, out, residual_out, code, scale, scale_out)
+
+
+def add_norm_operands(op, x2, residual, weight, quant, scale, out, residual_out, scale_out):
+    """The operands of an add + RMSNorm of rows x2 (shared with the fused
+    all-reduce): (residual rows, weight, scale, scaling code, out, residual_out,
+    scale_out), the outputs allocated where not given."""
+    residual = as_tensor(residual, op, "residual")
+    weight = as_tensor(weight, op, "weight")
+    scale = as_optional_tensor(scale, op, "scale")
+    code = scaling_code(op, quant, scale)
+    r2 = rows_view(residual, op)
+    if out is None:
+        out = torch.empty(x2.shape, dtype=out_dtype(code), device=x2.device)
+    else:
+        out = rows_view(as_tensor(out, op, "out"), op)
+    if residual_out is None:
+        residual_out = torch.empty(x2.shape, dtype=torch.bfloat16, device=x2.device)
+    else:
+        residual_out = rows_view(as_tensor(residual_out, op, "residual_out"), op)
+    scale_out = as_optional_tensor(scale_out, op, "scale_out")
+    if scale_out is None and code >= 2:
+        scale_out = alloc_scales(code, x2.shape[:1], x2.shape[-1], x2.device)
+    return r2, weight, scale, code, out, residual_out, scale_out
+
+
+def add_norm_result(x, out, residual_out, code, scale, scale_out):
+    """What an add + RMSNorm returns: (out, residual_out[, scale]) shaped like x."""
     if x.dim() > 2:
         out = out.view(x.shape)
         residual_out = residual_out.view(x.shape)
