@@ -99,7 +99,7 @@ class TpCommunicator {
   std::string device_error();
   bool failed() const { return failed_; }
 
-  // Internal: the layout the kernels address (comm/tp_comm_layout.h).
+  // Internal: the buffers and launch limits (src/comm/tp_comm_impl.h).
   struct Impl;
   Impl& impl() { return *impl_; }
 

@@ -135,27 +135,29 @@ __device__ __forceinline__ void finish_call(const AllReduceParams& p, uint32_t e
   }
 }
 
-// Phase 1 of both paths: this thread's vectors of x, kUnroll at a time (their
-// loads in flight together), each pushed where dest(v) says.
-// NOTE: one vector per loop step left a thread one HBM round trip per
-// vector: one rank on one GPU, 512 x 7168, took 14 us for the all-reduce
-// kernel alone (docs/perf/allreduce.md).
+// This thread's vectors v = first, first + stride, ... below p.vecs, kUnroll
+// at a time: load(v) for all of them (their loads in flight together), then
+// use(v, loaded value) for each.
+// NOTE: one vector per loop step left a thread one round trip per vector:
+// one rank on one GPU, 512 x 7168 one-shot, the call took 20.25 us (the norm
+// alone 6.3); with 4 per step and every rank's slot loaded at once
+// (sum_ranks) 17.70 us (docs/perf/allreduce.md).
 constexpr int kUnroll = 4;
 
-template <class Push>
-__device__ __forceinline__ void push_x(const AllReduceParams& p, int64_t first, int64_t stride,
-                                       Push push) {
+template <class Load, class Use>
+__device__ __forceinline__ void for_each_vector(const AllReduceParams& p, int64_t first,
+                                                int64_t stride, Load load, Use use) {
   for (int64_t base = first; base < p.vecs; base += kUnroll * stride) {
     uint4 value[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t v = base + u * stride;
-      if (v < p.vecs) value[u] = load_x(p, v);
+      if (v < p.vecs) value[u] = load(v);
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t v = base + u * stride;
-      if (v < p.vecs) push(v, value[u]);
+      if (v < p.vecs) use(v, value[u]);
     }
   }
 }
@@ -196,7 +198,8 @@ __global__ void __launch_bounds__(kAllReduceThreads) one_shot_kernel(
   const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t my_slot = buffer + p.rank * p.slot_bytes;
-  push_x(p, first, stride, [&](int64_t v, uint4 value) {
+  const auto x_vector = [&](int64_t v) { return load_x(p, v); };
+  for_each_vector(p, first, stride, x_vector, [&](int64_t v, uint4 value) {
     for (int r = 0; r < p.world; ++r) {
       if (r != p.rank) store_vector(p.peer_base[r] + my_slot + v * 16, value);
     }
@@ -223,7 +226,8 @@ __global__ void __launch_bounds__(kAllReduceThreads) two_shot_kernel(
   const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t my_slot = buffer + p.rank * p.slot_bytes;
-  push_x(p, first, stride, [&](int64_t v, uint4 value) {
+  const auto x_vector = [&](int64_t v) { return load_x(p, v); };
+  for_each_vector(p, first, stride, x_vector, [&](int64_t v, uint4 value) {
     uint32_t owner, in_chunk;
     p.chunk_div.divmod(static_cast<uint32_t>(v), owner, in_chunk);
     store_vector(p.peer_base[owner] + my_slot + int64_t{in_chunk} * 16, value);
@@ -241,27 +245,18 @@ __global__ void __launch_bounds__(kAllReduceThreads) two_shot_kernel(
       store_vector(p.peer_base[r] + buffer + p.gather_offset + v * 16, bits);
     }
   }
-  for (int64_t base = first; base < p.vecs; base += kUnroll * stride) {
-    uint4 sum[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t v = base + u * stride;
-      if (v < p.vecs) sum[u] = load_volatile(local + p.gather_offset + v * 16);
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t v = base + u * stride;
-      if (v >= p.vecs) continue;
-      uint8_t* gathered = local + p.gather_offset + v * 16;
-      if (has_sentinel(sum[u])) sum[u] = wait_slow(p, gathered, -1, v);
-      store_vector(gathered, sentinel_vector());
-      store_vector(static_cast<__nv_bfloat16*>(p.sum) + v * kVecElems, sum[u]);
-    }
-  }
+  uint8_t* gathered = local + p.gather_offset;
+  for_each_vector(
+      p, first, stride, [&](int64_t v) { return load_volatile(gathered + v * 16); },
+      [&](int64_t v, uint4 sum) {
+        if (has_sentinel(sum)) sum = wait_slow(p, gathered + v * 16, -1, v);
+        store_vector(gathered + v * 16, sentinel_vector());
+        store_vector(static_cast<__nv_bfloat16*>(p.sum) + v * kVecElems, sum);
+      });
   finish_call(p, epoch);
 }
 
-// Set-up: the sentinel in every vector of [begin, end) of one allocation.
+// Set-up: the sentinel in each of the `vecs` 16-byte vectors at `begin`.
 __global__ void fill_sentinel_kernel(uint4* begin, int64_t vecs) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < vecs;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {

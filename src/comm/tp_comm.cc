@@ -19,13 +19,6 @@ namespace {
 using detail::Checker;
 using detail::DeviceGuard;
 
-// Raises kRuntime for a failed CUDA call during set-up.
-void check_cuda(const Checker& check, cudaError_t err, const char* what) {
-  if (err != cudaSuccess) {
-    check.fail(ErrorKind::kCuda, what, " failed: ", cudaGetErrorString(err));
-  }
-}
-
 // What each rank exports: enough to open its buffer and to check that every
 // rank was set up alike (the kernels address a peer's buffer with this rank's layout).
 struct HandleBlob {
@@ -72,15 +65,13 @@ TpCommunicator::TpCommunicator(int rank, int world, int device, const TpCommOpti
                                         : 0;
   DeviceGuard guard(device, check.op());
   void* base = nullptr;
-  check_cuda(check, cudaMalloc(&base, m.layout.total_bytes), "cudaMalloc of the peer buffer");
+  HPC_OPS_CUDA_CHECK(check.op(), cudaMalloc(&base, m.layout.total_bytes));
   m.base = static_cast<uint8_t*>(base);
   m.peer_base[rank] = m.base;
-  check_cuda(check, cudaMemset(m.base, 0, m.layout.control_bytes), "cudaMemset");
-  check_cuda(check,
-             comm::launch_fill_sentinel(m.base + m.layout.buffers_offset,
-                                        2 * m.layout.buffer_bytes, nullptr),
-             "filling the peer buffer");
-  check_cuda(check, cudaDeviceSynchronize(), "initializing the peer buffer");
+  HPC_OPS_CUDA_CHECK(check.op(), cudaMemset(m.base, 0, m.layout.control_bytes));
+  HPC_OPS_CUDA_CHECK(check.op(), comm::launch_fill_sentinel(m.base + m.layout.buffers_offset,
+                                                            2 * m.layout.buffer_bytes, nullptr));
+  HPC_OPS_CUDA_CHECK(check.op(), cudaDeviceSynchronize());
 }
 
 TpCommunicator::~TpCommunicator() {
@@ -123,11 +114,11 @@ std::string TpCommunicator::export_handle() const {
   blob.hidden = options_.hidden;
   blob.max_tokens = options_.max_tokens;
   blob.total_bytes = impl_->layout.total_bytes;
-  check_cuda(check, cudaDeviceGetPCIBusId(blob.pci_bus_id, sizeof(blob.pci_bus_id), device_),
-             "cudaDeviceGetPCIBusId");
+  HPC_OPS_CUDA_CHECK(check.op(),
+                     cudaDeviceGetPCIBusId(blob.pci_bus_id, sizeof(blob.pci_bus_id), device_));
   if (world_ > 1) {
     DeviceGuard guard(device_, check.op());
-    check_cuda(check, cudaIpcGetMemHandle(&blob.handle, impl_->base), "cudaIpcGetMemHandle");
+    HPC_OPS_CUDA_CHECK(check.op(), cudaIpcGetMemHandle(&blob.handle, impl_->base));
   }
   return std::string(reinterpret_cast<const char*>(&blob), sizeof(blob));
 }
@@ -211,10 +202,10 @@ std::vector<std::unique_ptr<TpCommunicator>> TpCommunicator::local_group(
 std::string TpCommunicator::device_error() {
   const Checker check("TpCommunicator.device_error");
   DeviceGuard guard(device_, check.op());
-  check_cuda(check, cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  HPC_OPS_CUDA_CHECK(check.op(), cudaDeviceSynchronize());
   uint32_t words[comm::kControlWords] = {};
-  check_cuda(check, cudaMemcpy(words, impl_->base, sizeof(words), cudaMemcpyDeviceToHost),
-             "reading the control words");
+  HPC_OPS_CUDA_CHECK(check.op(),
+                     cudaMemcpy(words, impl_->base, sizeof(words), cudaMemcpyDeviceToHost));
   if (words[comm::kErrorWord] == 0) return "";
   failed_ = true;
   return "rank " + std::to_string(rank_) + " waited more than " +

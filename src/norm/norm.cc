@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "norm/norm_args.h"
 #include "norm/norm_kernels.h"
 #include "rowwise/rowwise_host.h"
 
@@ -67,10 +68,10 @@ void rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& ou
                   x.device.index);
 }
 
-void fused_add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& weight, float eps,
-                        const Tensor& out, const Tensor& residual_out, const Fp8Output& quant,
-                        cudaStream_t stream) {
-  const Checker check("fused_add_rms_norm");
+rowwise::RowwiseParams add_norm_params(const Checker& check, const Tensor& x,
+                                       const Tensor& residual, const Tensor& weight, float eps,
+                                       const Tensor& out, const Tensor& residual_out,
+                                       const Fp8Output& quant) {
   check_norm_args(check, x, weight, eps);
   rowwise::check_row_tensor(check, residual, "residual", {DType::kBFloat16}, 2, "[rows, hidden]");
   check.same_shape(residual, "residual", x, "x");
@@ -87,6 +88,15 @@ void fused_add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& w
                          {{&residual, "residual"}, {&weight, "weight"}, {&out, "out"},
                           {&residual_out, "residual_out"}},
                          quant);
+  return p;
+}
+
+void fused_add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& weight, float eps,
+                        const Tensor& out, const Tensor& residual_out, const Fp8Output& quant,
+                        cudaStream_t stream) {
+  const Checker check("fused_add_rms_norm");
+  rowwise::RowwiseParams p = add_norm_params(check, x, residual, weight, eps, out, residual_out,
+                                             quant);
   rowwise::launch(check, rowwise::norm_kernel_table(), Prologue::kAddRmsNorm, x.dtype, p, stream,
                   x.device.index);
 }
