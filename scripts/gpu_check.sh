@@ -42,11 +42,14 @@ step pytest_decode_cp_async env HPC_OPS_DECODE_TMA=0 HPC_OPS_DECODE_PIECE_COST=1
 # the tensor-core kernel at every size (by default they split at 16 tokens).
 step pytest_router_gemv env HPC_OPS_ROUTER_GEMV_MAX_M=100000 "$PY" -m pytest tests/python/test_router_gemm_gpu.py -rs -q
 step pytest_router_wgmma env HPC_OPS_ROUTER_GEMV_MAX_M=-1 "$PY" -m pytest tests/python/test_router_gemm_gpu.py -rs -q
+# The grouped GEMM tests with x by cp.async where it defaults to TMA (the
+# contiguous and masked layouts).
+step pytest_gemm_cp_async env HPC_OPS_GEMM_X_TMA=0 "$PY" -m pytest tests/python/test_grouped_gemm_gpu.py -rs -q
 # And the normalization tests with the looped RMSNorm kernel forced everywhere
 # it applies (by default it takes only large problems).
 step pytest_looped env HPC_OPS_ROWWISE_LOOPED=1 "$PY" -m pytest tests/python/test_norm_gpu.py -rs -q
 if command -v compute-sanitizer >/dev/null; then
-  for mode in ROWWISE_BULK=0 ROWWISE_BULK=1 ROWWISE_LOOPED=1 DECODE_TMA=0; do
+  for mode in ROWWISE_BULK=0 ROWWISE_BULK=1 ROWWISE_LOOPED=1 DECODE_TMA=0 GEMM_X_TMA=0; do
     for tool in memcheck racecheck; do
       step "sanitize_${tool}_${mode/=/}" env HPC_OPS_$mode compute-sanitizer \
         --tool "$tool" --error-exitcode 3 "$PY" scripts/sanitizer_smoke.py

@@ -85,6 +85,37 @@ int token_tile_for(int64_t expected_rows) {
   return gemm::choose_token_tile(expected_rows);
 }
 
+// The TMA map of x's row tiles (contiguous: one slab of x.shape[0] rows;
+// masked: one slab per group), or false where x goes by cp.async: the
+// gathered layout, row tiles under 64, strides TMA cannot address, or
+// HPC_OPS_GEMM_X_TMA=0 (for tests and A/B runs). The kernel loads whole row
+// tiles through it; rows of the next group in a tile are computed and never
+// stored. Measured (same build, HPC_OPS_GEMM_X_TMA=0 against 1; docs/perf/
+// grouped_gemm.md v4): TMA 6-8% faster on the small-K down projections at
+// 64 rows, but 6-11% slower on those at 16 rows (one producer warp walks
+// their many short tiles), within 2% elsewhere at 16-64 rows; at 512-4096
+// rows it is what frees the schedulers (4-27% faster with the v4 changes).
+bool x_tma_map(CUtensorMap* map, const Tensor& x, bool masked, bool gathered, bool fp8,
+               int token_tile) {
+  static const bool enabled = detail::env_int("HPC_OPS_GEMM_X_TMA", 1) != 0;
+  if (!enabled || gathered || token_tile < 64) return false;
+  const int64_t element_bytes = fp8 ? 1 : 2;
+  const int64_t row_bytes = x.strides[masked ? 1 : 0] * element_bytes;
+  const uint64_t rows = static_cast<uint64_t>(x.shape[masked ? 1 : 0]);
+  const uint64_t slabs = masked ? static_cast<uint64_t>(x.shape[0]) : 1;
+  // A slab stride is never used with one slab; TMA wants it addressable.
+  const int64_t slab_bytes =
+      slabs == 1 ? row_bytes * static_cast<int64_t>(rows) : x.strides[0] * element_bytes;
+  if (!detail::tma_stride_ok(row_bytes) || !detail::tma_stride_ok(slab_bytes)) return false;
+  const uint64_t dims[3] = {static_cast<uint64_t>(x.shape[x.ndim - 1]), rows, slabs};
+  const uint64_t strides[2] = {static_cast<uint64_t>(row_bytes), static_cast<uint64_t>(slab_bytes)};
+  const uint32_t box[3] = {static_cast<uint32_t>(gemm::kKTileBytes / element_bytes),
+                           static_cast<uint32_t>(token_tile), 1};
+  return detail::try_make_tma_map_sw128(
+      map, x.data, fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, dims,
+      strides, box, CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
+}
+
 }  // namespace
 
 void grouped_gemm(const Tensor& x, const Tensor& w, const Tensor& y,
@@ -296,15 +327,21 @@ void grouped_gemm(const Tensor& x, const Tensor& w, const Tensor& y,
       static_cast<uint64_t>(k), static_cast<uint64_t>(n), static_cast<uint64_t>(groups), n_stride,
       group_stride, static_cast<uint32_t>(gemm::kKTileBytes / element_bytes), gemm::kWeightTile);
 
+  CUtensorMap x_map;
+  const bool x_by_tma = x_tma_map(&x_map, x, masked, gathered, fp8, token_tile);
+
   detail::DeviceGuard guard(w.device.index, check.op());
   const int grid = gemm::grid_size(tiles, detail::multiprocessor_count(check.op(), w.device.index));
+  const CUtensorMap* x_map_arg = x_by_tma ? &x_map : nullptr;
   if (!fp8) {
-    HPC_OPS_CUDA_CHECK(check.op(), gemm::launch_grouped_gemm_bf16(token_tile, w_map, p, grid, stream));
-  } else if (block) {
     HPC_OPS_CUDA_CHECK(check.op(),
-                       gemm::launch_grouped_gemm_fp8_block(token_tile, w_map, p, grid, stream));
+                       gemm::launch_grouped_gemm_bf16(token_tile, w_map, x_map_arg, p, grid, stream));
+  } else if (block) {
+    HPC_OPS_CUDA_CHECK(check.op(), gemm::launch_grouped_gemm_fp8_block(token_tile, w_map, x_map_arg,
+                                                                       p, grid, stream));
   } else {
-    HPC_OPS_CUDA_CHECK(check.op(), gemm::launch_grouped_gemm_fp8(token_tile, w_map, p, grid, stream));
+    HPC_OPS_CUDA_CHECK(check.op(),
+                       gemm::launch_grouped_gemm_fp8(token_tile, w_map, x_map_arg, p, grid, stream));
   }
 }
 

@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
-// Grouped GEMM instantiations for fp8 with 1x128 / 128x128 block scales: 4 row tiles.
+// Grouped GEMM instantiations for fp8 with 1x128 / 128x128 block scales: 4 row tiles with x
+// by cp.async, the 64- and 128-row tiles also with x by TMA.
 #include "gemm/grouped_gemm_kernels.h"
 #include "gemm/grouped_gemm_launch.cuh"
 
 namespace hpc_ops::gemm {
 
 cudaError_t launch_grouped_gemm_fp8_block(int token_tile, const CUtensorMap& w_map,
-                                 const GroupedGemmParams& params, int grid, cudaStream_t stream) {
-  return launch_grouped_gemm_tiles<__nv_fp8_e4m3, Epilogue::kBlockScaled>(token_tile, w_map, params, grid, stream);
+                                          const CUtensorMap* x_map, const GroupedGemmParams& params,
+                                          int grid, cudaStream_t stream) {
+  return launch_grouped_gemm_tiles<__nv_fp8_e4m3, Epilogue::kBlockScaled>(token_tile, w_map, x_map,
+                                                                          params, grid, stream);
 }
 
 }  // namespace hpc_ops::gemm

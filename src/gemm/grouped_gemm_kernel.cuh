@@ -6,14 +6,20 @@
 // kernel streams weights at the memory rate.
 //
 // One persistent CTA per SM, three warpgroups:
-//   producer (warpgroup 0, 40 registers): per pipeline stage, one thread
-//     issues the TMA load of the 128 x 128-byte weight tile; all 128 threads
-//     cp.async their share of the row tile of x (rows found through the
-//     layout's addressing, so the gathered layout needs no gather pass; rows
-//     past the group and K past the end are zero-filled) and, for block
-//     scales, the stage's scales; every thread's cp.async completion arrives
-//     on the stage's barrier.
-//   consumers (warpgroups 1, 2, 232 registers): per stage four wgmma of
+//   producer (warpgroup 0, 56 registers): per pipeline stage, one thread
+//     issues the TMA load of the 128 x 128-byte weight tile. The row tile of
+//     x: with kXByTma (contiguous and masked layouts) the same thread loads it
+//     by TMA too (rows past the group are loaded but never stored; past the
+//     tensor, zeros), and only the first warp runs, copying the scales; else
+//     all 128 threads cp.async their share (rows found through the layout's
+//     addressing, so the gathered layout needs no gather pass; rows past the
+//     group and K past the end are zero-filled). Scales come by cp.async,
+//     whose completions arrive on the stage's barrier.
+//     Why TMA for x: at 4096 rows per group the 128 cp.async threads issued
+//     ~207 instructions per stage and warp, more than a consumer warp (~166),
+//     on the schedulers the consumers share (ncu: 52% of issue slots busy,
+//     consumers stalled on issue and dependent latency, tensor pipe 55%).
+//   consumers (warpgroups 1, 2, 224 registers): per stage four wgmma of
 //     K = 32 bytes; FP8 partial sums are promoted into fp32 registers every
 //     128 K (the tensor cores' FP8 accumulation is not full fp32), times the
 //     block scales when there are; the epilogue stages bf16 through shared
@@ -40,7 +46,7 @@
 
 namespace hpc_ops::gemm {
 
-template <class Element, int kTokenTile, Epilogue kEpilogue>
+template <class Element, int kTokenTile, Epilogue kEpilogue, bool kXByTma>
 struct GroupedGemmTraits {
   static_assert(kTokenTile % 16 == 0 && kTokenTile >= 16 && kTokenTile <= 128, "token tile");
   static constexpr int kElementBytes = static_cast<int>(sizeof(Element));
@@ -72,6 +78,12 @@ struct GroupedGemmTraits {
       kFixedBytes + kStages * (kStageBytes + kScaleFloats * 4 + 16);
   static constexpr int kRowsPerProducerThread = kTokenTile / 16;  // 8 chunks per 128-byte row
   static constexpr int kAccFloats = kTokenTile / 2;
+  // Producer threads that run the stage loop (and copy the scales), and the
+  // arrivals each full barrier waits for: the TMA thread's expect_tx plus one
+  // cp.async arrival per such thread (none for a TMA-only bf16 stage).
+  static constexpr int kCopyThreads = kXByTma ? 32 : kProducerThreads;
+  static constexpr int kFullArrivals =
+      1 + (kXByTma && kEpilogue == Epilogue::kNone ? 0 : kCopyThreads);
 };
 
 struct TileCoord {
@@ -165,11 +177,73 @@ __device__ __forceinline__ void consumer_barrier() {
   cutlass::arch::NamedBarrier::sync(kConsumerThreads, 0);
 }
 
-template <class Element, int kTokenTile, Epilogue kEpilogue>
+// The x-scale rows a producer thread copies for one tile (the row tile's rows
+// tid, tid + kCopyThreads, ...; -1: none), looked up once per tile so that
+// no stage waits on the gathered layout's row index.
+template <class Traits, int kTokenTile>
+struct ScaleRows {
+  static constexpr int kCount = (kTokenTile + Traits::kCopyThreads - 1) / Traits::kCopyThreads;
+  int src[kCount];
+
+  __device__ __forceinline__ ScaleRows(const GroupedGemmParams& p, const TileCoord& c, int tid) {
+#pragma unroll
+    for (int i = 0; i < kCount; ++i) {
+      const int r = tid + i * Traits::kCopyThreads;
+      const int m = c.row_tile * kTokenTile + r;
+      src[i] = (r < kTokenTile && m < c.rows) ? source_row(p, c.row0, m) : -1;
+    }
+  }
+};
+
+// Copies the scales of one stage into its scale slot by cp.async, spread over
+// the producer's kCopyThreads threads (thread `tid`): per-tensor / per-row,
+// on the tile's last stage, the row tile's x scales and the 128 channel
+// scales; block, on every stage, the row tile's x scales of k-block kt and
+// the weight scale.
+template <class Traits, int kTokenTile, Epilogue kEpilogue>
+__device__ __forceinline__ void copy_stage_scales(const GroupedGemmParams& p, const TileCoord& c,
+                                                  const ScaleRows<Traits, kTokenTile>& rows,
+                                                  int kt, int k_tiles, float* scales, int tid) {
+  if constexpr (kEpilogue == Epilogue::kNone) return;
+  if (kEpilogue == Epilogue::kScaleAtEnd && kt != k_tiles - 1) return;
+  const float* x_scale = p.x_scale + c.group * p.xs_group_stride +
+                         (kEpilogue == Epilogue::kBlockScaled ? kt * p.xs_k_stride : 0);
+#pragma unroll
+  for (int i = 0; i < rows.kCount; ++i) {
+    const int r = tid + i * Traits::kCopyThreads;
+    if (r < kTokenTile) {
+      const bool valid = rows.src[i] >= 0;
+      cp_async_4_zfill(static_cast<uint32_t>(__cvta_generic_to_shared(scales + r)),
+                       valid ? x_scale + static_cast<int64_t>(rows.src[i]) * p.xs_row_stride
+                             : p.x_scale,
+                       valid);
+    }
+  }
+  if constexpr (kEpilogue == Epilogue::kScaleAtEnd) {
+    const float* w_scale = p.w_scale + c.group * p.ws_group_stride;
+#pragma unroll
+    for (int ch = tid; ch < kWeightTile; ch += Traits::kCopyThreads) {
+      const int n = c.channel_tile * kWeightTile + ch;
+      const bool valid = n < p.n;
+      cp_async_4_zfill(static_cast<uint32_t>(__cvta_generic_to_shared(scales + kTokenTile + ch)),
+                       valid ? w_scale + n * p.ws_n_stride : p.w_scale, valid);
+    }
+  } else {
+    if (tid == Traits::kCopyThreads - 1) {
+      const float* ws = p.w_scale + c.group * p.ws_group_stride +
+                        c.channel_tile * p.ws_n_stride + kt * p.ws_k_stride;
+      cp_async_4_zfill(static_cast<uint32_t>(__cvta_generic_to_shared(scales + kTokenTile)), ws,
+                       true);
+    }
+  }
+}
+
+template <class Element, int kTokenTile, Epilogue kEpilogue, bool kXByTma>
 __global__ void __launch_bounds__(kThreads, 1)
-    grouped_gemm_kernel(const __grid_constant__ CUtensorMap w_map, const GroupedGemmParams p) {
+    grouped_gemm_kernel(const __grid_constant__ CUtensorMap w_map,
+                        const __grid_constant__ CUtensorMap x_map, const GroupedGemmParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  using Traits = GroupedGemmTraits<Element, kTokenTile, kEpilogue>;
+  using Traits = GroupedGemmTraits<Element, kTokenTile, kEpilogue, kXByTma>;
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
   constexpr int kStages = Traits::kStages;
 
@@ -196,7 +270,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                                        group_rows);
   if (threadIdx.x == 32) {
     for (int s = 0; s < kStages; ++s) {
-      full[s].init(1 + kProducerThreads);  // TMA thread's expect_tx + each thread's cp.async
+      full[s].init(Traits::kFullArrivals);
       empty[s].init(kConsumerThreads);
     }
     cutlass::arch::fence_barrier_init();
@@ -207,98 +281,77 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (warpgroup == 0) {
     // ---------------------------------------------------------------- producer
-    cutlass::arch::warpgroup_reg_dealloc<40>();
+    cutlass::arch::warpgroup_reg_dealloc<56>();
     const int tid = threadIdx.x;
-    const int chunk = tid & 7;      // 16-byte chunk of a 128-byte row
-    const int row_base = tid >> 3;  // rows row_base + 16 i
-    const uint8_t* x_bytes = static_cast<const uint8_t*>(p.x);
-    const int k_bytes = p.k * Traits::kElementBytes;
-    int stage = 0;
-    uint32_t phase = 0;
-    for (int tile = blockIdx.x; tile < total_tiles; tile += gridDim.x) {
-      const TileCoord c = decode_tile<kTokenTile>(tile, p.num_groups, tile_start, group_row0,
-                                                  group_rows);
-      const uint8_t* row_ptr[Traits::kRowsPerProducerThread];
+    if (tid < Traits::kCopyThreads) {
+      const int chunk = tid & 7;      // cp.async of x: 16-byte chunk of a 128-byte row
+      const int row_base = tid >> 3;  // rows row_base + 16 i
+      const uint8_t* x_bytes = static_cast<const uint8_t*>(p.x);
+      const int k_bytes = p.k * Traits::kElementBytes;
+      constexpr int kXRows = kXByTma ? 1 : Traits::kRowsPerProducerThread;
+      int stage = 0;
+      uint32_t phase = 0;
+      for (int tile = blockIdx.x; tile < total_tiles; tile += gridDim.x) {
+        const TileCoord c = decode_tile<kTokenTile>(tile, p.num_groups, tile_start, group_row0,
+                                                    group_rows);
+        const uint8_t* row_ptr[kXRows];
+        if constexpr (!kXByTma) {
 #pragma unroll
-      for (int i = 0; i < Traits::kRowsPerProducerThread; ++i) {
-        const int m = c.row_tile * kTokenTile + row_base + 16 * i;
-        const int src = m < c.rows ? source_row(p, c.row0, m) : -1;
-        row_ptr[i] = src < 0 ? nullptr
-                             : x_bytes + (c.group * p.x_group_stride +
-                                          static_cast<int64_t>(src) * p.x_row_stride) *
-                                             Traits::kElementBytes;
-      }
-      const float* x_scale_ptr = nullptr;
-      const float* w_scale_ptr = nullptr;  // this thread's channel (per-tensor / per-row)
-      if constexpr (kEpilogue == Epilogue::kScaleAtEnd) {
-        const int n = c.channel_tile * kWeightTile + tid;
-        if (n < p.n) w_scale_ptr = p.w_scale + c.group * p.ws_group_stride + n * p.ws_n_stride;
-      }
-      if constexpr (kEpilogue != Epilogue::kNone) {
-        const int m = c.row_tile * kTokenTile + tid;
-        const int src = (tid < kTokenTile && m < c.rows) ? source_row(p, c.row0, m) : -1;
-        if (src >= 0) {
-          x_scale_ptr = p.x_scale + c.group * p.xs_group_stride + src * p.xs_row_stride;
+          for (int i = 0; i < kXRows; ++i) {
+            const int m = c.row_tile * kTokenTile + row_base + 16 * i;
+            const int src = m < c.rows ? source_row(p, c.row0, m) : -1;
+            row_ptr[i] = src < 0 ? nullptr
+                                 : x_bytes + (c.group * p.x_group_stride +
+                                              static_cast<int64_t>(src) * p.x_row_stride) *
+                                                 Traits::kElementBytes;
+          }
         }
-      }
-      for (int kt = 0; kt < k_tiles; ++kt) {
-        empty[stage].wait(phase ^ 1);
-        uint8_t* w_tile = stage_base + stage * Traits::kStageBytes;
-        uint8_t* x_tile = w_tile + Traits::kStageW;
-        if (tid == 0) {
-          full[stage].arrive_and_expect_tx(Traits::kStageW);
-          cute::SM90_TMA_LOAD_3D::copy(&w_map, reinterpret_cast<uint64_t*>(&full[stage]),
-                                       static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL),
-                                       w_tile, kt * Traits::kKTile, c.channel_tile * kWeightTile,
-                                       c.group);
-        }
-        const int k_byte = kt * kKTileBytes + chunk * 16;
-        const uint32_t x_tile_addr = static_cast<uint32_t>(__cvta_generic_to_shared(x_tile));
-#pragma unroll
-        for (int i = 0; i < Traits::kRowsPerProducerThread; ++i) {
-          const bool valid = row_ptr[i] != nullptr && k_byte < k_bytes;
-          cp_async_16_zfill(x_tile_addr + device::swizzle_128b_offset(row_base + 16 * i, chunk),
-                            valid ? row_ptr[i] + k_byte : p.x, valid);
-        }
-        if constexpr (kEpilogue == Epilogue::kScaleAtEnd) {
-          if (kt == k_tiles - 1) {
-            float* scales = stage_scales + stage * Traits::kScaleFloats;
-            if (tid < kTokenTile) {
-              const bool valid = x_scale_ptr != nullptr;
-              cp_async_4_zfill(static_cast<uint32_t>(__cvta_generic_to_shared(scales + tid)),
-                               valid ? x_scale_ptr : p.x_scale, valid);
+        // TMA coordinates of the row tile: the group's slab (masked) or the
+        // rows of the one slab (contiguous).
+        const int x_row = c.row0 + c.row_tile * kTokenTile;
+        const int x_slab = p.layout == Layout::kMasked ? c.group : 0;
+        const ScaleRows<Traits, kTokenTile> scale_rows(p, c, tid);
+        for (int kt = 0; kt < k_tiles; ++kt) {
+          empty[stage].wait(phase ^ 1);
+          uint8_t* w_tile = stage_base + stage * Traits::kStageBytes;
+          uint8_t* x_tile = w_tile + Traits::kStageW;
+          if (tid == 0) {
+            constexpr auto kHint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
+            uint64_t* barrier = reinterpret_cast<uint64_t*>(&full[stage]);
+            full[stage].arrive_and_expect_tx(Traits::kStageW + (kXByTma ? Traits::kStageX : 0));
+            cute::SM90_TMA_LOAD_3D::copy(&w_map, barrier, kHint, w_tile, kt * Traits::kKTile,
+                                         c.channel_tile * kWeightTile, c.group);
+            if constexpr (kXByTma) {
+              cute::SM90_TMA_LOAD_3D::copy(&x_map, barrier, kHint, x_tile, kt * Traits::kKTile,
+                                           x_row, x_slab);
             }
-            const bool valid = w_scale_ptr != nullptr;
-            cp_async_4_zfill(
-                static_cast<uint32_t>(__cvta_generic_to_shared(scales + kTokenTile + tid)),
-                valid ? w_scale_ptr : p.w_scale, valid);
           }
-        }
-        if constexpr (kEpilogue == Epilogue::kBlockScaled) {
-          float* scales = stage_scales + stage * Traits::kScaleFloats;
-          if (tid < kTokenTile) {
-            const bool valid = x_scale_ptr != nullptr;
-            cp_async_4_zfill(static_cast<uint32_t>(__cvta_generic_to_shared(scales + tid)),
-                             valid ? x_scale_ptr + kt * p.xs_k_stride : p.x_scale, valid);
+          if constexpr (!kXByTma) {
+            const int k_byte = kt * kKTileBytes + chunk * 16;
+            const uint32_t x_tile_addr = static_cast<uint32_t>(__cvta_generic_to_shared(x_tile));
+#pragma unroll
+            for (int i = 0; i < kXRows; ++i) {
+              const bool valid = row_ptr[i] != nullptr && k_byte < k_bytes;
+              cp_async_16_zfill(x_tile_addr + device::swizzle_128b_offset(row_base + 16 * i, chunk),
+                                valid ? row_ptr[i] + k_byte : p.x, valid);
+            }
           }
-          if (tid == kProducerThreads - 1) {
-            const float* ws = p.w_scale + c.group * p.ws_group_stride +
-                              c.channel_tile * p.ws_n_stride + kt * p.ws_k_stride;
-            cp_async_4_zfill(static_cast<uint32_t>(__cvta_generic_to_shared(scales + kTokenTile)),
-                             ws, true);
+          copy_stage_scales<Traits, kTokenTile, kEpilogue>(
+              p, c, scale_rows, kt, k_tiles, stage_scales + stage * Traits::kScaleFloats, tid);
+          if constexpr (Traits::kFullArrivals > 1) {
+            cp_async_arrive_noinc(reinterpret_cast<const uint64_t*>(&full[stage]));
           }
-        }
-        cp_async_arrive_noinc(reinterpret_cast<const uint64_t*>(&full[stage]));
-        if (++stage == kStages) {
-          stage = 0;
-          phase ^= 1;
+          if (++stage == kStages) {
+            stage = 0;
+            phase ^= 1;
+          }
         }
       }
     }
     asm volatile("cp.async.wait_all;\n" ::: "memory");  // no copy outlives its thread
   } else {
     // --------------------------------------------------------------- consumers
-    cutlass::arch::warpgroup_reg_alloc<232>();
+    cutlass::arch::warpgroup_reg_alloc<224>();
     const int consumer = warpgroup - 1;  // weight rows 64 * consumer ..
     const int ctid = threadIdx.x - kProducerThreads;
     const int lane = threadIdx.x & 31;
@@ -306,6 +359,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int quad = lane & 3;
     // The two channel rows of this thread's fragment, within the tile.
     const int channel_in_tile = consumer * 64 + warp_in_group * 16 + (lane >> 2);
+    // Stage 0's descriptors; a stage and a K step move the start address
+    // field (address / 16, 14 bits: shared addresses stay under 256 KB, so the
+    // add never carries out of it). Built once: rebuilding both per stage
+    // cost ~40 of a consumer warp's ~166 instructions per stage.
+    const uint64_t w_desc0 = device::sw128_kmajor_desc(stage_base + consumer * 64 * 128, 0);
+    const uint64_t x_desc0 = device::sw128_kmajor_desc(stage_base + Traits::kStageW, 0);
     int stage = 0;
     uint32_t phase = 0;
     for (int tile = blockIdx.x; tile < total_tiles; tile += gridDim.x) {
@@ -320,19 +379,17 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int kt = 0; kt < k_tiles; ++kt) {
         full[stage].wait(phase);
         // x arrived through cp.async (generic proxy); wgmma reads through the
-        // async proxy.
-        cutlass::arch::fence_view_async_shared();
-        const uint8_t* w_tile = stage_base + stage * Traits::kStageBytes + consumer * 64 * 128;
-        const uint8_t* x_tile = stage_base + stage * Traits::kStageBytes + Traits::kStageW;
+        // async proxy. (A TMA load is async-proxy already.)
+        if constexpr (!kXByTma) cutlass::arch::fence_view_async_shared();
+        const uint64_t stage_step = static_cast<uint64_t>(stage * (Traits::kStageBytes >> 4));
 #pragma unroll
         for (int i = 0; i < Traits::kAccFloats; ++i) cute::warpgroup_fence_operand(acc[i]);
         cute::warpgroup_arrive();
 #pragma unroll
         for (int kk = 0; kk < kKTileBytes / 32; ++kk) {
           const bool accumulate = kk > 0 || (kEpilogue == Epilogue::kNone && kt > 0);
-          device::wgmma<Element, kTokenTile>(device::sw128_kmajor_desc(w_tile, kk * 32),
-                                             device::sw128_kmajor_desc(x_tile, kk * 32), acc,
-                                             accumulate);
+          device::wgmma<Element, kTokenTile>(w_desc0 + stage_step + kk * 2,
+                                             x_desc0 + stage_step + kk * 2, acc, accumulate);
         }
         cute::warpgroup_commit_batch();
         cute::warpgroup_wait<0>();

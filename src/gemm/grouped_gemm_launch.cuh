@@ -8,27 +8,51 @@
 
 namespace hpc_ops::gemm {
 
-template <class Element, int kTokenTile, Epilogue kEpilogue>
-cudaError_t launch_grouped_gemm_tile(const CUtensorMap& w_map, const GroupedGemmParams& params,
-                                     int grid, cudaStream_t stream) {
-  using Traits = GroupedGemmTraits<Element, kTokenTile, kEpilogue>;
+template <class Element, int kTokenTile, Epilogue kEpilogue, bool kXByTma>
+cudaError_t launch_grouped_gemm_tile(const CUtensorMap& w_map, const CUtensorMap& x_map,
+                                     const GroupedGemmParams& params, int grid,
+                                     cudaStream_t stream) {
+  using Traits = GroupedGemmTraits<Element, kTokenTile, kEpilogue, kXByTma>;
   detail::LaunchShape shape;
   shape.grid = dim3(static_cast<unsigned>(grid));
   shape.block = dim3(kThreads);
   shape.smem_bytes = Traits::kSmemBytes;
-  return detail::launch_with_smem_opt_in<&grouped_gemm_kernel<Element, kTokenTile, kEpilogue>,
-                                         Traits::kSmemBytes>(shape, stream, w_map, params);
+  return detail::launch_with_smem_opt_in<
+      &grouped_gemm_kernel<Element, kTokenTile, kEpilogue, kXByTma>, Traits::kSmemBytes>(
+      shape, stream, w_map, x_map, params);
 }
 
+// x_map == nullptr: x by cp.async (any layout); else by TMA through *x_map,
+// built for the 64- and 128-row tiles only (grouped_gemm.cc: x_tma_map).
 template <class Element, Epilogue kEpilogue>
 cudaError_t launch_grouped_gemm_tiles(int token_tile, const CUtensorMap& w_map,
-                                      const GroupedGemmParams& params, int grid,
-                                      cudaStream_t stream) {
+                                      const CUtensorMap* x_map, const GroupedGemmParams& params,
+                                      int grid, cudaStream_t stream) {
+  if (x_map != nullptr) {
+    switch (token_tile) {
+      case 64:
+        return launch_grouped_gemm_tile<Element, 64, kEpilogue, true>(w_map, *x_map, params, grid,
+                                                                      stream);
+      case 128:
+        return launch_grouped_gemm_tile<Element, 128, kEpilogue, true>(w_map, *x_map, params, grid,
+                                                                       stream);
+      default: return cudaErrorInvalidValue;
+    }
+  }
+  // The map argument is unused without TMA for x: the weight map fills it.
   switch (token_tile) {
-    case 16: return launch_grouped_gemm_tile<Element, 16, kEpilogue>(w_map, params, grid, stream);
-    case 32: return launch_grouped_gemm_tile<Element, 32, kEpilogue>(w_map, params, grid, stream);
-    case 64: return launch_grouped_gemm_tile<Element, 64, kEpilogue>(w_map, params, grid, stream);
-    case 128: return launch_grouped_gemm_tile<Element, 128, kEpilogue>(w_map, params, grid, stream);
+    case 16:
+      return launch_grouped_gemm_tile<Element, 16, kEpilogue, false>(w_map, w_map, params, grid,
+                                                                     stream);
+    case 32:
+      return launch_grouped_gemm_tile<Element, 32, kEpilogue, false>(w_map, w_map, params, grid,
+                                                                     stream);
+    case 64:
+      return launch_grouped_gemm_tile<Element, 64, kEpilogue, false>(w_map, w_map, params, grid,
+                                                                     stream);
+    case 128:
+      return launch_grouped_gemm_tile<Element, 128, kEpilogue, false>(w_map, w_map, params, grid,
+                                                                      stream);
     default: return cudaErrorInvalidValue;
   }
 }
