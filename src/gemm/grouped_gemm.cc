@@ -86,19 +86,16 @@ int token_tile_for(int64_t expected_rows) {
 }
 
 // The TMA map of x's row tiles (contiguous: one slab of x.shape[0] rows;
-// masked: one slab per group), or false where x goes by cp.async: the
-// gathered layout, row tiles under 64, strides TMA cannot address, or
+// masked: one slab per group), or false where x goes by cp.async: where
+// gemm::rows_by_tma says so, strides TMA cannot address, or
 // HPC_OPS_GEMM_X_TMA=0 (for tests and A/B runs). The kernel loads whole row
 // tiles through it; rows of the next group in a tile are computed and never
-// stored. Measured (same build, HPC_OPS_GEMM_X_TMA=0 against 1; docs/perf/
-// grouped_gemm.md v4): TMA 6-8% faster on the small-K down projections at
-// 64 rows, but 6-11% slower on those at 16 rows (one producer warp walks
-// their many short tiles), within 2% elsewhere at 16-64 rows; at 512-4096
-// rows it is what frees the schedulers (4-27% faster with the v4 changes).
-bool x_tma_map(CUtensorMap* map, const Tensor& x, bool masked, bool gathered, bool fp8,
+// stored.
+bool x_tma_map(CUtensorMap* map, const Tensor& x, GroupedLayout layout, bool fp8,
                int token_tile) {
   static const bool enabled = detail::env_int("HPC_OPS_GEMM_X_TMA", 1) != 0;
-  if (!enabled || gathered || token_tile < 64) return false;
+  if (!enabled || !gemm::rows_by_tma(static_cast<gemm::Layout>(layout), token_tile)) return false;
+  const bool masked = layout == GroupedLayout::kMasked;
   const int64_t element_bytes = fp8 ? 1 : 2;
   const int64_t row_bytes = x.strides[masked ? 1 : 0] * element_bytes;
   const uint64_t rows = static_cast<uint64_t>(x.shape[masked ? 1 : 0]);
@@ -328,7 +325,7 @@ void grouped_gemm(const Tensor& x, const Tensor& w, const Tensor& y,
       group_stride, static_cast<uint32_t>(gemm::kKTileBytes / element_bytes), gemm::kWeightTile);
 
   CUtensorMap x_map;
-  const bool x_by_tma = x_tma_map(&x_map, x, masked, gathered, fp8, token_tile);
+  const bool x_by_tma = x_tma_map(&x_map, x, layout, fp8, token_tile);
 
   detail::DeviceGuard guard(w.device.index, check.op());
   const int grid = gemm::grid_size(tiles, detail::multiprocessor_count(check.op(), w.device.index));

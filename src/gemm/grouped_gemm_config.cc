@@ -30,4 +30,8 @@ int grid_size(int64_t max_tiles, int num_sms) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(max_tiles, num_sms)));
 }
 
+bool rows_by_tma(Layout layout, int token_tile) {
+  return layout != Layout::kGathered && token_tile >= 64;
+}
+
 }  // namespace hpc_ops::gemm

@@ -27,4 +27,12 @@ int64_t max_tiles(Layout layout, int64_t rows, int64_t max_rows, int num_groups,
 // One CTA per SM, never more than there can be tiles.
 int grid_size(int64_t max_tiles, int num_sms);
 
+// Whether the row tiles of x go by TMA (else cp.async): the contiguous and
+// masked layouts (rows at a fixed stride) with 64- or 128-row tiles. Measured
+// (docs/perf/grouped_gemm.md, v4): TMA frees the schedulers at 512-4096 rows
+// and is 6-8% faster on the small-K down projections at 64 rows, but 6-11%
+// slower on those at 16 rows, where one producer warp walks many 2-k-tile
+// tiles that four cp.async warps share.
+bool rows_by_tma(Layout layout, int token_tile);
+
 }  // namespace hpc_ops::gemm

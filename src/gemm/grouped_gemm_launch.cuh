@@ -23,7 +23,7 @@ cudaError_t launch_grouped_gemm_tile(const CUtensorMap& w_map, const CUtensorMap
 }
 
 // x_map == nullptr: x by cp.async (any layout); else by TMA through *x_map,
-// built for the 64- and 128-row tiles only (grouped_gemm.cc: x_tma_map).
+// built for the 64- and 128-row tiles only (gemm::rows_by_tma).
 template <class Element, Epilogue kEpilogue>
 cudaError_t launch_grouped_gemm_tiles(int token_tile, const CUtensorMap& w_map,
                                       const CUtensorMap* x_map, const GroupedGemmParams& params,

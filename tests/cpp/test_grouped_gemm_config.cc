@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The grouped GEMM launch choices: the row tile holds the expected rows (up
 // to 128), the tile bound covers every possible routing, the grid never
-// exceeds the SMs or the tiles.
+// exceeds the SMs or the tiles, rows go by TMA only where they pay.
 #include "gemm/grouped_gemm_config.h"
 #include "test_harness.h"
 
@@ -9,6 +9,7 @@ using hpc_ops::gemm::choose_token_tile;
 using hpc_ops::gemm::grid_size;
 using hpc_ops::gemm::Layout;
 using hpc_ops::gemm::max_tiles;
+using hpc_ops::gemm::rows_by_tma;
 
 TEST(row_tile_holds_the_expected_rows) {
   EXPECT_EQ(choose_token_tile(0), 16);
@@ -46,6 +47,16 @@ TEST(grid_is_one_cta_per_sm_at_most) {
   EXPECT_EQ(grid_size(0, 132), 1);
   EXPECT_EQ(grid_size(131, 132), 131);
   EXPECT_EQ(grid_size(1000000, 132), 132);
+}
+
+TEST(rows_by_tma_from_64_row_tiles_without_gathering) {
+  for (Layout layout : {Layout::kContiguous, Layout::kMasked}) {
+    EXPECT_TRUE(!rows_by_tma(layout, 16));
+    EXPECT_TRUE(!rows_by_tma(layout, 32));
+    EXPECT_TRUE(rows_by_tma(layout, 64));
+    EXPECT_TRUE(rows_by_tma(layout, 128));
+  }
+  for (int tile : {16, 32, 64, 128}) EXPECT_TRUE(!rows_by_tma(Layout::kGathered, tile));
 }
 
 TEST_MAIN()
