@@ -45,11 +45,13 @@ step pytest_router_wgmma env HPC_OPS_ROUTER_GEMV_MAX_M=-1 "$PY" -m pytest tests/
 # The grouped GEMM tests with x by cp.async where it defaults to TMA (the
 # contiguous and masked layouts).
 step pytest_gemm_cp_async env HPC_OPS_GEMM_X_TMA=0 "$PY" -m pytest tests/python/test_grouped_gemm_gpu.py -rs -q
+# And with every tile of y stored by the threads (no TMA store).
+step pytest_gemm_y_threads env HPC_OPS_GEMM_Y_TMA=0 "$PY" -m pytest tests/python/test_grouped_gemm_gpu.py -rs -q
 # And the normalization tests with the looped RMSNorm kernel forced everywhere
 # it applies (by default it takes only large problems).
 step pytest_looped env HPC_OPS_ROWWISE_LOOPED=1 "$PY" -m pytest tests/python/test_norm_gpu.py -rs -q
 if command -v compute-sanitizer >/dev/null; then
-  for mode in ROWWISE_BULK=0 ROWWISE_BULK=1 ROWWISE_LOOPED=1 DECODE_TMA=0 GEMM_X_TMA=0; do
+  for mode in ROWWISE_BULK=0 ROWWISE_BULK=1 ROWWISE_LOOPED=1 DECODE_TMA=0 GEMM_X_TMA=0 GEMM_Y_TMA=0; do
     for tool in memcheck racecheck; do
       step "sanitize_${tool}_${mode/=/}" env HPC_OPS_$mode compute-sanitizer \
         --tool "$tool" --error-exitcode 3 "$PY" scripts/sanitizer_smoke.py

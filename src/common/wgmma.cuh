@@ -40,6 +40,20 @@ __device__ __forceinline__ uint64_t sw128_kmajor_desc(const void* smem, uint32_t
   return desc.desc_;
 }
 
+// The same descriptor as two 32-bit words. The upper word (stride 1024 bytes,
+// 128-byte swizzle) is one constant for every such tile, so a loop over
+// pipeline stages adds only to the lower word (start address / 16 in bits
+// 0-13, the leading offset 1 in bits 16-29): one 32-bit add per operand
+// instead of 64-bit arithmetic moved into uniform registers.
+constexpr uint32_t kSw128DescHi =
+    (1024 >> 4) | (static_cast<uint32_t>(cute::SM90::GMMA::LayoutType::B128) << 30);
+__device__ __forceinline__ uint32_t sw128_kmajor_desc_lo(uint32_t smem_addr) {
+  return ((smem_addr >> 4) & 0x3fffu) | (1u << 16);
+}
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t lo) {
+  return (static_cast<uint64_t>(kSw128DescHi) << 32) | lo;
+}
+
 // The m64nNk* instruction for A = B = element type, fp32 accumulation.
 template <class Element, int N>
 struct WgmmaAtom;

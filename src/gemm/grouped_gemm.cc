@@ -113,6 +113,27 @@ bool x_tma_map(CUtensorMap* map, const Tensor& x, GroupedLayout layout, bool fp8
       strides, box, CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
 }
 
+// The TMA map of y's row tiles, [slabs][rows][N] bf16 in boxes of 64
+// channels (one consumer warpgroup's half of a tile) x the row tile; false
+// where TMA cannot address y's strides or HPC_OPS_GEMM_Y_TMA=0 (for tests and
+// A/B runs): every tile is then stored by the threads. The kernel stores a
+// tile through it only when all the tile's rows belong to its group.
+bool y_tma_map(CUtensorMap* map, const Tensor& y, GroupedLayout layout, int token_tile) {
+  static const bool enabled = detail::env_int("HPC_OPS_GEMM_Y_TMA", 1) != 0;
+  if (!enabled) return false;
+  const bool masked = layout == GroupedLayout::kMasked;
+  const int64_t row_bytes = y.strides[masked ? 1 : 0] * 2;
+  const uint64_t rows = static_cast<uint64_t>(y.shape[masked ? 1 : 0]);
+  const uint64_t slabs = masked ? static_cast<uint64_t>(y.shape[0]) : 1;
+  const int64_t slab_bytes = slabs == 1 ? row_bytes * static_cast<int64_t>(rows) : y.strides[0] * 2;
+  if (!detail::tma_stride_ok(row_bytes) || !detail::tma_stride_ok(slab_bytes)) return false;
+  const uint64_t dims[3] = {static_cast<uint64_t>(y.shape[y.ndim - 1]), rows, slabs};
+  const uint64_t strides[2] = {static_cast<uint64_t>(row_bytes), static_cast<uint64_t>(slab_bytes)};
+  const uint32_t box[3] = {64, static_cast<uint32_t>(token_tile), 1};
+  return detail::try_make_tma_map_sw128(map, y.data, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, dims,
+                                        strides, box, CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
+}
+
 }  // namespace
 
 void grouped_gemm(const Tensor& x, const Tensor& w, const Tensor& y,
@@ -326,19 +347,23 @@ void grouped_gemm(const Tensor& x, const Tensor& w, const Tensor& y,
 
   CUtensorMap x_map;
   const bool x_by_tma = x_tma_map(&x_map, x, layout, fp8, token_tile);
+  CUtensorMap y_map = w_map;  // a placeholder the kernel never reads without y_by_tma
+  p.y_by_tma = y_tma_map(&y_map, y, layout, token_tile);
 
   detail::DeviceGuard guard(w.device.index, check.op());
   const int grid = gemm::grid_size(tiles, detail::multiprocessor_count(check.op(), w.device.index));
   const CUtensorMap* x_map_arg = x_by_tma ? &x_map : nullptr;
   if (!fp8) {
     HPC_OPS_CUDA_CHECK(check.op(),
-                       gemm::launch_grouped_gemm_bf16(token_tile, w_map, x_map_arg, p, grid, stream));
+                       gemm::launch_grouped_gemm_bf16(token_tile, w_map, x_map_arg, y_map, p, grid,
+                                                      stream));
   } else if (block) {
     HPC_OPS_CUDA_CHECK(check.op(), gemm::launch_grouped_gemm_fp8_block(token_tile, w_map, x_map_arg,
-                                                                       p, grid, stream));
+                                                                       y_map, p, grid, stream));
   } else {
     HPC_OPS_CUDA_CHECK(check.op(),
-                       gemm::launch_grouped_gemm_fp8(token_tile, w_map, x_map_arg, p, grid, stream));
+                       gemm::launch_grouped_gemm_fp8(token_tile, w_map, x_map_arg, y_map, p, grid,
+                                                     stream));
   }
 }
 

@@ -7,10 +7,11 @@
 namespace hpc_ops::gemm {
 
 cudaError_t launch_grouped_gemm_fp8_block(int token_tile, const CUtensorMap& w_map,
-                                          const CUtensorMap* x_map, const GroupedGemmParams& params,
-                                          int grid, cudaStream_t stream) {
+                                          const CUtensorMap* x_map, const CUtensorMap& y_map,
+                                          const GroupedGemmParams& params, int grid,
+                                          cudaStream_t stream) {
   return launch_grouped_gemm_tiles<__nv_fp8_e4m3, Epilogue::kBlockScaled>(token_tile, w_map, x_map,
-                                                                          params, grid, stream);
+                                                                         y_map, params, grid, stream);
 }
 
 }  // namespace hpc_ops::gemm

@@ -22,8 +22,12 @@
 //   consumers (warpgroups 1, 2, 224 registers): per stage four wgmma of
 //     K = 32 bytes; FP8 partial sums are promoted into fp32 registers every
 //     128 K (the tensor cores' FP8 accumulation is not full fp32), times the
-//     block scales when there are; the epilogue stages bf16 through shared
-//     memory and writes whole 16-byte pieces of y rows.
+//     block scales when there are. The wgmma descriptors live in uniform
+//     registers (a 32-bit add per stage and operand). Epilogue: each
+//     warpgroup stages its 64 channels in bf16 (stmatrix, 128-byte swizzle)
+//     and stores them with one TMA store when the row tile lies wholly in its
+//     group, else in 16-byte pieces by all its threads; the two warpgroups
+//     never wait for each other there.
 // Work: tiles (group, channel tile, row tile) in group order, row tiles
 // fastest, so CTAs running together share a weight tile through L2. The
 // per-group tile counts come from the device (offsets or counts), so one
@@ -39,6 +43,7 @@
 #include <cutlass/arch/barrier.h>
 #include <cutlass/arch/reg_reconfig.h>
 
+#include "common/bulk_copy.cuh"
 #include "common/device_info.h"
 #include "common/pdl.cuh"
 #include "common/wgmma.cuh"
@@ -54,10 +59,11 @@ struct GroupedGemmTraits {
   static constexpr int kStageW = kWeightTile * kKTileBytes;   // 16 KB
   static constexpr int kStageX = kTokenTile * kKTileBytes;
   static constexpr int kStageBytes = kStageW + kStageX;
-  // Staged output rows: 128 bf16 + 8 pad = 272 bytes, 16-byte aligned, and the
-  // fragment's scattered 2-byte writes land in distinct banks.
-  static constexpr int kStagingPitch = kWeightTile + 8;
-  static constexpr int kStagingBytes = kTokenTile * kStagingPitch * 2;
+  // Staged output: per consumer warpgroup its 64 channels of the row tile,
+  // rows of 128 bytes with the 128-byte swizzle (the layout the y map's TMA
+  // store reads; stmatrix's 8 rows of a matrix land in distinct banks).
+  static constexpr int kStagingHalfBytes = kTokenTile * 128;
+  static constexpr int kStagingBytes = 2 * kStagingHalfBytes;
   // Scales per stage. Block: the row tile's x scales, then the weight scale.
   // Per-tensor / per-row: the tile's last stage carries the row tile's x
   // scales and the 128 channel scales, so the epilogue never waits on a
@@ -181,9 +187,10 @@ __device__ __forceinline__ void stmatrix_x4_trans(uint32_t addr, const uint32_t 
                : "memory");
 }
 
-// The two consumer warpgroups only (the producer has exited or runs ahead).
-__device__ __forceinline__ void consumer_barrier() {
-  cutlass::arch::NamedBarrier::sync(kConsumerThreads, 0);
+// The 128 threads of one consumer warpgroup (0 or 1): each stages and stores
+// its own half of the tile, so the two never wait for each other.
+__device__ __forceinline__ void consumer_warpgroup_barrier(int consumer) {
+  cutlass::arch::NamedBarrier::sync(128, 1 + consumer);
 }
 
 // The x-scale rows a producer thread copies for one tile (the row tile's rows
@@ -250,7 +257,8 @@ __device__ __forceinline__ void copy_stage_scales(const GroupedGemmParams& p, co
 template <class Element, int kTokenTile, Epilogue kEpilogue, bool kXByTma>
 __global__ void __launch_bounds__(kThreads, 1)
     grouped_gemm_kernel(const __grid_constant__ CUtensorMap w_map,
-                        const __grid_constant__ CUtensorMap x_map, const GroupedGemmParams p) {
+                        const __grid_constant__ CUtensorMap x_map,
+                        const __grid_constant__ CUtensorMap y_map, const GroupedGemmParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Traits = GroupedGemmTraits<Element, kTokenTile, kEpilogue, kXByTma>;
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
@@ -285,7 +293,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     cutlass::arch::fence_barrier_init();
   }
   __syncthreads();
-  const int total_tiles = tile_start[p.num_groups];
+  // Broadcast: the tile loops' bounds are then warp-uniform to ptxas.
+  const int total_tiles = __shfl_sync(0xffffffffu, tile_start[p.num_groups], 0);
   const int warpgroup = threadIdx.x / 128;
 
   if (warpgroup == 0) {
@@ -361,7 +370,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   } else {
     // --------------------------------------------------------------- consumers
     cutlass::arch::warpgroup_reg_alloc<224>();
-    const int consumer = warpgroup - 1;  // weight rows 64 * consumer ..
+    // Broadcast from lane 0, so ptxas knows it is warp-uniform and keeps the
+    // descriptor arithmetic below in uniform registers.
+    const int consumer = __shfl_sync(0xffffffffu, warpgroup, 0) - 1;  // weight rows 64 * consumer ..
     const int ctid = threadIdx.x - kProducerThreads;
     const int lane = threadIdx.x & 31;
     const int warp_in_group = (threadIdx.x / 32) & 3;
@@ -372,8 +383,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     // field (address / 16, 14 bits: shared addresses stay under 256 KB, so the
     // add never carries out of it). Built once: rebuilding both per stage
     // cost ~40 of a consumer warp's ~166 instructions per stage.
-    const uint64_t w_desc0 = device::sw128_kmajor_desc(stage_base + consumer * 64 * 128, 0);
-    const uint64_t x_desc0 = device::sw128_kmajor_desc(stage_base + Traits::kStageW, 0);
+    const uint32_t stage_base_addr = static_cast<uint32_t>(__cvta_generic_to_shared(stage_base));
+    const uint32_t w_desc0 = device::sw128_kmajor_desc_lo(stage_base_addr + consumer * 64 * 128);
+    const uint32_t x_desc0 = device::sw128_kmajor_desc_lo(stage_base_addr + Traits::kStageW);
     int stage = 0;
     uint32_t phase = 0;
     for (int tile = blockIdx.x; tile < total_tiles; tile += gridDim.x) {
@@ -390,15 +402,16 @@ __global__ void __launch_bounds__(kThreads, 1)
         // x arrived through cp.async (generic proxy); wgmma reads through the
         // async proxy. (A TMA load is async-proxy already.)
         if constexpr (!kXByTma) cutlass::arch::fence_view_async_shared();
-        const uint64_t stage_step = static_cast<uint64_t>(stage * (Traits::kStageBytes >> 4));
+        const uint32_t stage_step = static_cast<uint32_t>(stage * (Traits::kStageBytes >> 4));
 #pragma unroll
         for (int i = 0; i < Traits::kAccFloats; ++i) cute::warpgroup_fence_operand(acc[i]);
         cute::warpgroup_arrive();
 #pragma unroll
         for (int kk = 0; kk < kKTileBytes / 32; ++kk) {
           const bool accumulate = kk > 0 || (kEpilogue == Epilogue::kNone && kt > 0);
-          device::wgmma<Element, kTokenTile>(w_desc0 + stage_step + kk * 2,
-                                             x_desc0 + stage_step + kk * 2, acc, accumulate);
+          device::wgmma<Element, kTokenTile>(device::sw128_desc(w_desc0 + stage_step + kk * 2),
+                                             device::sw128_desc(x_desc0 + stage_step + kk * 2), acc,
+                                             accumulate);
         }
         cute::warpgroup_commit_batch();
         cute::warpgroup_wait<0>();
@@ -448,7 +461,20 @@ __global__ void __launch_bounds__(kThreads, 1)
       // (channel, row) whose pairs this thread holds packed; stmatrix.trans
       // stores four of them as rows of y: 8 instructions per thread at 128
       // rows instead of 64 two-byte stores.
-      const uint32_t staging_base = static_cast<uint32_t>(__cvta_generic_to_shared(staging));
+      // Each warpgroup stages its 64 channels x kTokenTile rows. A row tile
+      // wholly inside its group leaves by one TMA store (issued by the
+      // warpgroup's first thread, which later waits for it to have read the
+      // staging); a tile the group ends inside (or with p.y_by_tma off) is
+      // stored by all 128 threads in 16-byte pieces, rows past the group
+      // skipped. At 4096 rows the per-thread loads and stores of the old
+      // epilogue, and a barrier across both warpgroups after them, were ~10%
+      // of the consumers' issue samples.
+      const int wg_tid = ctid & 127;
+      uint8_t* half = reinterpret_cast<uint8_t*>(staging) + consumer * Traits::kStagingHalfBytes;
+      const uint32_t half_addr = static_cast<uint32_t>(__cvta_generic_to_shared(half));
+      const bool whole_tile = p.y_by_tma && (c.row_tile + 1) * kTokenTile <= c.rows;
+      if (wg_tid == 0) device::bulk_wait_group_read<0>();  // the last TMA store has read it
+      consumer_warpgroup_barrier(consumer);
 #pragma unroll
       for (int b = 0; b < kTokenTile / 8; b += 2) {
         uint32_t packed[4];
@@ -458,26 +484,38 @@ __global__ void __launch_bounds__(kThreads, 1)
           const __nv_bfloat162 pair = __floats2bfloat162_rn(result[a], result[a + 1]);
           packed[m] = *reinterpret_cast<const uint32_t*>(&pair);
         }
-        // Lane l gives the address of row l % 8 of matrix l / 8.
+        // Lane l gives the address of row l % 8 of matrix l / 8; the matrix's
+        // 8 channels are the 16-byte chunk 2 * warp_in_group + m % 2.
         const int m = lane / 8;
         const int row = 8 * (b + m / 2) + lane % 8;
-        const int channel = consumer * 64 + warp_in_group * 16 + 8 * (m % 2);
-        stmatrix_x4_trans(staging_base + (row * Traits::kStagingPitch + channel) * 2, packed);
+        stmatrix_x4_trans(half_addr + device::swizzle_128b_offset(row, 2 * warp_in_group + m % 2),
+                          packed);
       }
-      consumer_barrier();
-      __nv_bfloat16* y = static_cast<__nv_bfloat16*>(p.y) + c.group * p.y_group_stride;
-      for (int piece = ctid; piece < kTokenTile * 16; piece += kConsumerThreads) {
-        const int row = piece >> 4;
-        const int m = c.row_tile * kTokenTile + row;
-        const int n = c.channel_tile * kWeightTile + (piece & 15) * 8;
-        if (m < c.rows && n < p.n) {
-          *reinterpret_cast<uint4*>(y + static_cast<int64_t>(c.row0 + m) * p.y_row_stride + n) =
-              *reinterpret_cast<const uint4*>(staging + row * Traits::kStagingPitch +
-                                              (piece & 15) * 8);
+      const int n0 = c.channel_tile * kWeightTile + consumer * 64;
+      if (whole_tile) {
+        cutlass::arch::fence_view_async_shared();  // stmatrix writes, then the TMA reads
+        consumer_warpgroup_barrier(consumer);
+        if (wg_tid == 0) {
+          cute::SM90_TMA_STORE_3D::copy(&y_map, half, n0, c.row0 + c.row_tile * kTokenTile,
+                                        p.layout == Layout::kMasked ? c.group : 0);
+          device::bulk_commit_group();
         }
+      } else {
+        consumer_warpgroup_barrier(consumer);
+        __nv_bfloat16* y = static_cast<__nv_bfloat16*>(p.y) + c.group * p.y_group_stride;
+        for (int piece = wg_tid; piece < kTokenTile * 8; piece += 128) {
+          const int row = piece >> 3;
+          const int m = c.row_tile * kTokenTile + row;
+          const int n = n0 + (piece & 7) * 8;
+          if (m < c.rows && n < p.n) {
+            *reinterpret_cast<uint4*>(y + static_cast<int64_t>(c.row0 + m) * p.y_row_stride + n) =
+                *reinterpret_cast<const uint4*>(half + device::swizzle_128b_offset(row, piece & 7));
+          }
+        }
+        // The next tile's first barrier keeps its stmatrix after these reads.
       }
-      consumer_barrier();  // the staging buffer is rewritten by the next tile
     }
+    if ((ctid & 127) == 0) device::bulk_wait_group<0>();  // y written before the CTA retires
   }
 #endif
 }

@@ -52,6 +52,9 @@ struct GroupedGemmParams {
   int64_t x_row_stride = 0, x_group_stride = 0;  // elements
   void* y = nullptr;                             // bf16
   int64_t y_row_stride = 0, y_group_stride = 0;
+  // Whole row tiles leave by TMA stores through the y map (the kernel's
+  // y_map argument: [slabs][rows][N], boxes of 64 channels x the row tile).
+  bool y_by_tma = false;
 
   // Scales (fp32, dequantization multipliers), element strides.
   const float* x_scale = nullptr;
