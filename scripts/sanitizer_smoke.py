@@ -276,6 +276,41 @@ if runs("gemm"):
                     check(f"grouped_gemm {layout} {scaling} g{g} tile_hint={tile_hint}", yg,
                           xg.float() @ w[g].float().T, tol=3e-2, floor=0.5)
 
+    # Whole 128-row tiles (the TMA store of y) next to partial ones, and K long
+    # enough (9 FP8 k-tiles, an odd count) for the loop that keeps a wgmma
+    # batch in flight through each promotion; contiguous and masked.
+    counts, k = [130, 0, 260], 1152
+    for scaling in (None, "per_row", "block"):
+        dt = BF16 if scaling is None else FP8
+        n = 256 if scaling == "block" else 144  # block scales need N % 128 == 0
+        w = (torch.randn(3, n, k, device=dev) * 0.1).to(dt)
+        for layout in ("contiguous", "masked"):
+            if layout == "masked":
+                x = torch.randn(3, 260, k, device=dev).to(dt)
+                kw = dict(rows_per_group=torch.tensor(counts, dtype=torch.int32, device=dev))
+                x_rows = (3, 260)
+            else:
+                x = torch.randn(sum(counts), k, device=dev).to(dt)
+                kw = dict(cu_seqlens=torch.tensor([0, 130, 130, 390], dtype=torch.int32,
+                                                  device=dev))
+                x_rows = (sum(counts),)
+            if scaling == "per_row":
+                kw.update(x_scale=torch.ones(x_rows, device=dev),
+                          w_scale=torch.ones(3, n, device=dev))
+            elif scaling == "block":
+                kw.update(x_scale=torch.ones(*x_rows, k // 128, device=dev),
+                          w_scale=torch.ones(3, n // 128, k // 128, device=dev))
+            y = hpc_ops.grouped_gemm(x, w, layout=layout, scaling=scaling,
+                                     expected_rows_per_group=128, **kw)
+            for g, c in enumerate(counts):
+                if layout == "masked":
+                    xg, yg = x[g, :c], y[g, :c]
+                else:
+                    lo = sum(counts[:g])
+                    xg, yg = x[lo:lo + c], y[lo:lo + c]
+                check(f"grouped_gemm {layout} {scaling} whole tiles g{g}", yg,
+                      xg.float() @ w[g].float().T, tol=3e-2, floor=0.5)
+
     # Router GEMM: a split-K launch (the arrival counters and partial tiles)
     # and an unsplit one, 2 and 3 parts, tails of M, N and K; the weight split.
     for m, n, k in ((3, 144, 208), (130, 256, 4096)):
