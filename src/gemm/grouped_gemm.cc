@@ -114,11 +114,12 @@ bool x_tma_map(CUtensorMap* map, const Tensor& x, GroupedLayout layout, bool fp8
 }
 
 // The TMA map of y's row tiles, [slabs][rows][N] bf16 in boxes of 64
-// channels (one consumer warpgroup's half of a tile) x the row tile; false
+// channels x `box_rows` rows (a consumer warpgroup's staged block: the row
+// tile, or 64 rows where gemm::tokens_on_m); false
 // where TMA cannot address y's strides or HPC_OPS_GEMM_Y_TMA=0 (for tests and
 // A/B runs): every tile is then stored by the threads. The kernel stores a
 // tile through it only when all the tile's rows belong to its group.
-bool y_tma_map(CUtensorMap* map, const Tensor& y, GroupedLayout layout, int token_tile) {
+bool y_tma_map(CUtensorMap* map, const Tensor& y, GroupedLayout layout, int box_rows) {
   static const bool enabled = detail::env_int("HPC_OPS_GEMM_Y_TMA", 1) != 0;
   if (!enabled) return false;
   const bool masked = layout == GroupedLayout::kMasked;
@@ -129,7 +130,7 @@ bool y_tma_map(CUtensorMap* map, const Tensor& y, GroupedLayout layout, int toke
   if (!detail::tma_stride_ok(row_bytes) || !detail::tma_stride_ok(slab_bytes)) return false;
   const uint64_t dims[3] = {static_cast<uint64_t>(y.shape[y.ndim - 1]), rows, slabs};
   const uint64_t strides[2] = {static_cast<uint64_t>(row_bytes), static_cast<uint64_t>(slab_bytes)};
-  const uint32_t box[3] = {64, static_cast<uint32_t>(token_tile), 1};
+  const uint32_t box[3] = {64, static_cast<uint32_t>(box_rows), 1};
   return detail::try_make_tma_map_sw128(map, y.data, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, dims,
                                         strides, box, CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
 }
@@ -348,7 +349,11 @@ void grouped_gemm(const Tensor& x, const Tensor& w, const Tensor& y,
   CUtensorMap x_map;
   const bool x_by_tma = x_tma_map(&x_map, x, layout, fp8, token_tile);
   CUtensorMap y_map = w_map;  // a placeholder the kernel never reads without y_by_tma
-  p.y_by_tma = y_tma_map(&y_map, y, layout, token_tile);
+  const gemm::Epilogue epilogue = !fp8   ? gemm::Epilogue::kNone
+                                  : block ? gemm::Epilogue::kBlockScaled
+                                          : gemm::Epilogue::kScaleAtEnd;
+  p.y_by_tma =
+      y_tma_map(&y_map, y, layout, gemm::tokens_on_m(epilogue, token_tile) ? 64 : token_tile);
 
   detail::DeviceGuard guard(w.device.index, check.op());
   const int grid = gemm::grid_size(tiles, detail::multiprocessor_count(check.op(), w.device.index));

@@ -22,7 +22,10 @@
 //   consumers (warpgroups 1, 2, 224 registers): per stage four wgmma of
 //     K = 32 bytes; FP8 partial sums are promoted into fp32 registers every
 //     128 K (the tensor cores' FP8 accumulation is not full fp32), times the
-//     block scales when there are. The wgmma descriptors live in uniform
+//     block scales when there are. Block-scaled 128-row tiles swap the
+//     operands (rows on M, 64 per warpgroup; channels on N: tokens_on_m), so
+//     a thread's fragment spans 2 rows and a promotion takes 2 activation
+//     scales instead of 32 (13-19% faster at 512 rows per group). The wgmma descriptors live in uniform
 //     registers (a 32-bit add per stage and operand). Epilogue: each
 //     warpgroup stages its 64 channels in bf16 (stmatrix, 128-byte swizzle)
 //     and stores them with one TMA store when the row tile lies wholly in its
@@ -84,6 +87,7 @@ struct GroupedGemmTraits {
       kFixedBytes + kStages * (kStageBytes + kScaleFloats * 4 + 16);
   static constexpr int kRowsPerProducerThread = kTokenTile / 16;  // 8 chunks per 128-byte row
   static constexpr int kAccFloats = kTokenTile / 2;
+  static constexpr bool kTokensOnM = tokens_on_m(kEpilogue, kTokenTile);
   // Producer threads that run the stage loop (and copy the scales), and the
   // arrivals each full barrier waits for: the TMA thread's expect_tx plus one
   // cp.async arrival per such thread (none for a TMA-only bf16 stage).
@@ -176,6 +180,14 @@ __device__ __forceinline__ void cp_async_4_zfill(uint32_t dst, const void* src, 
 __device__ __forceinline__ void cp_async_arrive_noinc(const uint64_t* barrier) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(
                    static_cast<uint32_t>(__cvta_generic_to_shared(barrier)))
+               : "memory");
+}
+// Stores four 8 x 8 matrices of bf16 pairs (stmatrix): lane l's address is
+// row l % 8 of matrix l / 8; regs[k] holds this lane's pair of matrix k (row
+// l / 4, columns 2 (l % 4) and + 1).
+__device__ __forceinline__ void stmatrix_x4(uint32_t addr, const uint32_t (&regs)[4]) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr),
+               "r"(regs[0]), "r"(regs[1]), "r"(regs[2]), "r"(regs[3])
                : "memory");
 }
 // Stores four 8 x 8 matrices of bf16 pairs transposed (stmatrix .trans):
@@ -377,15 +389,21 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int lane = threadIdx.x & 31;
     const int warp_in_group = (threadIdx.x / 32) & 3;
     const int quad = lane & 3;
-    // The two channel rows of this thread's fragment, within the tile.
-    const int channel_in_tile = consumer * 64 + warp_in_group * 16 + (lane >> 2);
+    // The two rows of this thread's fragment (and + 8), within the tile's
+    // channels, or its rows (tokens) where Traits::kTokensOnM.
+    const int fragment_row = consumer * 64 + warp_in_group * 16 + (lane >> 2);
     // Stage 0's descriptors; a stage and a K step move the start address
     // field (address / 16, 14 bits: shared addresses stay under 256 KB, so the
     // add never carries out of it). Built once: rebuilding both per stage
     // cost ~40 of a consumer warp's ~166 instructions per stage.
     const uint32_t stage_base_addr = static_cast<uint32_t>(__cvta_generic_to_shared(stage_base));
-    const uint32_t w_desc0 = device::sw128_kmajor_desc_lo(stage_base_addr + consumer * 64 * 128);
-    const uint32_t x_desc0 = device::sw128_kmajor_desc_lo(stage_base_addr + Traits::kStageW);
+    // wgmma's A operand is this warpgroup's 64 rows of the weight tile (or of
+    // the row tile where Traits::kTokensOnM), B the whole other tile.
+    constexpr int kWOffset = Traits::kTokensOnM ? 0 : 64 * 128;
+    constexpr int kXOffset = Traits::kTokensOnM ? 64 * 128 : 0;
+    const uint32_t w_desc0 = device::sw128_kmajor_desc_lo(stage_base_addr + consumer * kWOffset);
+    const uint32_t x_desc0 =
+        device::sw128_kmajor_desc_lo(stage_base_addr + Traits::kStageW + consumer * kXOffset);
     int stage = 0;
     uint32_t phase = 0;
     for (int tile = blockIdx.x; tile < total_tiles; tile += gridDim.x) {
@@ -409,9 +427,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int kk = 0; kk < kKTileBytes / 32; ++kk) {
           const bool accumulate = kk > 0 || (kEpilogue == Epilogue::kNone && kt > 0);
-          device::wgmma<Element, kTokenTile>(device::sw128_desc(w_desc0 + stage_step + kk * 2),
-                                             device::sw128_desc(x_desc0 + stage_step + kk * 2), acc,
-                                             accumulate);
+          const uint64_t w_desc = device::sw128_desc(w_desc0 + stage_step + kk * 2);
+          const uint64_t x_desc = device::sw128_desc(x_desc0 + stage_step + kk * 2);
+          if constexpr (Traits::kTokensOnM) {
+            device::wgmma<Element, kWeightTile>(x_desc, w_desc, acc, accumulate);
+          } else {
+            device::wgmma<Element, kTokenTile>(w_desc, x_desc, acc, accumulate);
+          }
         }
         cute::warpgroup_commit_batch();
         cute::warpgroup_wait<0>();
@@ -422,8 +444,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           for (int i = 0; i < Traits::kAccFloats; ++i) total[i] += acc[i];
           if (kt == k_tiles - 1) {  // the scales came with the last stage
             const float* scales = stage_scales + stage * Traits::kScaleFloats;
-            const float w_scale0 = scales[kTokenTile + channel_in_tile];
-            const float w_scale1 = scales[kTokenTile + channel_in_tile + 8];
+            const float w_scale0 = scales[kTokenTile + fragment_row];
+            const float w_scale1 = scales[kTokenTile + fragment_row + 8];
 #pragma unroll
             for (int b = 0; b < kTokenTile / 8; ++b) {
 #pragma unroll
@@ -437,13 +459,26 @@ __global__ void __launch_bounds__(kThreads, 1)
         } else if constexpr (kEpilogue == Epilogue::kBlockScaled) {
           const float* scales = stage_scales + stage * Traits::kScaleFloats;
           const float w_scale = scales[kTokenTile];
+          if constexpr (Traits::kTokensOnM) {  // the fragment's two rows
+            const float s0 = w_scale * scales[fragment_row];
+            const float s1 = w_scale * scales[fragment_row + 8];
 #pragma unroll
-          for (int b = 0; b < kTokenTile / 8; ++b) {
+            for (int b = 0; b < kWeightTile / 8; ++b) {
 #pragma unroll
-            for (int j = 0; j < 2; ++j) {
-              const float s = w_scale * scales[8 * b + 2 * quad + j];
-              total[4 * b + j] = fmaf(acc[4 * b + j], s, total[4 * b + j]);
-              total[4 * b + 2 + j] = fmaf(acc[4 * b + 2 + j], s, total[4 * b + 2 + j]);
+              for (int j = 0; j < 2; ++j) {
+                total[4 * b + j] = fmaf(acc[4 * b + j], s0, total[4 * b + j]);
+                total[4 * b + 2 + j] = fmaf(acc[4 * b + 2 + j], s1, total[4 * b + 2 + j]);
+              }
+            }
+          } else {  // the fragment's columns are rows: 32 of them
+#pragma unroll
+            for (int b = 0; b < kTokenTile / 8; ++b) {
+#pragma unroll
+              for (int j = 0; j < 2; ++j) {
+                const float s = w_scale * scales[8 * b + 2 * quad + j];
+                total[4 * b + j] = fmaf(acc[4 * b + j], s, total[4 * b + j]);
+                total[4 * b + 2 + j] = fmaf(acc[4 * b + 2 + j], s, total[4 * b + 2 + j]);
+              }
             }
           }
         }
@@ -454,29 +489,42 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
 
-      // ---- epilogue: fp32 -> bf16 through shared memory, 16-byte row stores
+      // ---- epilogue: fp32 -> bf16 through shared memory, then to y
       float* result = acc;
       if constexpr (kEpilogue != Epilogue::kNone) result = total;
-      // Each (n8 block b, half i) of the fragment is an 8 x 8 matrix of
-      // (channel, row) whose pairs this thread holds packed; stmatrix.trans
-      // stores four of them as rows of y: 8 instructions per thread at 128
-      // rows instead of 64 two-byte stores.
-      // Each warpgroup stages its 64 channels x kTokenTile rows. A row tile
-      // wholly inside its group leaves by one TMA store (issued by the
-      // warpgroup's first thread, which later waits for it to have read the
-      // staging); a tile the group ends inside (or with p.y_by_tma off) is
-      // stored by all 128 threads in 16-byte pieces, rows past the group
-      // skipped. At 4096 rows the per-thread loads and stores of the old
-      // epilogue, and a barrier across both warpgroups after them, were ~10%
-      // of the consumers' issue samples.
+      // Each warpgroup stages its half of the tile in bf16 as rows of y: its
+      // 64 channels x kTokenTile rows, or (kTokensOnM) its 64 rows x 128
+      // channels as two blocks of 64 channels; rows of 128 bytes with the
+      // 128-byte swizzle, as the y map's TMA store reads them. A half wholly
+      // inside its group leaves by TMA stores issued by the warpgroup's first
+      // thread (which waits, at the next tile, until they have read the
+      // staging); otherwise (or with p.y_by_tma off) all 128 threads store
+      // 16-byte pieces, rows past the group skipped. The warpgroups never
+      // wait for each other here. (At 4096 rows the old per-thread stores and
+      // a barrier across both warpgroups were ~10% of the consumers' issue
+      // samples.)
+      constexpr bool kTokensOnM = Traits::kTokensOnM;
+      constexpr int kHalfRows = kTokensOnM ? 64 : kTokenTile;
+      constexpr int kHalfChunks = kTokensOnM ? 16 : 8;  // 16-byte chunks per row
+      const auto chunk_offset = [](int row, int chunk) {
+        return static_cast<uint32_t>((chunk / 8) * kHalfRows * 128) +
+               device::swizzle_128b_offset(row, chunk % 8);
+      };
       const int wg_tid = ctid & 127;
       uint8_t* half = reinterpret_cast<uint8_t*>(staging) + consumer * Traits::kStagingHalfBytes;
       const uint32_t half_addr = static_cast<uint32_t>(__cvta_generic_to_shared(half));
-      const bool whole_tile = p.y_by_tma && (c.row_tile + 1) * kTokenTile <= c.rows;
+      const int half_row0 = c.row_tile * kTokenTile + (kTokensOnM ? consumer * 64 : 0);
+      const int n0 = c.channel_tile * kWeightTile + (kTokensOnM ? 0 : consumer * 64);
+      const bool whole_half = p.y_by_tma && half_row0 + kHalfRows <= c.rows;
       if (wg_tid == 0) device::bulk_wait_group_read<0>();  // the last TMA store has read it
       consumer_warpgroup_barrier(consumer);
+      // Each (n8 block b, half i) of the fragment is an 8 x 8 matrix whose
+      // pairs this thread holds packed; stmatrix stores four of them (8
+      // instructions a thread at 128 rows, not 64 two-byte stores). Lane l
+      // gives the address of row l % 8 of matrix l / 8. Weights on M: the
+      // matrix is (channel, row) and .trans makes its rows rows of y.
 #pragma unroll
-      for (int b = 0; b < kTokenTile / 8; b += 2) {
+      for (int b = 0; b < Traits::kAccFloats / 4; b += 2) {
         uint32_t packed[4];
 #pragma unroll
         for (int m = 0; m < 4; ++m) {
@@ -484,32 +532,38 @@ __global__ void __launch_bounds__(kThreads, 1)
           const __nv_bfloat162 pair = __floats2bfloat162_rn(result[a], result[a + 1]);
           packed[m] = *reinterpret_cast<const uint32_t*>(&pair);
         }
-        // Lane l gives the address of row l % 8 of matrix l / 8; the matrix's
-        // 8 channels are the 16-byte chunk 2 * warp_in_group + m % 2.
         const int m = lane / 8;
-        const int row = 8 * (b + m / 2) + lane % 8;
-        stmatrix_x4_trans(half_addr + device::swizzle_128b_offset(row, 2 * warp_in_group + m % 2),
-                          packed);
+        if constexpr (kTokensOnM) {
+          const int row = 16 * warp_in_group + 8 * (m % 2) + lane % 8;
+          stmatrix_x4(half_addr + chunk_offset(row, b + m / 2), packed);
+        } else {
+          const int row = 8 * (b + m / 2) + lane % 8;
+          stmatrix_x4_trans(half_addr + chunk_offset(row, 2 * warp_in_group + m % 2), packed);
+        }
       }
-      const int n0 = c.channel_tile * kWeightTile + consumer * 64;
-      if (whole_tile) {
+      if (whole_half) {
         cutlass::arch::fence_view_async_shared();  // stmatrix writes, then the TMA reads
         consumer_warpgroup_barrier(consumer);
         if (wg_tid == 0) {
-          cute::SM90_TMA_STORE_3D::copy(&y_map, half, n0, c.row0 + c.row_tile * kTokenTile,
-                                        p.layout == Layout::kMasked ? c.group : 0);
+#pragma unroll
+          for (int q = 0; q < kHalfChunks / 8; ++q) {
+            cute::SM90_TMA_STORE_3D::copy(&y_map, half + q * kHalfRows * 128, n0 + 64 * q,
+                                          c.row0 + half_row0,
+                                          p.layout == Layout::kMasked ? c.group : 0);
+          }
           device::bulk_commit_group();
         }
       } else {
         consumer_warpgroup_barrier(consumer);
         __nv_bfloat16* y = static_cast<__nv_bfloat16*>(p.y) + c.group * p.y_group_stride;
-        for (int piece = wg_tid; piece < kTokenTile * 8; piece += 128) {
-          const int row = piece >> 3;
-          const int m = c.row_tile * kTokenTile + row;
-          const int n = n0 + (piece & 7) * 8;
+        for (int piece = wg_tid; piece < kHalfRows * kHalfChunks; piece += 128) {
+          const int row = piece / kHalfChunks;
+          const int chunk = piece % kHalfChunks;
+          const int m = half_row0 + row;
+          const int n = n0 + chunk * 8;
           if (m < c.rows && n < p.n) {
             *reinterpret_cast<uint4*>(y + static_cast<int64_t>(c.row0 + m) * p.y_row_stride + n) =
-                *reinterpret_cast<const uint4*>(half + device::swizzle_128b_offset(row, piece & 7));
+                *reinterpret_cast<const uint4*>(half + chunk_offset(row, chunk));
           }
         }
         // The next tile's first barrier keeps its stmatrix after these reads.

@@ -35,6 +35,15 @@ enum class Epilogue : int32_t {
   kBlockScaled = 2,  // fp8 1x128 / 128x128: each 128-K partial times xs(row, kb) * ws(nb, kb)
 };
 
+// Block-scaled 128-row tiles put the rows (tokens) on wgmma's M side instead,
+// 64 per consumer warpgroup, and the 128 channels on N: a thread's fragment
+// then spans 2 rows, so each k-block's promotion takes 2 activation scales
+// per thread instead of 32 (the smaller tiles keep the weights on M, where a
+// few rows still fill the instruction).
+constexpr bool tokens_on_m(Epilogue epilogue, int token_tile) {
+  return epilogue == Epilogue::kBlockScaled && token_tile == 128;
+}
+
 struct GroupedGemmParams {
   Layout layout = Layout::kContiguous;
   int num_groups = 0;
@@ -53,7 +62,8 @@ struct GroupedGemmParams {
   void* y = nullptr;                             // bf16
   int64_t y_row_stride = 0, y_group_stride = 0;
   // Whole row tiles leave by TMA stores through the y map (the kernel's
-  // y_map argument: [slabs][rows][N], boxes of 64 channels x the row tile).
+  // y_map argument: [slabs][rows][N], boxes of 64 channels x the row tile, or
+  // x 64 rows where tokens_on_m).
   bool y_by_tma = false;
 
   // Scales (fp32, dequantization multipliers), element strides.

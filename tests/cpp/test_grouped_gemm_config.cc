@@ -6,10 +6,12 @@
 #include "test_harness.h"
 
 using hpc_ops::gemm::choose_token_tile;
+using hpc_ops::gemm::Epilogue;
 using hpc_ops::gemm::grid_size;
 using hpc_ops::gemm::Layout;
 using hpc_ops::gemm::max_tiles;
 using hpc_ops::gemm::rows_by_tma;
+using hpc_ops::gemm::tokens_on_m;
 
 TEST(row_tile_holds_the_expected_rows) {
   EXPECT_EQ(choose_token_tile(0), 16);
@@ -57,6 +59,14 @@ TEST(rows_by_tma_from_64_row_tiles_without_gathering) {
     EXPECT_TRUE(rows_by_tma(layout, 128));
   }
   for (int tile : {16, 32, 64, 128}) EXPECT_TRUE(!rows_by_tma(Layout::kGathered, tile));
+}
+
+TEST(rows_on_m_only_for_block_scaled_128_row_tiles) {
+  for (int tile : {16, 32, 64, 128}) {
+    EXPECT_EQ(tokens_on_m(Epilogue::kBlockScaled, tile), tile == 128);
+    EXPECT_TRUE(!tokens_on_m(Epilogue::kScaleAtEnd, tile));
+    EXPECT_TRUE(!tokens_on_m(Epilogue::kNone, tile));
+  }
 }
 
 TEST_MAIN()
