@@ -233,6 +233,18 @@ if runs("rope"):
 if runs("gemm"):
     # Every layout and scaling once, ragged groups (0, 1, 19 rows), N and K tails.
     FP8 = torch.float8_e4m3fn
+
+    def unit_scales(scaling, x_rows, n, k):
+        """Scales of 1 in the shapes `scaling` takes (3 groups)."""
+        if scaling == "per_tensor":
+            return dict(x_scale=torch.ones(1, device=dev), w_scale=torch.ones(3, device=dev))
+        if scaling == "per_row":
+            return dict(x_scale=torch.ones(x_rows, device=dev), w_scale=torch.ones(3, n, device=dev))
+        if scaling == "block":
+            return dict(x_scale=torch.ones(*x_rows, k // 128, device=dev),
+                        w_scale=torch.ones(3, n // 128, k // 128, device=dev))
+        return {}
+
     counts = [0, 1, 19]
     for scaling, n, k in ((None, 144, 208), ("per_tensor", 144, 208), ("per_row", 256, 128),
                           ("block", 256, 256)):
@@ -255,14 +267,7 @@ if runs("gemm"):
                 else:
                     x = torch.randn(21, k, device=dev).to(dt)
                     x_rows = (21,)
-            if scaling == "per_tensor":
-                kw.update(x_scale=torch.ones(1, device=dev), w_scale=torch.ones(3, device=dev))
-            elif scaling == "per_row":
-                kw.update(x_scale=torch.ones(x_rows, device=dev),
-                          w_scale=torch.ones(3, n, device=dev))
-            elif scaling == "block":
-                kw.update(x_scale=torch.ones(*x_rows, k // 128, device=dev),
-                          w_scale=torch.ones(3, n // 128, k // 128, device=dev))
+            kw.update(unit_scales(scaling, x_rows, n, k))
             for tile_hint in (1, 100):
                 y = hpc_ops.grouped_gemm(x, w, layout=layout, scaling=scaling,
                                          expected_rows_per_group=tile_hint, **kw)
@@ -276,9 +281,9 @@ if runs("gemm"):
                     check(f"grouped_gemm {layout} {scaling} g{g} tile_hint={tile_hint}", yg,
                           xg.float() @ w[g].float().T, tol=3e-2, floor=0.5)
 
-    # Whole 128-row tiles (the TMA store of y) next to partial ones, and K long
-    # enough (9 FP8 k-tiles, an odd count) for the loop that keeps a wgmma
-    # batch in flight through each promotion; contiguous and masked.
+    # Whole 128-row tiles (the TMA stores of y; block scales with the rows on
+    # wgmma's M side) next to partial ones, over 9 FP8 k-tiles (K = 1152);
+    # contiguous and masked.
     counts, k = [130, 0, 260], 1152
     for scaling in (None, "per_row", "block"):
         dt = BF16 if scaling is None else FP8
@@ -294,12 +299,7 @@ if runs("gemm"):
                 kw = dict(cu_seqlens=torch.tensor([0, 130, 130, 390], dtype=torch.int32,
                                                   device=dev))
                 x_rows = (sum(counts),)
-            if scaling == "per_row":
-                kw.update(x_scale=torch.ones(x_rows, device=dev),
-                          w_scale=torch.ones(3, n, device=dev))
-            elif scaling == "block":
-                kw.update(x_scale=torch.ones(*x_rows, k // 128, device=dev),
-                          w_scale=torch.ones(3, n // 128, k // 128, device=dev))
+            kw.update(unit_scales(scaling, x_rows, n, k))
             y = hpc_ops.grouped_gemm(x, w, layout=layout, scaling=scaling,
                                      expected_rows_per_group=128, **kw)
             for g, c in enumerate(counts):
