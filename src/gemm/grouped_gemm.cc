@@ -118,7 +118,8 @@ bool x_tma_map(CUtensorMap* map, const Tensor& x, GroupedLayout layout, bool fp8
 // tile, or 64 rows where gemm::tokens_on_m); false
 // where TMA cannot address y's strides or HPC_OPS_GEMM_Y_TMA=0 (for tests and
 // A/B runs): every tile is then stored by the threads. The kernel stores a
-// tile through it only when all the tile's rows belong to its group.
+// warpgroup's staged block through it only when all the block's rows belong
+// to its group.
 bool y_tma_map(CUtensorMap* map, const Tensor& y, GroupedLayout layout, int box_rows) {
   static const bool enabled = detail::env_int("HPC_OPS_GEMM_Y_TMA", 1) != 0;
   if (!enabled) return false;

@@ -3,7 +3,8 @@
 // wgmma's M side (128 output channels per tile, 64 per consumer warpgroup)
 // and the group's rows (tokens) on its N side (kTokenTile = 16..128), so a
 // decode-sized group of a few tokens still fills the instruction and the
-// kernel streams weights at the memory rate.
+// kernel streams weights at the memory rate. (Block-scaled 128-row tiles swap
+// the two: see the consumers below.)
 //
 // One persistent CTA per SM, three warpgroups:
 //   producer (warpgroup 0, 56 registers): per pipeline stage, one thread
@@ -25,12 +26,14 @@
 //     block scales when there are. Block-scaled 128-row tiles swap the
 //     operands (rows on M, 64 per warpgroup; channels on N: tokens_on_m), so
 //     a thread's fragment spans 2 rows and a promotion takes 2 activation
-//     scales instead of 32 (13-19% faster at 512 rows per group). The wgmma descriptors live in uniform
-//     registers (a 32-bit add per stage and operand). Epilogue: each
-//     warpgroup stages its 64 channels in bf16 (stmatrix, 128-byte swizzle)
-//     and stores them with one TMA store when the row tile lies wholly in its
-//     group, else in 16-byte pieces by all its threads; the two warpgroups
-//     never wait for each other there.
+//     scales instead of 32 (13-19% faster at 512 rows per group). The wgmma
+//     descriptors live in uniform registers (a 32-bit add per stage and
+//     operand). Epilogue: each
+//     warpgroup stages its half of the tile in bf16 (stmatrix, 128-byte
+//     swizzle: its 64 channels, or its 64 rows where the rows are on M) and
+//     stores it by TMA when those rows lie wholly in the group, else in
+//     16-byte pieces by all its threads; the two warpgroups never wait for
+//     each other there.
 // Work: tiles (group, channel tile, row tile) in group order, row tiles
 // fastest, so CTAs running together share a weight tile through L2. The
 // per-group tile counts come from the device (offsets or counts), so one
@@ -62,9 +65,11 @@ struct GroupedGemmTraits {
   static constexpr int kStageW = kWeightTile * kKTileBytes;   // 16 KB
   static constexpr int kStageX = kTokenTile * kKTileBytes;
   static constexpr int kStageBytes = kStageW + kStageX;
-  // Staged output: per consumer warpgroup its 64 channels of the row tile,
-  // rows of 128 bytes with the 128-byte swizzle (the layout the y map's TMA
-  // store reads; stmatrix's 8 rows of a matrix land in distinct banks).
+  // Staged output: per consumer warpgroup its half of the tile (its 64
+  // channels x the row tile, or with kTokensOnM its 64 rows x 128 channels as
+  // two 64-channel blocks), rows of 128 bytes with the 128-byte swizzle (the
+  // layout the y map's TMA store reads; stmatrix's 8 rows of a matrix land in
+  // distinct banks).
   static constexpr int kStagingHalfBytes = kTokenTile * 128;
   static constexpr int kStagingBytes = 2 * kStagingHalfBytes;
   // Scales per stage. Block: the row tile's x scales, then the weight scale.
@@ -88,6 +93,11 @@ struct GroupedGemmTraits {
   static constexpr int kRowsPerProducerThread = kTokenTile / 16;  // 8 chunks per 128-byte row
   static constexpr int kAccFloats = kTokenTile / 2;
   static constexpr bool kTokensOnM = tokens_on_m(kEpilogue, kTokenTile);
+  // With the rows on M the accumulator and the staged half are sized by the
+  // weight tile's 128 channels, which the formulas above take from the row tile.
+  static_assert(!kTokensOnM || kTokenTile == kWeightTile, "rows on M needs 128-row tiles");
+  // Swizzled stages and the staging after them need 1024-byte aligned bases.
+  static_assert(kStageBytes % 1024 == 0 && kStagingHalfBytes % 1024 == 0, "alignment");
   // Producer threads that run the stage loop (and copy the scales), and the
   // arrivals each full barrier waits for: the TMA thread's expect_tx plus one
   // cp.async arrival per such thread (none for a TMA-only bf16 stage).
@@ -281,10 +291,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint8_t* smem = reinterpret_cast<uint8_t*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~static_cast<uintptr_t>(1023));
   uint8_t* stage_base = smem;
-  __nv_bfloat16* staging =
-      reinterpret_cast<__nv_bfloat16*>(stage_base + kStages * Traits::kStageBytes);
-  float* stage_scales = reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(staging) +
-                                                 Traits::kStagingBytes);
+  uint8_t* staging = stage_base + kStages * Traits::kStageBytes;
+  float* stage_scales = reinterpret_cast<float*>(staging + Traits::kStagingBytes);
   int* tile_start = reinterpret_cast<int*>(stage_scales + kStages * Traits::kScaleFloats);
   int* group_row0 = tile_start + kMaxGroups + 1;
   int* group_rows = group_row0 + kMaxGroups;
@@ -384,7 +392,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     cutlass::arch::warpgroup_reg_alloc<224>();
     // Broadcast from lane 0, so ptxas knows it is warp-uniform and keeps the
     // descriptor arithmetic below in uniform registers.
-    const int consumer = __shfl_sync(0xffffffffu, warpgroup, 0) - 1;  // weight rows 64 * consumer ..
+    const int consumer = __shfl_sync(0xffffffffu, warpgroup, 0) - 1;  // A's rows 64 consumer ..
     const int ctid = threadIdx.x - kProducerThreads;
     const int lane = threadIdx.x & 31;
     const int warp_in_group = (threadIdx.x / 32) & 3;
@@ -392,10 +400,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     // The two rows of this thread's fragment (and + 8), within the tile's
     // channels, or its rows (tokens) where Traits::kTokensOnM.
     const int fragment_row = consumer * 64 + warp_in_group * 16 + (lane >> 2);
-    // Stage 0's descriptors; a stage and a K step move the start address
-    // field (address / 16, 14 bits: shared addresses stay under 256 KB, so the
-    // add never carries out of it). Built once: rebuilding both per stage
-    // cost ~40 of a consumer warp's ~166 instructions per stage.
+    // Stage 0's descriptors, lower words only; a stage and a K step add to
+    // the start address field (address / 16, 14 bits: shared addresses stay
+    // under 256 KB, so the add never carries out of it). The 64-bit
+    // descriptors rebuilt per stage in vector registers took ~70 of a
+    // consumer warp's 139 instructions per stage (docs/perf/grouped_gemm.md, v5).
     const uint32_t stage_base_addr = static_cast<uint32_t>(__cvta_generic_to_shared(stage_base));
     // wgmma's A operand is this warpgroup's 64 rows of the weight tile (or of
     // the row tile where Traits::kTokensOnM), B the whole other tile.
@@ -503,16 +512,16 @@ __global__ void __launch_bounds__(kThreads, 1)
       // wait for each other here. (At 4096 rows the old per-thread stores and
       // a barrier across both warpgroups were ~10% of the consumers' issue
       // samples.)
-      constexpr bool kTokensOnM = Traits::kTokensOnM;
+      constexpr bool kTokensOnM = Traits::kTokensOnM;  // for the constants below
       constexpr int kHalfRows = kTokensOnM ? 64 : kTokenTile;
       constexpr int kHalfChunks = kTokensOnM ? 16 : 8;  // 16-byte chunks per row
       const auto chunk_offset = [](int row, int chunk) {
         return static_cast<uint32_t>((chunk / 8) * kHalfRows * 128) +
                device::swizzle_128b_offset(row, chunk % 8);
       };
-      const int wg_tid = ctid & 127;
-      uint8_t* half = reinterpret_cast<uint8_t*>(staging) + consumer * Traits::kStagingHalfBytes;
-      const uint32_t half_addr = static_cast<uint32_t>(__cvta_generic_to_shared(half));
+      const int wg_tid = ctid & 127;  // within the consumer warpgroup
+      uint8_t* wg_staging = staging + consumer * Traits::kStagingHalfBytes;
+      const uint32_t wg_staging_addr = static_cast<uint32_t>(__cvta_generic_to_shared(wg_staging));
       const int half_row0 = c.row_tile * kTokenTile + (kTokensOnM ? consumer * 64 : 0);
       const int n0 = c.channel_tile * kWeightTile + (kTokensOnM ? 0 : consumer * 64);
       const bool whole_half = p.y_by_tma && half_row0 + kHalfRows <= c.rows;
@@ -535,10 +544,11 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int m = lane / 8;
         if constexpr (kTokensOnM) {
           const int row = 16 * warp_in_group + 8 * (m % 2) + lane % 8;
-          stmatrix_x4(half_addr + chunk_offset(row, b + m / 2), packed);
+          stmatrix_x4(wg_staging_addr + chunk_offset(row, b + m / 2), packed);
         } else {
           const int row = 8 * (b + m / 2) + lane % 8;
-          stmatrix_x4_trans(half_addr + chunk_offset(row, 2 * warp_in_group + m % 2), packed);
+          stmatrix_x4_trans(wg_staging_addr + chunk_offset(row, 2 * warp_in_group + m % 2),
+                            packed);
         }
       }
       if (whole_half) {
@@ -547,7 +557,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (wg_tid == 0) {
 #pragma unroll
           for (int q = 0; q < kHalfChunks / 8; ++q) {
-            cute::SM90_TMA_STORE_3D::copy(&y_map, half + q * kHalfRows * 128, n0 + 64 * q,
+            cute::SM90_TMA_STORE_3D::copy(&y_map, wg_staging + q * kHalfRows * 128, n0 + 64 * q,
                                           c.row0 + half_row0,
                                           p.layout == Layout::kMasked ? c.group : 0);
           }
@@ -563,7 +573,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           const int n = n0 + chunk * 8;
           if (m < c.rows && n < p.n) {
             *reinterpret_cast<uint4*>(y + static_cast<int64_t>(c.row0 + m) * p.y_row_stride + n) =
-                *reinterpret_cast<const uint4*>(half + chunk_offset(row, chunk));
+                *reinterpret_cast<const uint4*>(wg_staging + chunk_offset(row, chunk));
           }
         }
         // The next tile's first barrier keeps its stmatrix after these reads.
