@@ -106,16 +106,28 @@ __device__ __forceinline__ void accumulate(float (&acc)[8], uint4 v) {
   for (int e = 0; e < 8; ++e) acc[e] += f[e];
 }
 
-// Wait for the previous kernel, then read which of the two buffers this call
-// uses: byte offset of that buffer from any rank's base.
-__device__ __forceinline__ int64_t enter_call(const AllReduceParams& p, uint32_t& epoch) {
+// What a call's kernel works with: which of the two buffers this call uses
+// (byte offset from any rank's base), the epoch that chose it, this rank's
+// slot in it, and the thread's grid-stride walk over the vectors.
+struct CallState {
+  uint32_t epoch;
+  int64_t buffer, my_slot, first, stride;
+};
+
+// Waits for the previous kernel, then reads the epoch.
+__device__ __forceinline__ CallState enter_call(const AllReduceParams& p) {
   device::pdl_wait_for_previous();
   // Lets the norm kernel become resident while the data moves; off for ranks
   // sharing one GPU, where its CTAs could take the SMs another rank's
   // all-reduce still needs.
   if (p.allow_next) device::pdl_allow_next();
-  epoch = *reinterpret_cast<volatile uint32_t*>(p.control + kEpochWord);
-  return p.buffers_offset + static_cast<int64_t>(epoch & 1u) * p.buffer_bytes;
+  CallState call;
+  call.epoch = *reinterpret_cast<volatile uint32_t*>(p.control + kEpochWord);
+  call.buffer = p.buffers_offset + static_cast<int64_t>(call.epoch & 1u) * p.buffer_bytes;
+  call.my_slot = call.buffer + p.rank * p.slot_bytes;
+  call.first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  call.stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  return call;
 }
 
 // The last CTA to finish advances the epoch, so the next call (which waits
@@ -193,15 +205,12 @@ __device__ __forceinline__ device::Packed8<__nv_bfloat16> sum_ranks(const AllRed
 // copy in rank order (this rank's from x) into the staging buffer.
 __global__ void __launch_bounds__(kAllReduceThreads) one_shot_kernel(
     const __grid_constant__ AllReduceParams p) {
-  uint32_t epoch;
-  const int64_t buffer = enter_call(p, epoch);
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  const int64_t my_slot = buffer + p.rank * p.slot_bytes;
+  const CallState call = enter_call(p);
+  const int64_t buffer = call.buffer, first = call.first, stride = call.stride;
   const auto x_vector = [&](int64_t v) { return load_x(p, v); };
   for_each_vector(p, first, stride, x_vector, [&](int64_t v, uint4 value) {
     for (int r = 0; r < p.world; ++r) {
-      if (r != p.rank) store_vector(p.peer_base[r] + my_slot + v * 16, value);
+      if (r != p.rank) store_vector(p.peer_base[r] + call.my_slot + v * 16, value);
     }
   });
   uint8_t* local = p.peer_base[p.rank] + buffer;
@@ -212,7 +221,7 @@ __global__ void __launch_bounds__(kAllReduceThreads) one_shot_kernel(
         [&] { return load_x(p, v); });
     device::store_packed(static_cast<__nv_bfloat16*>(p.sum) + v * kVecElems, sum);
   }
-  finish_call(p, epoch);
+  finish_call(p, call.epoch);
 }
 
 // Two-shot: vector v belongs to rank v / chunk_vecs. (1) push each vector of
@@ -221,16 +230,13 @@ __global__ void __launch_bounds__(kAllReduceThreads) one_shot_kernel(
 // (3) wait for the whole gather region and copy it to the staging buffer.
 __global__ void __launch_bounds__(kAllReduceThreads) two_shot_kernel(
     const __grid_constant__ AllReduceParams p) {
-  uint32_t epoch;
-  const int64_t buffer = enter_call(p, epoch);
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  const int64_t my_slot = buffer + p.rank * p.slot_bytes;
+  const CallState call = enter_call(p);
+  const int64_t buffer = call.buffer, first = call.first, stride = call.stride;
   const auto x_vector = [&](int64_t v) { return load_x(p, v); };
   for_each_vector(p, first, stride, x_vector, [&](int64_t v, uint4 value) {
     uint32_t owner, in_chunk;
     p.chunk_div.divmod(static_cast<uint32_t>(v), owner, in_chunk);
-    store_vector(p.peer_base[owner] + my_slot + int64_t{in_chunk} * 16, value);
+    store_vector(p.peer_base[owner] + call.my_slot + int64_t{in_chunk} * 16, value);
   });
   uint8_t* local = p.peer_base[p.rank] + buffer;
   const int64_t chunk_begin = p.rank * p.chunk_vecs;
@@ -253,7 +259,7 @@ __global__ void __launch_bounds__(kAllReduceThreads) two_shot_kernel(
         store_vector(gathered + v * 16, sentinel_vector());
         store_vector(static_cast<__nv_bfloat16*>(p.sum) + v * kVecElems, sum);
       });
-  finish_call(p, epoch);
+  finish_call(p, call.epoch);
 }
 
 // Set-up: the sentinel in each of the `vecs` 16-byte vectors at `begin`.
