@@ -134,7 +134,7 @@ def percentiles(values: Sequence[float], pcts: Sequence[int]) -> tuple:
 # ---------------------------------------------------------------------------
 # bandwidth ceiling
 
-def _time_eager(fns: dict, reps: int, rounds: int = 2) -> dict:
+def time_eager(fns: dict, reps: int, rounds: int = 2) -> dict:
     """Median seconds per call of large eager calls, timed with CUDA events
     around each call, alternating between the functions."""
     for fn in fns.values():
@@ -170,7 +170,7 @@ def measure_ceilings(reps: int, clock_reader: Callable[[], object] = None) -> di
     dst = torch.empty_like(src)
     big = torch.randn(gib, device="cuda", dtype=torch.bfloat16)
     fns = {"copy": lambda: dst.copy_(src), "reduce": lambda: torch.sum(big)}
-    t = _time_eager(fns, reps)
+    t = time_eager(fns, reps)
     clock = None
     if clock_reader is not None:
         for _ in range(200):  # ~100 ms of copies in flight while the clock is read
