@@ -183,14 +183,17 @@ __device__ __forceinline__ void store_packed(__nv_bfloat16* p, const Packed8<__n
                : "memory");
 }
 
-// Divides by the scale (divide_rn, common/fp8_scale.cuh), converts to e4m3
-// with saturation to +-448 (cvt.rn.satfinite.e4m3x2.f32) and stores 8 bytes.
+// Divides by the scale (divide_rn, common/fp8_scale.cuh; divide_rn_covered
+// when kCovered: a dynamic scale of a maximum over these values), converts to
+// e4m3 with saturation to +-448 (cvt.rn.satfinite.e4m3x2.f32) and stores 8 bytes.
+template <bool kCovered = false>
 __device__ __forceinline__ void store8_fp8(__nv_fp8_e4m3* p, const float (&v)[8], Fp8Divisor d) {
+  auto divide = [&](float x) { return kCovered ? divide_rn_covered(x, d) : divide_rn(x, d); };
   uint2 raw;
   auto* pairs = reinterpret_cast<__nv_fp8x2_storage_t*>(&raw);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    pairs[i] = __nv_cvt_float2_to_fp8x2(make_float2(divide_rn(v[2 * i], d), divide_rn(v[2 * i + 1], d)),
+    pairs[i] = __nv_cvt_float2_to_fp8x2(make_float2(divide(v[2 * i]), divide(v[2 * i + 1])),
                                         __NV_SATFINITE, __NV_E4M3);
   }
   *reinterpret_cast<uint2*>(p) = raw;
