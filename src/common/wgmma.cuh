@@ -26,25 +26,13 @@ __device__ __forceinline__ uint32_t swizzle_128b_offset(int row, int chunk) {
   return static_cast<uint32_t>(row * 128 + ((chunk ^ (row & 7)) << 4));
 }
 
-// Descriptor of a K-major, 128-byte-swizzled tile starting at `smem` (a row
-// whose index is a multiple of 8), advanced by `k_byte_offset` (a multiple of
-// 32) along K inside the 128-byte rows.
-__device__ __forceinline__ uint64_t sw128_kmajor_desc(const void* smem, uint32_t k_byte_offset) {
-  cute::GmmaDescriptor desc;
-  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem)) + k_byte_offset;
-  desc.bitfield.start_address_ = static_cast<uint16_t>(addr >> 4);
-  desc.bitfield.leading_byte_offset_ = 1;       // unused by swizzled K-major layouts
-  desc.bitfield.stride_byte_offset_ = 1024 >> 4;  // 8 rows x 128 bytes
-  desc.bitfield.base_offset_ = 0;                // tile bases are 1024-byte aligned
-  desc.bitfield.layout_type_ = static_cast<uint8_t>(cute::SM90::GMMA::LayoutType::B128);
-  return desc.desc_;
-}
-
-// The same descriptor as two 32-bit words. The upper word (stride 1024 bytes,
-// 128-byte swizzle) is one constant for every such tile, so a loop over
-// pipeline stages adds only to the lower word (start address / 16 in bits
-// 0-13, the leading offset 1 in bits 16-29): one 32-bit add per operand
-// instead of 64-bit arithmetic moved into uniform registers.
+// The descriptor of a K-major, 128-byte-swizzled tile as two 32-bit words.
+// The upper word (stride 1024 bytes = 8 rows x 128 bytes, base offset 0 as
+// tile bases are 1024-byte aligned, 128-byte swizzle) is one constant for
+// every such tile, so a loop over pipeline stages adds only to the lower word
+// (start address / 16 in bits 0-13; the leading offset, unused by swizzled
+// K-major layouts, 1 in bits 16-29): one 32-bit add per operand instead of
+// 64-bit arithmetic moved into uniform registers.
 constexpr uint32_t kSw128DescHi =
     (1024 >> 4) | (static_cast<uint32_t>(cute::SM90::GMMA::LayoutType::B128) << 30);
 __device__ __forceinline__ uint32_t sw128_kmajor_desc_lo(uint32_t smem_addr) {
@@ -52,6 +40,14 @@ __device__ __forceinline__ uint32_t sw128_kmajor_desc_lo(uint32_t smem_addr) {
 }
 __device__ __forceinline__ uint64_t sw128_desc(uint32_t lo) {
   return (static_cast<uint64_t>(kSw128DescHi) << 32) | lo;
+}
+
+// The descriptor of such a tile starting at `smem` (a row whose index is a
+// multiple of 8), advanced by `k_byte_offset` (a multiple of 32) along K
+// inside the 128-byte rows.
+__device__ __forceinline__ uint64_t sw128_kmajor_desc(const void* smem, uint32_t k_byte_offset) {
+  return sw128_desc(
+      sw128_kmajor_desc_lo(static_cast<uint32_t>(__cvta_generic_to_shared(smem)) + k_byte_offset));
 }
 
 // The m64nNk* instruction for A = B = element type, fp32 accumulation.

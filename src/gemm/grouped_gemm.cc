@@ -85,6 +85,27 @@ int token_tile_for(int64_t expected_rows) {
   return gemm::choose_token_tile(expected_rows);
 }
 
+// The [slabs][rows][columns] view a TMA map takes of x or y: contiguous, one
+// slab of shape[0] rows; masked, one slab per group. False where TMA cannot
+// address the strides.
+struct RowSlabs {
+  uint64_t dims[3];     // columns, rows, slabs
+  uint64_t strides[2];  // bytes: row, slab
+};
+bool row_slabs(const Tensor& t, GroupedLayout layout, int64_t element_bytes, RowSlabs* out) {
+  const bool masked = layout == GroupedLayout::kMasked;
+  const int64_t row_bytes = t.strides[masked ? 1 : 0] * element_bytes;
+  const int64_t rows = t.shape[masked ? 1 : 0];
+  const int64_t slabs = masked ? t.shape[0] : 1;
+  // A slab stride is never used with one slab; TMA wants it addressable.
+  const int64_t slab_bytes = slabs == 1 ? row_bytes * rows : t.strides[0] * element_bytes;
+  if (!detail::tma_stride_ok(row_bytes) || !detail::tma_stride_ok(slab_bytes)) return false;
+  *out = RowSlabs{{static_cast<uint64_t>(t.shape[t.ndim - 1]), static_cast<uint64_t>(rows),
+                   static_cast<uint64_t>(slabs)},
+                  {static_cast<uint64_t>(row_bytes), static_cast<uint64_t>(slab_bytes)}};
+  return true;
+}
+
 // The TMA map of x's row tiles (contiguous: one slab of x.shape[0] rows;
 // masked: one slab per group), or false where x goes by cp.async: where
 // gemm::rows_by_tma says so, strides TMA cannot address, or
@@ -95,22 +116,14 @@ bool x_tma_map(CUtensorMap* map, const Tensor& x, GroupedLayout layout, bool fp8
                int token_tile) {
   static const bool enabled = detail::env_int("HPC_OPS_GEMM_X_TMA", 1) != 0;
   if (!enabled || !gemm::rows_by_tma(static_cast<gemm::Layout>(layout), token_tile)) return false;
-  const bool masked = layout == GroupedLayout::kMasked;
   const int64_t element_bytes = fp8 ? 1 : 2;
-  const int64_t row_bytes = x.strides[masked ? 1 : 0] * element_bytes;
-  const uint64_t rows = static_cast<uint64_t>(x.shape[masked ? 1 : 0]);
-  const uint64_t slabs = masked ? static_cast<uint64_t>(x.shape[0]) : 1;
-  // A slab stride is never used with one slab; TMA wants it addressable.
-  const int64_t slab_bytes =
-      slabs == 1 ? row_bytes * static_cast<int64_t>(rows) : x.strides[0] * element_bytes;
-  if (!detail::tma_stride_ok(row_bytes) || !detail::tma_stride_ok(slab_bytes)) return false;
-  const uint64_t dims[3] = {static_cast<uint64_t>(x.shape[x.ndim - 1]), rows, slabs};
-  const uint64_t strides[2] = {static_cast<uint64_t>(row_bytes), static_cast<uint64_t>(slab_bytes)};
+  RowSlabs slabs;
+  if (!row_slabs(x, layout, element_bytes, &slabs)) return false;
   const uint32_t box[3] = {static_cast<uint32_t>(gemm::kKTileBytes / element_bytes),
                            static_cast<uint32_t>(token_tile), 1};
   return detail::try_make_tma_map_sw128(
-      map, x.data, fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, dims,
-      strides, box, CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
+      map, x.data, fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3,
+      slabs.dims, slabs.strides, box, CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
 }
 
 // The TMA map of y's row tiles, [slabs][rows][N] bf16 in boxes of 64
@@ -123,17 +136,12 @@ bool x_tma_map(CUtensorMap* map, const Tensor& x, GroupedLayout layout, bool fp8
 bool y_tma_map(CUtensorMap* map, const Tensor& y, GroupedLayout layout, int box_rows) {
   static const bool enabled = detail::env_int("HPC_OPS_GEMM_Y_TMA", 1) != 0;
   if (!enabled) return false;
-  const bool masked = layout == GroupedLayout::kMasked;
-  const int64_t row_bytes = y.strides[masked ? 1 : 0] * 2;
-  const uint64_t rows = static_cast<uint64_t>(y.shape[masked ? 1 : 0]);
-  const uint64_t slabs = masked ? static_cast<uint64_t>(y.shape[0]) : 1;
-  const int64_t slab_bytes = slabs == 1 ? row_bytes * static_cast<int64_t>(rows) : y.strides[0] * 2;
-  if (!detail::tma_stride_ok(row_bytes) || !detail::tma_stride_ok(slab_bytes)) return false;
-  const uint64_t dims[3] = {static_cast<uint64_t>(y.shape[y.ndim - 1]), rows, slabs};
-  const uint64_t strides[2] = {static_cast<uint64_t>(row_bytes), static_cast<uint64_t>(slab_bytes)};
+  RowSlabs slabs;
+  if (!row_slabs(y, layout, 2, &slabs)) return false;
   const uint32_t box[3] = {64, static_cast<uint32_t>(box_rows), 1};
-  return detail::try_make_tma_map_sw128(map, y.data, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, dims,
-                                        strides, box, CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
+  return detail::try_make_tma_map_sw128(map, y.data, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3,
+                                        slabs.dims, slabs.strides, box,
+                                        CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
 }
 
 }  // namespace

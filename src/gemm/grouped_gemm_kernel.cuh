@@ -44,6 +44,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
 
+#include <type_traits>
+
 #include <cute/arch/copy_sm90_desc.hpp>
 #include <cute/arch/copy_sm90_tma.hpp>
 #include <cutlass/arch/barrier.h>
@@ -233,6 +235,51 @@ struct ScaleRows {
   }
 };
 
+// The row tile of x by cp.async, for layouts or tiles without an x map
+// (kXByTma false): producer thread `tid` copies 16-byte chunk tid % 8 of rows
+// tid / 8 + 16 i, found through the layout's addressing once per tile (rows
+// past the group, and K past the end, are zero-filled).
+template <class Traits, int kTokenTile>
+struct XRowsByCpAsync {
+  static constexpr int kRows = Traits::kRowsPerProducerThread;
+  const uint8_t* row[kRows];  // nullptr: a row that reads nothing
+
+  __device__ __forceinline__ XRowsByCpAsync(const GroupedGemmParams& p, const TileCoord& c,
+                                            int tid) {
+    const auto* x_bytes = static_cast<const uint8_t*>(p.x);
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+      const int m = c.row_tile * kTokenTile + (tid >> 3) + 16 * i;
+      const int src = m < c.rows ? source_row(p, c.row0, m) : -1;
+      row[i] = src < 0 ? nullptr
+                       : x_bytes + (c.group * p.x_group_stride +
+                                    static_cast<int64_t>(src) * p.x_row_stride) *
+                                       Traits::kElementBytes;
+    }
+  }
+
+  // Issues this thread's copies of k-tile kt into x_tile.
+  __device__ __forceinline__ void copy(const GroupedGemmParams& p, int kt, uint8_t* x_tile,
+                                       int tid) const {
+    const int chunk = tid & 7;
+    const int k_byte = kt * kKTileBytes + chunk * 16;
+    const int k_bytes = p.k * Traits::kElementBytes;
+    const uint32_t x_tile_addr = static_cast<uint32_t>(__cvta_generic_to_shared(x_tile));
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+      const bool valid = row[i] != nullptr && k_byte < k_bytes;
+      cp_async_16_zfill(x_tile_addr + device::swizzle_128b_offset((tid >> 3) + 16 * i, chunk),
+                        valid ? row[i] + k_byte : p.x, valid);
+    }
+  }
+};
+
+// With an x map the producer's TMA thread loads the row tile: nothing to hold.
+struct XRowsByTma {
+  __device__ __forceinline__ XRowsByTma(const GroupedGemmParams&, const TileCoord&, int) {}
+  __device__ __forceinline__ void copy(const GroupedGemmParams&, int, uint8_t*, int) const {}
+};
+
 // Copies the scales of one stage into its scale slot by cp.async, spread over
 // the producer's kCopyThreads threads (thread `tid`): per-tensor / per-row,
 // on the tile's last stage, the row tile's x scales and the 128 channel
@@ -322,28 +369,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     cutlass::arch::warpgroup_reg_dealloc<56>();
     const int tid = threadIdx.x;
     if (tid < Traits::kCopyThreads) {
-      const int chunk = tid & 7;      // cp.async of x: 16-byte chunk of a 128-byte row
-      const int row_base = tid >> 3;  // rows row_base + 16 i
-      const uint8_t* x_bytes = static_cast<const uint8_t*>(p.x);
-      const int k_bytes = p.k * Traits::kElementBytes;
-      constexpr int kXRows = kXByTma ? 1 : Traits::kRowsPerProducerThread;
+      using XRows = std::conditional_t<kXByTma, XRowsByTma, XRowsByCpAsync<Traits, kTokenTile>>;
       int stage = 0;
       uint32_t phase = 0;
       for (int tile = blockIdx.x; tile < total_tiles; tile += gridDim.x) {
         const TileCoord c = decode_tile<kTokenTile>(tile, p.num_groups, tile_start, group_row0,
                                                     group_rows);
-        const uint8_t* row_ptr[kXRows];
-        if constexpr (!kXByTma) {
-#pragma unroll
-          for (int i = 0; i < kXRows; ++i) {
-            const int m = c.row_tile * kTokenTile + row_base + 16 * i;
-            const int src = m < c.rows ? source_row(p, c.row0, m) : -1;
-            row_ptr[i] = src < 0 ? nullptr
-                                 : x_bytes + (c.group * p.x_group_stride +
-                                              static_cast<int64_t>(src) * p.x_row_stride) *
-                                                 Traits::kElementBytes;
-          }
-        }
+        const XRows x_rows(p, c, tid);
         // TMA coordinates of the row tile: the group's slab (masked) or the
         // rows of the one slab (contiguous).
         const int x_row = c.row0 + c.row_tile * kTokenTile;
@@ -364,16 +396,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                            x_row, x_slab);
             }
           }
-          if constexpr (!kXByTma) {
-            const int k_byte = kt * kKTileBytes + chunk * 16;
-            const uint32_t x_tile_addr = static_cast<uint32_t>(__cvta_generic_to_shared(x_tile));
-#pragma unroll
-            for (int i = 0; i < kXRows; ++i) {
-              const bool valid = row_ptr[i] != nullptr && k_byte < k_bytes;
-              cp_async_16_zfill(x_tile_addr + device::swizzle_128b_offset(row_base + 16 * i, chunk),
-                                valid ? row_ptr[i] + k_byte : p.x, valid);
-            }
-          }
+          x_rows.copy(p, kt, x_tile, tid);
           copy_stage_scales<Traits, kTokenTile, kEpilogue>(
               p, c, scale_rows, kt, k_tiles, stage_scales + stage * Traits::kScaleFloats, tid);
           if constexpr (Traits::kFullArrivals > 1) {
