@@ -52,7 +52,8 @@ struct TpCommOptions {
   int max_ctas = 0;          // CTAs per call at most; 0: the device's multiprocessors
   // > 0: a kernel that waits longer than this for a peer's data stops, marks
   // the communicator failed and writes NaN; 0: wait without limit, unless
-  // HPC_OPS_DEBUG_CHECKS=1 (then 10 s, checked after every call).
+  // HPC_OPS_DEBUG_CHECKS=1 (then 10 s, checked after every call that is not
+  // captured into a CUDA graph).
   int64_t timeout_ms = 0;
 };
 
@@ -70,7 +71,7 @@ class TpCommunicator {
   std::string export_handle() const;
   // Opens every other rank's buffer; handles[r] is what rank r exported.
   // Throws kInvalidArgument when the ranks were set up differently (world,
-  // hidden, max_tokens, max_ctas) and kUnsupported when a peer's memory
+  // hidden, max_tokens) and kUnsupported when a peer's memory
   // cannot be reached (no peer access between the GPUs).
   void connect(const std::vector<std::string>& handles);
 
@@ -90,7 +91,8 @@ class TpCommunicator {
   int64_t capacity_elems() const;
   int64_t one_shot_capacity_elems() const;
   // The path a call of `tokens` rows takes (HPC_OPS_ALLREDUCE_PATH = oneshot /
-  // twoshot / nccl overrides it where the call fits).
+  // twoshot overrides it where the call fits; "nccl" is honoured by the Python
+  // wrapper, which owns the NCCL call).
   AllReducePath path_for(int64_t tokens) const;
 
   // Synchronizes the device and returns the message of a kernel that timed

@@ -39,8 +39,23 @@ def _release_all():
     """Frees the peer buffers while CUDA is still up (before interpreter teardown)."""
     for c in list(_LIVE):
         c._comm = None
-_NCCL = 2
+
+
 MAX_PEER_WORLD = 8
+
+
+def _failure(e: Exception) -> tuple:
+    """One rank's set-up error as sent to every rank: (a ValueError?, message)."""
+    return (isinstance(e, ValueError), str(e))
+
+
+def _raise_first_failure(op: str, failures: list) -> None:
+    """Raises the first rank's set-up error on every rank (each sees the same list)."""
+    for r, failure in enumerate(failures):
+        if failure is not None:
+            is_value_error, message = failure
+            raise (ValueError if is_value_error else RuntimeError)(
+                f"hpc_ops.{op}: set-up failed on rank {r}: {message}")
 
 
 class TpCommunicator:
@@ -60,7 +75,9 @@ class TpCommunicator:
         and the outputs are NaN); 0 waits without limit (10 s with HPC_OPS_DEBUG_CHECKS=1)
 
     Set-up is collective: every rank must create its communicator with the same
-    ``hidden`` and ``max_tokens``, else every rank raises ValueError.
+    ``hidden`` and ``max_tokens``, else every rank raises ValueError; when one
+    rank's set-up fails (a bad argument, an allocation or a CUDA error), every
+    rank raises, so none is left waiting for the others.
     """
 
     def __init__(self, group=None, *, hidden: int, max_tokens: int = 512, device=None,
@@ -92,14 +109,23 @@ class TpCommunicator:
         index = torch.cuda.current_device() if device is None else torch.device(device).index
         self.device = torch.device("cuda", index)
         self._comm = None
-        if self.world <= MAX_PEER_WORLD:
-            self._comm = _C.TpCommunicator(self.rank, self.world, index, hidden, max_tokens,
-                                           max_ctas, timeout_ms)
+        error = None
+        try:
+            if self.world <= MAX_PEER_WORLD:
+                self._comm = _C.TpCommunicator(self.rank, self.world, index, hidden, max_tokens,
+                                               max_ctas, timeout_ms)
+                handle = self._comm.export_handle()
+            else:
+                handle = None
+        except (ValueError, RuntimeError) as e:
+            error = _failure(e)
+            self._comm, handle = None, None
         _LIVE.add(self)
         info = {"host": socket.gethostname(), "hidden": hidden, "max_tokens": max_tokens,
-                "handle": self._comm.export_handle() if self._comm is not None else None}
+                "handle": handle, "error": error}
         infos = [None] * self.world
         dist.all_gather_object(infos, info, group=group)
+        _raise_first_failure(op, [other["error"] for other in infos])
         first = infos[0]
         for r, other in enumerate(infos):  # every rank sees the same list: all raise alike
             if (other["hidden"], other["max_tokens"]) != (first["hidden"], first["max_tokens"]):
@@ -107,7 +133,7 @@ class TpCommunicator:
                     f"hpc_ops.{op}: rank {r} was created with hidden={other['hidden']}, "
                     f"max_tokens={other['max_tokens']}; rank 0 with hidden={first['hidden']}, "
                     f"max_tokens={first['max_tokens']} (every rank must pass the same values)")
-        reason = ""
+        reason, error = "", None
         if self._comm is None:
             reason = f"{self.world} ranks (the peer path takes at most {MAX_PEER_WORLD})"
         elif len({other["host"] for other in infos}) > 1:
@@ -117,9 +143,12 @@ class TpCommunicator:
                 self._comm.connect([other["handle"] for other in infos])
             except ValueError as e:  # no peer access between some GPUs
                 reason = str(e)
-        reasons = [None] * self.world
-        dist.all_gather_object(reasons, reason, group=group)
-        failed = [(r, why) for r, why in enumerate(reasons) if why]
+            except RuntimeError as e:
+                error = _failure(e)
+        answers = [None] * self.world
+        dist.all_gather_object(answers, (reason, error), group=group)
+        _raise_first_failure(op, [e for _, e in answers])
+        failed = [(r, why) for r, (why, _) in enumerate(answers) if why]
         self.peer_access = not failed
         self.reason = "" if not failed else f"rank {failed[0][0]}: {failed[0][1]}"
 
@@ -193,7 +222,7 @@ def fused_allreduce_residual_rmsnorm(x, residual, weight, eps: float, comm: TpCo
             raise ValueError(f"hpc_ops.{op}: x has {x2.shape[0]} rows, more than the local "
                              f"group's max_tokens = {comm.max_tokens}")
         import torch.distributed as dist
-        summed = x2.contiguous().clone()
+        summed = x2.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(summed, group=comm.group)
         return fused_add_rms_norm(summed.view(x.shape), residual, weight, eps, quant=quant,
                                   scale=scale, out=out, residual_out=residual_out,

@@ -11,9 +11,11 @@ cudaError_t launch_allreduce(AllReducePath path, const AllReduceParams& params, 
   detail::LaunchShape shape;
   shape.grid = dim3(static_cast<unsigned>(ctas));
   shape.block = dim3(kAllReduceThreads);
-  return path == AllReducePath::kOneShot
-             ? detail::launch_kernel(one_shot_kernel, shape, stream, params)
-             : detail::launch_kernel(two_shot_kernel, shape, stream, params);
+  switch (path) {
+    case AllReducePath::kOneShot: return detail::launch_kernel(one_shot_kernel, shape, stream, params);
+    case AllReducePath::kTwoShot: return detail::launch_kernel(two_shot_kernel, shape, stream, params);
+    default: return cudaErrorInvalidValue;  // kNccl has no kernel here
+  }
 }
 
 cudaError_t launch_fill_sentinel(void* begin, int64_t bytes, cudaStream_t stream) {

@@ -80,7 +80,10 @@ void fused_allreduce_residual_rmsnorm(TpCommunicator& comm, const Tensor& x,
   }
   rowwise::launch(check, rowwise::norm_kernel_table(), rowwise::Prologue::kAddRmsNorm,
                   DType::kBFloat16, norm, stream, comm.device());
-  if (m.check_after_call) {
+  // (device_error synchronizes: not while the stream is captured into a graph)
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (m.check_after_call && cudaStreamIsCapturing(stream, &capture) == cudaSuccess &&
+      capture == cudaStreamCaptureStatusNone) {
     const std::string error = comm.device_error();
     if (!error.empty()) check.fail(ErrorKind::kCuda, error);
   }

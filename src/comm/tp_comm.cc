@@ -48,9 +48,10 @@ TpCommunicator::TpCommunicator(int rank, int world, int device, const TpCommOpti
     check.invalid("hidden = ", options.hidden, ", expected a positive multiple of 8");
   }
   if (options.max_tokens < 1) check.invalid("max_tokens = ", options.max_tokens, ", expected >= 1");
-  if (options.max_tokens * options.hidden >= kMaxFastDividend) {
-    check.invalid("max_tokens x hidden = ", options.max_tokens * options.hidden,
-                  ", expected below 2^31 elements");
+  // (compared by division: the product of two large values would wrap)
+  if (options.max_tokens > (kMaxFastDividend - 1) / options.hidden) {
+    check.invalid("max_tokens = ", options.max_tokens, " with hidden = ", options.hidden,
+                  ", expected max_tokens x hidden below 2^31 elements");
   }
   if (options.max_ctas < 0) check.invalid("max_ctas = ", options.max_ctas, ", expected >= 0");
   if (options.timeout_ms < 0) check.invalid("timeout_ms = ", options.timeout_ms, ", expected >= 0");
@@ -68,10 +69,15 @@ TpCommunicator::TpCommunicator(int rank, int world, int device, const TpCommOpti
   HPC_OPS_CUDA_CHECK(check.op(), cudaMalloc(&base, m.layout.total_bytes));
   m.base = static_cast<uint8_t*>(base);
   m.peer_base[rank] = m.base;
-  HPC_OPS_CUDA_CHECK(check.op(), cudaMemset(m.base, 0, m.layout.control_bytes));
-  HPC_OPS_CUDA_CHECK(check.op(), comm::launch_fill_sentinel(m.base + m.layout.buffers_offset,
-                                                            2 * m.layout.buffer_bytes, nullptr));
-  HPC_OPS_CUDA_CHECK(check.op(), cudaDeviceSynchronize());
+  try {
+    HPC_OPS_CUDA_CHECK(check.op(), cudaMemset(m.base, 0, m.layout.control_bytes));
+    HPC_OPS_CUDA_CHECK(check.op(), comm::launch_fill_sentinel(m.base + m.layout.buffers_offset,
+                                                              2 * m.layout.buffer_bytes, nullptr));
+    HPC_OPS_CUDA_CHECK(check.op(), cudaDeviceSynchronize());
+  } catch (...) {
+    cudaFree(m.base);  // a throwing constructor runs no destructor
+    throw;
+  }
 }
 
 TpCommunicator::~TpCommunicator() {

@@ -70,7 +70,22 @@ def case_setup_mismatch(rank, world, hidden):
     raise AssertionError("no error for mismatched hidden sizes")
 
 
-CASES = {"numerics": case_numerics, "setup_mismatch": case_setup_mismatch}
+def case_setup_error(rank, world, hidden):
+    """Rank 1's own set-up fails (hidden not a multiple of 8, caught by the C++
+    constructor): every rank must raise that error, none may hang."""
+    import hpc_ops
+    mine = hidden if rank != 1 else hidden + 4
+    try:
+        hpc_ops.TpCommunicator(hidden=mine, max_tokens=8)
+    except ValueError as e:
+        assert f"set-up failed on rank 1: hpc_ops.TpCommunicator: hidden = {hidden + 4}" in str(e), \
+            str(e)
+        return "raised"
+    raise AssertionError("no error although rank 1's set-up failed")
+
+
+CASES = {"numerics": case_numerics, "setup_mismatch": case_setup_mismatch,
+         "setup_error": case_setup_error}
 
 
 def worker(rank, world, init_file, backend, one_gpu, case, hidden, queue):

@@ -68,6 +68,11 @@ def test_setup_mismatch_raises_on_every_rank(tmp_path):
     assert results == {0: "raised", 1: "raised"}
 
 
+def test_setup_error_on_one_rank_raises_on_every_rank(tmp_path):
+    results = _spawn(2, "gloo", True, "setup_error", 4096, tmp_path)
+    assert results == {0: "raised", 1: "raised"}
+
+
 @pytest.mark.parametrize("hidden", [4096, 5120, 7168, 8200])
 @pytest.mark.parametrize("world", [2, 4, 8])
 def test_one_process_per_gpu(tmp_path, world, hidden):
