@@ -278,21 +278,25 @@ struct DecodeCta {
         if constexpr (Kv::kTokensOnM) device::fence_proxy_async_shared();
       }
       __syncthreads();
-      // The stage read in iteration i - 1 is free once every warp passed the barrier.
-      if constexpr (kTma) {
-        if (i + kStages - 1 < n_tiles) {
-          issue_tile_tma(h, tile_begin + i + kStages - 1, len, box_page, ring + kStages - 1);
+      // The stage read in iteration i - 1 is free once every warp passed the
+      // barrier: the math refills it (while the tokens-on-M kernel's wgmma
+      // runs, at the start of a rows-on-M tile).
+      auto refill = [&] {
+        if constexpr (kTma) {
+          if (i + kStages - 1 < n_tiles) {
+            issue_tile_tma(h, tile_begin + i + kStages - 1, len, box_page, ring + kStages - 1);
+          }
+          if (i + kStages < n_tiles) box_page = fetch_box_page(copies.pages, tile_begin + i + kStages);
+        } else {
+          if (i + kStages - 1 < n_tiles) {
+            issue_tile(copies, tile_begin + i + kStages - 1, len, pages, (ring + kStages - 1) % kStages);
+          }
+          device::cp_async_commit();
+          if (i + kStages < n_tiles) fetch_pages(copies, tile_begin + i + kStages, pages);
         }
-        if (i + kStages < n_tiles) box_page = fetch_box_page(copies.pages, tile_begin + i + kStages);
-      } else {
-        if (i + kStages - 1 < n_tiles) {
-          issue_tile(copies, tile_begin + i + kStages - 1, len, pages, (ring + kStages - 1) % kStages);
-        }
-        device::cp_async_commit();
-        if (i + kStages < n_tiles) fetch_pages(copies, tile_begin + i + kStages, pages);
-      }
+      };
       const float* k_scales = reinterpret_cast<const float*>(smem + G::kScaleOffset + stage * G::kScaleBytes);
-      math.tile(p, smem, stage_ptr(stage), k_scales, tile_begin + i, len, i == 0);
+      math.tile(p, smem, stage_ptr(stage), k_scales, tile_begin + i, len, i == 0, refill);
     }
     ring_pos += static_cast<uint32_t>(n_tiles);
     if constexpr (!kTma) device::cp_async_wait<0>();

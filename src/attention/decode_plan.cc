@@ -30,7 +30,8 @@ void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t pi
     fewest = std::min(fewest, count);
     most = std::max(most, count);
   }
-  const int32_t overhead = unit_overhead(tiles, units_with_tiles, fewest, most, info.num_bins, piece_cost);
+  const BinRun run = bin_run(tiles, units_with_tiles, fewest, most, info.num_bins, piece_cost);
+  const int32_t overhead = run.overhead;
   int64_t total = 0;
   for (int64_t b = 0; b < batch; ++b) {
     int32_t first = 0, count = 0;
@@ -42,7 +43,7 @@ void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t pi
     }
   }
   schedule[l.tile_start + units] = static_cast<int32_t>(total);
-  const int32_t per_bin = tiles_per_bin(total, info.num_bins);
+  const int32_t per_bin = run.per_bin;
   const int rows = unit_rows(info);
   int64_t slots = 0;
   int32_t most_pieces = 0, left_to_merge = 0;

@@ -7,9 +7,10 @@
 // the tiles of request b from first_tile[b] (0, or the first tile a sliding
 // window reaches) to ceil(L / 64). Units are laid end to end on a line of
 // positions: a unit with tiles spans its tiles followed by `overhead` empty
-// positions (header word 6; a piece's fixed cost, see unit_overhead),
-// a unit without tiles spans nothing. Bin c (CTA c) takes the positions
-// [c*T, (c+1)*T), T = max(ceil(total / bins), kMinTilesPerBin), cutting
+// positions (header word 6: a piece's fixed cost, or the rounding that
+// lines equal units up with the bins; see bin_run), a unit without tiles
+// spans nothing. Bin c (CTA c) takes the positions [c*T, (c+1)*T) (T from
+// bin_run: about total / bins, at least kMinTilesPerBin), cutting
 // units at bin boundaries into pieces (a bin that reaches only a unit's
 // empty positions takes no piece of it). A unit cut
 // into p >= 2 pieces writes p partial results (slots slot_start[u] ..); the
@@ -140,6 +141,48 @@ HPC_OPS_HOST_DEVICE inline int32_t unit_overhead(int64_t tiles, int64_t units, i
     if (8 * int64_t{tiles_per_bin(tiles + o * units, bins)} <= 9 * base) return o;
   }
   return 0;
+}
+
+// The run of positions per bin and the empty positions after each unit's
+// tiles (header words 0 and 6), for a batch of `units` units with tiles,
+// `tiles` in all, the fewest and most of one unit.
+struct BinRun {
+  int32_t per_bin, overhead;
+};
+
+// Mixed units: an even cut of the line (tiles_per_bin) with unit_overhead's
+// charge. Equal units of U tiles: bins lined up with the units when that
+// keeps at least 15/16 of the bins the even cut uses busy, so that no bin
+// holds parts of two units: j whole units per bin (units >= bins: no
+// partial results at all), or k pieces per unit with the units' spans
+// rounded up to k runs by empty positions.
+// NOTE: the even cut of 512 units of 64 tiles on 528 bins (FP8 64 x 4K
+// 64/8) is 63 tiles a bin: nearly every unit in two pieces, every bin with
+// two prologues and a partial result to merge; lined up, 64 tiles and one
+// piece per bin on 512 bins.
+HPC_OPS_HOST_DEVICE inline BinRun bin_run(int64_t tiles, int64_t units, int32_t fewest, int32_t most,
+                                          int32_t bins, int32_t piece_cost) {
+  const int32_t overhead = unit_overhead(tiles, units, fewest, most, bins, piece_cost);
+  const BinRun even{tiles_per_bin(tiles + int64_t{overhead} * units, bins), overhead};
+  if (units == 0 || fewest != most) return even;
+  const int64_t u = most;
+  int64_t run = 0, pad = 0, used = 0;
+  if (units >= bins) {
+    int64_t j = (units + bins - 1) / bins;
+    if (j * u < kMinTilesPerBin) j = (kMinTilesPerBin + u - 1) / u;
+    run = j * u;
+    used = (units + j - 1) / j;
+  } else {
+    const int64_t k = bins / units;
+    run = (u + k - 1) / k;
+    run = run > kMinTilesPerBin ? run : kMinTilesPerBin;
+    const int64_t pieces = (u + run - 1) / run;
+    pad = pieces * run - u;
+    used = units * pieces;
+  }
+  const int64_t even_used = (tiles + even.per_bin - 1) / even.per_bin;
+  if (pad > kMaxUnitOverhead || 16 * used < 15 * even_used) return even;
+  return BinRun{static_cast<int32_t>(run), static_cast<int32_t>(pad)};
 }
 
 // Pieces of a unit whose tiles are [start, start + tiles) on the line.

@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(kPlanThreads)
   device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
   const ScheduleLayout layout = schedule_layout(batch, heads, bins);
   const int32_t units = batch * heads;
-  // Pass 0: what unit_overhead needs, per thread, per warp, then per CTA.
+  // Pass 0: what bin_run needs, per thread, per warp, then per CTA.
   int32_t my_tiles = 0, my_requests = 0, my_fewest = INT32_MAX, my_most = 0;
   for (int32_t b = static_cast<int32_t>(threadIdx.x); b < batch; b += kPlanThreads) {
     int32_t first = 0, count = 0;
@@ -76,8 +76,9 @@ __global__ void __launch_bounds__(kPlanThreads)
     atomicMax(&most, my_most);
   }
   __syncthreads();
-  const int32_t overhead = unit_overhead(int64_t{tiles} * heads, int64_t{requests_with_tiles} * heads,
-                                         fewest, most, bins, piece_cost);
+  const BinRun run = bin_run(int64_t{tiles} * heads, int64_t{requests_with_tiles} * heads, fewest, most, bins,
+                             piece_cost);
+  const int32_t overhead = run.overhead;
   // Pass 1: tile_start (and first_tile per request): each unit with tiles
   // spans them and `overhead` empty positions.
   const int32_t total = scan_units(
@@ -90,7 +91,7 @@ __global__ void __launch_bounds__(kPlanThreads)
         return unit_span(count, overhead);
       },
       sched + layout.tile_start, scan_storage, carry);
-  const int32_t per_bin = tiles_per_bin(total, bins);
+  const int32_t per_bin = run.per_bin;
   // Pass 2: slot_start over the units cut into >= 2 pieces (this CTA's own
   // tile_start writes are visible after the barriers of pass 1).
   const int32_t slots = scan_units(

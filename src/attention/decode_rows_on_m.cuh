@@ -67,8 +67,11 @@ struct RowsOnM {
 
   // One 64-token KV tile (absolute tile index `tile` of the request) in
   // `stage` (K, then V), its per-token k scales in `k_scales`.
+  // `refill` issues the next tiles' copies.
+  template <class Refill>
   __device__ void tile(const DecodeParams& p, const uint8_t* q_smem, const uint8_t* stage,
-                       const float* k_scales, int tile, int len, bool first) {
+                       const float* k_scales, int tile, int len, bool first, Refill&& refill) {
+    refill();
     if constexpr (Kv::kQInSharedMemory) {
       if (first) Kv::q_fragments(qf, device::shared_address(q_smem), m_tile, lane);
     }

@@ -51,6 +51,7 @@ struct TokensOnM {
   static constexpr int kN = Kv::kQParts * kHiRows;  // wgmma N: hi, mid, lo rows
   static constexpr float kPartStep = 16.0f;         // each part rounds 16 x the residual
   static constexpr int kDimTiles = kDecodeHeadDim / 16;  // O^T m-tiles (8)
+  static constexpr float kRescaleSlack = 8.0f;            // see tile()
   using G = DecodeGeometry<1, Kv>;
   static_assert(G::kThreads == 128 && G::kTokensPerWarp == 16, "one warpgroup, 16 tokens per warp");
 
@@ -58,6 +59,8 @@ struct TokensOnM {
   RowLimits cols[kQBlocks][2];  // query rows 8b + 2t + j
   float o[kDimTiles][kQBlocks][4];
   float m_run[kQBlocks][2], l_run[kQBlocks][2];
+  // Every query row of the unit sees the positions [visible_from, visible_to).
+  int visible_from, visible_to;
 
   __device__ TokensOnM(int warp_, int lane_) : warp(warp_), lane(lane_) {}
 
@@ -123,6 +126,10 @@ struct TokensOnM {
     __syncthreads();
     const int t = lane % 4;
     const float scale = logit_scale(p);
+    // The last query token's window starts latest; the first token's causal
+    // limit ends first (row_limits).
+    visible_from = p.sliding_window > 0 ? len - p.sliding_window : 0;
+    visible_to = len - p.q_len + 1;
 #pragma unroll
     for (int qb = 0; qb < kQBlocks; ++qb) {
 #pragma unroll
@@ -140,8 +147,11 @@ struct TokensOnM {
     }
   }
 
+  // One 64-token tile; `refill` (the next tiles' copies) runs while the
+  // tensor cores compute S^T.
+  template <class Refill>
   __device__ void tile(const DecodeParams& p, const uint8_t* q_smem, const uint8_t* stage,
-                       const float* k_scales, int tile, int len, bool) {
+                       const float* k_scales, int tile, int len, bool, Refill&& refill) {
     const int g = lane / 4;
 
     // ---- S^T = K Q^T: the warpgroup's 64 tokens x (hi, lo) query rows ------
@@ -164,6 +174,10 @@ struct TokensOnM {
       }
     }
     cute::warpgroup_commit_batch();
+    // Warp 0's TMA issue used to sit before the wgmma, and the other three
+    // warps waited for it at the warpgroup's arrive: 19% of the stall samples
+    // at 16 rows (ncu, 64 x 4K 64/4).
+    refill();
     cute::warpgroup_wait<0>();
 #pragma unroll
     for (int i = 0; i < kN / 2; ++i) cute::warpgroup_fence_operand(acc[i]);
@@ -177,7 +191,13 @@ struct TokensOnM {
       for (int e = 0; e < 4; ++e) {
         const float hi = acc[4 * qb + e], mid = acc[4 * (qb + kQBlocks) + e], lo = acc[4 * (qb + 2 * kQBlocks) + e];
         s[qb][e] = fmaf(fmaf(lo, 1.0f / kPartStep, mid), 1.0f / kPartStep, hi) * cols[qb][e & 1].mult;
-        if (p.k_scale_per_token) s[qb][e] *= k_scales[tok + 8 * (e / 2)];
+      }
+    }
+    if (p.k_scale_per_token) {  // one uniform branch per tile
+#pragma unroll
+      for (int qb = 0; qb < kQBlocks; ++qb) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[qb][e] *= k_scales[tok + 8 * (e / 2)];
       }
     }
     if (p.soft_cap > 0.0f) {  // one uniform branch per tile
@@ -188,26 +208,45 @@ struct TokensOnM {
         for (int e = 0; e < 4; ++e) s[qb][e] = cap_log2 * tanhf(s[qb][e]);
       }
     }
-    const int pos0 = tile * kDecodeTileTokens + tok;
+    // Tokens that some row must not see: past len, past the row's causal
+    // limit, before its window. A tile wholly inside every row's range (all
+    // but the last tile of a q_len 1 request without a window) skips the
+    // per-element compares: one uniform branch.
+    const int tile_pos = tile * kDecodeTileTokens;
+    if (tile_pos < visible_from || tile_pos + kDecodeTileTokens > visible_to) {
+      const int pos0 = tile_pos + tok;
+#pragma unroll
+      for (int qb = 0; qb < kQBlocks; ++qb) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const RowLimits& c = cols[qb][e & 1];
+          const int pos = pos0 + 8 * (e / 2);
+          const bool ok = pos < len && pos <= c.last_pos && pos >= c.first_pos;
+          s[qb][e] = ok ? s[qb][e] : -INFINITY;
+        }
+      }
+    }
+    // Online softmax with a lazy maximum: a row's running maximum moves only
+    // when the tile's exceeds it by more than kRescaleSlack (log2 units), so
+    // probabilities stay below 2^kRescaleSlack (fp16 holds them) and O is
+    // rescaled only in the tiles where some row of the warp moved: after the
+    // first tile, rarely. The rescale was 64 of ~560 instructions per warp
+    // and tile at 16 rows.
     float alpha[kQBlocks][2];
+    bool moved = false;
 #pragma unroll
     for (int qb = 0; qb < kQBlocks; ++qb) {
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
-        const RowLimits& c = cols[qb][j];
-        float mx = -INFINITY;
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int pos = pos0 + 8 * i;
-          const bool ok = pos < len && pos <= c.last_pos && pos >= c.first_pos;
-          s[qb][2 * i + j] = ok ? s[qb][2 * i + j] : -INFINITY;
-          mx = fmaxf(mx, s[qb][2 * i + j]);
-        }
+        float mx = fmaxf(s[qb][j], s[qb][2 + j]);
 #pragma unroll
         for (int d = 4; d < 32; d *= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, d));
-        const float m_new = fmaxf(m_run[qb][j], mx);
+        const float m_old = m_run[qb][j];
+        const bool move = mx > m_old + kRescaleSlack;  // -inf + slack is -inf: the first visible tile moves
+        const float m_new = move ? mx : m_old;
         const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // nothing visible yet
-        alpha[qb][j] = device::fast_exp2(m_run[qb][j] - m_use);
+        alpha[qb][j] = device::fast_exp2(m_old - m_use);
+        moved |= move;
         m_run[qb][j] = m_new;
         const float p0 = device::fast_exp2(s[qb][j] - m_use), p1 = device::fast_exp2(s[qb][2 + j] - m_use);
         s[qb][j] = p0;
@@ -215,12 +254,14 @@ struct TokensOnM {
         l_run[qb][j] = l_run[qb][j] * alpha[qb][j] + p0 + p1;  // this thread's tokens; summed in finish
       }
     }
+    if (__any_sync(0xffffffffu, moved)) {
 #pragma unroll
-    for (int mt = 0; mt < kDimTiles; ++mt) {
+      for (int mt = 0; mt < kDimTiles; ++mt) {
 #pragma unroll
-      for (int qb = 0; qb < kQBlocks; ++qb) {
+        for (int qb = 0; qb < kQBlocks; ++qb) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) o[mt][qb][e] *= alpha[qb][e & 1];
+          for (int e = 0; e < 4; ++e) o[mt][qb][e] *= alpha[qb][e & 1];
+        }
       }
     }
 

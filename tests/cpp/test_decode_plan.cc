@@ -6,6 +6,7 @@
 // largest piece count and the units left to the merge kernel.
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -38,7 +39,10 @@ bool walk_is_exact(const std::vector<int32_t>& lens, const DecodePlanInfo& info,
   const int64_t per_bin = s[0], total = s[1], units = s[2];
   if (per_bin < kMinTilesPerBin || (total + per_bin - 1) / per_bin > info.num_bins) return false;
   const int32_t overhead = s[kScheduleOverheadWord];
-  if (s[3] > info.num_slots || overhead < 0 || overhead > piece_cost) return false;
+  // Equal units may round their spans up to whole runs (bin_run).
+  const bool equal = std::adjacent_find(lens.begin(), lens.end(), std::not_equal_to<>()) == lens.end();
+  const int32_t most_overhead = equal ? kMaxUnitOverhead : piece_cost;
+  if (s[3] > info.num_slots || overhead < 0 || overhead > most_overhead) return false;
   // Each unit's span: its tiles, then `overhead` empty positions.
   std::vector<int64_t> tiles_end(units);
   int64_t line = 0;
@@ -198,6 +202,60 @@ TEST(overhead_spares_equal_units_and_small_bins) {
   EXPECT_EQ(unit_overhead(2168, 128, 1, 256, 396, 2), 1);
   // Bins at the kMinTilesPerBin floor have room: the whole cost.
   EXPECT_EQ(unit_overhead(271, 16, 1, 256, 264, 2), 2);
+}
+
+// Header words of the CPU plan for `batch` requests of `len` tokens.
+std::vector<int32_t> equal_plan(int batch, int32_t len, int kv_heads, int bins) {
+  const DecodePlanInfo info = info_for(batch, kv_heads, 8, 1, 0, bins);
+  std::vector<int32_t> s(info.schedule_words);
+  plan_on_host(std::vector<int32_t>(batch, len).data(), info, 4, s.data());
+  return s;
+}
+
+TEST(equal_units_line_up_with_bins) {
+  // 64 x 4K, 8 kv heads on 528 bins (FP8 at 8 rows): one unit per bin, no
+  // partial results (the even cut: 63 tiles a bin, every unit in two pieces).
+  std::vector<int32_t> s = equal_plan(64, 4096, 8, 528);
+  EXPECT_EQ(s[0], 64);
+  EXPECT_EQ(s[kScheduleOverheadWord], 0);
+  EXPECT_EQ(s[3], 0);
+  // On 264 bins (BF16): two units per bin.
+  s = equal_plan(64, 4096, 8, 264);
+  EXPECT_EQ(s[0], 128);
+  EXPECT_EQ(s[3], 0);
+  // 16 x 16K, 8 kv heads, 528 bins: four pieces per unit, one per bin.
+  s = equal_plan(16, 16384, 8, 528);
+  EXPECT_EQ(s[0], 64);
+  EXPECT_EQ(s[3], 128 * 4);
+  EXPECT_EQ(s[4], 4);
+  // 16 x 16K, 4 kv heads, 396 bins: six pieces of 43 tiles, the unit's span
+  // rounded up by 2 empty positions (384 bins busy; the even cut's 42 tiles
+  // keep 391 busy).
+  s = equal_plan(16, 16384, 4, 396);
+  EXPECT_EQ(s[0], 43);
+  EXPECT_EQ(s[kScheduleOverheadWord], 2);
+  EXPECT_EQ(s[4], 6);
+  // 64 x 4K, 4 kv heads, 396 bins: one unit per bin would leave 140 bins
+  // idle: the even cut.
+  s = equal_plan(64, 4096, 4, 396);
+  EXPECT_EQ(s[0], 42);
+  EXPECT_EQ(s[kScheduleOverheadWord], 0);
+  // Units of one tile on 264 bins: runs at the kMinTilesPerBin floor, one
+  // unit each (the even cut puts two in each of 100 bins).
+  s = equal_plan(200, 64, 1, 264);
+  EXPECT_EQ(s[0], kMinTilesPerBin);
+  EXPECT_EQ(s[kScheduleOverheadWord], 1);
+  EXPECT_EQ(s[1], 400);
+  // The walk, over equal batches of every kind.
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int batch = 1 + static_cast<int>(rng() % 300);
+    const int kv_heads = 1 + static_cast<int>(rng() % 8);
+    const int32_t len = trial % 2 ? 64 * (1 + static_cast<int>(rng() % 300))
+                                  : 1 + static_cast<int>(rng() % 40000);
+    const int bins = 1 + static_cast<int>(rng() % 600);
+    EXPECT_TRUE(walk_is_exact(std::vector<int32_t>(batch, len), info_for(batch, kv_heads, 4, 1, 0, bins)));
+  }
 }
 
 TEST(walk_covers_every_tile_once) {

@@ -40,7 +40,8 @@ import hpc_ops
 from attention_reference import (PER_TENSOR, Q_TOKEN_HEAD, QK_TOKEN_HEAD, build_invalid_call,
                                  decode_attention_ref, dequantized, draw_kv_lens,
                                  fill_fp8_paged_kv_, fill_paged_kv_, invalid_call_names,
-                                 make_fp8_paged_kv, make_paged_kv, make_q, quantize_q)
+                                 make_fp8_paged_kv, make_paged_kv, make_q, quantize_paged_kv,
+                                 quantize_q)
 from hpc_test_utils import capture_graph, expect_rejected, needs_family, poison_, poisoned
 from tolerances import assert_all_finite, assert_bits_equal
 
@@ -364,6 +365,46 @@ def test_zero_length_requests(gen, case):
 def test_skewed_batch(gen, case):
     """One request of ~20000 tokens among short ones: the split over the SMs."""
     _run_case(gen, case)
+
+
+def _slot_positions(page_table, lens, num_pages: int, page_size: int) -> torch.Tensor:
+    """float32 [num_pages, page_size]: the position of the token each slot holds (0 elsewhere)."""
+    pos = torch.zeros(num_pages, page_size, device="cuda")
+    for b, n in enumerate(lens):
+        t = torch.arange(n, device="cuda")
+        pos[page_table[b, t // page_size].long(), t % page_size] = t.float()
+    return pos
+
+
+@pytest.mark.parametrize("scheme", [None, PT, QK], ids=lambda s: s or "bf16")
+@pytest.mark.parametrize("hq,hkv,q_len", [(64, 8, 1), (16, 1, 1), (64, 4, 1), (8, 1, 2)])
+def test_rising_maximum(gen, scheme, hq, hkv, q_len):
+    """Keys that grow along the sequence (x1 to x7, and x3 more from position
+    2000 on): a row's maximum logit keeps rising long after the first tile, by
+    more than 2^8 in probability in some tiles, so the kernels' running-maximum
+    updates (lazy in the tokens-on-M kernel) run mid-sequence; out and lse
+    against the float64 loop."""
+    lens = [4097, 700, q_len, 2500]
+    page_size = 16
+    k, v, pt = make_paged_kv(gen, len(lens), lens, page_size, hkv, D)
+    pos = _slot_positions(pt, lens, k.shape[0], page_size)
+    growth = 1.0 + 6.0 * pos / 4096 + 3.0 * (pos >= 2000).float()
+    k.copy_(k.float() * growth[:, :, None, None])
+    q = make_q(gen, len(lens) * q_len, hq, D)
+    fp8 = {}
+    if scheme is not None:
+        k, v, k_scale, v_scale = quantize_paged_kv(k, v, pt, lens, scheme)
+        q_scale = None
+        if scheme == QK:
+            q, q_scale = quantize_q(q, per_token_head=True)
+        fp8 = dict(scheme=scheme, q_scale=q_scale, k_scale=k_scale, v_scale=v_scale)
+    inputs = (q, k, v, pt, _lens_tensor(lens))
+    rq, rk, rv = dequantized(q, k, v, *(fp8.get(n) for n in SCALE_NAMES))
+    expected, expected_lse = decode_attention_ref(rq, rk, rv, pt, inputs[4], q_len)
+    rows = len(lens) * q_len
+    out, lse = poisoned((rows, hq, D), BF16), poisoned((rows, hq), F32)
+    hpc_ops.decode_attention(*inputs, q_len=q_len, **fp8, out=out, return_lse=True, lse_out=lse)
+    assert_attention_close(out, expected, lens, q_len, lse=lse, expected_lse=expected_lse)
 
 
 def test_default_outputs(gen):
