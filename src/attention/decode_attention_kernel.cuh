@@ -399,7 +399,7 @@ struct DecodeCta {
 };
 
 template <int kMTiles, class Kv>
-__global__ void __launch_bounds__(DecodeGeometry<kMTiles, Kv>::kThreads)
+__global__ void __launch_bounds__(DecodeGeometry<kMTiles, Kv>::kThreads, DecodeGeometry<kMTiles, Kv>::kLaunchMinCtas)
     decode_attention_kernel(const __grid_constant__ DecodeParams p) {
   using G = DecodeGeometry<kMTiles, Kv>;
   extern __shared__ __align__(128) uint8_t smem[];

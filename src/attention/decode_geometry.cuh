@@ -39,6 +39,11 @@ struct DecodeGeometry {
   // by the kernel, out of this slack.
   static constexpr int kSmemBytes = kExtraOffset + Kv::kExtraBytes + (Kv::kAlign > 128 ? Kv::kAlign : 0);
   static_assert(kWarps == attention_warps(kRows), "the planners' merged_by_attention counts these warps");
+  // __launch_bounds__'s minimum CTAs per SM: 1 for the rows-on-M variants
+  // (without it ptxas held the FP8 32-row variant to 168 registers and
+  // spilled once tiles seen whole skipped their masking); none (0) for the
+  // tokens-on-M ones, whose 96 and 160 registers were measured that way.
+  static constexpr int kLaunchMinCtas = Kv::kTokensOnM ? 0 : 1;
   // Transaction barriers of the TMA path (one, unused, for formats without it).
   static constexpr int kStagesForTma = Kv::kTmaTiles ? Kv::kStages : 1;
 };
