@@ -245,7 +245,9 @@ struct TokensOnM {
         const bool move = mx > m_old + kRescaleSlack;  // -inf + slack is -inf: the first visible tile moves
         const float m_new = move ? mx : m_old;
         const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // nothing visible yet
-        alpha[qb][j] = device::fast_exp2(m_old - m_use);
+        // Exactly 1 unless the row moved: l is rescaled every tile, O only
+        // when some row of the warp moved, and the two must agree.
+        alpha[qb][j] = move ? device::fast_exp2(m_old - m_use) : 1.0f;
         moved |= move;
         m_run[qb][j] = m_new;
         const float p0 = device::fast_exp2(s[qb][j] - m_use), p1 = device::fast_exp2(s[qb][2 + j] - m_use);

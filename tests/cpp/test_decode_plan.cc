@@ -6,7 +6,6 @@
 // largest piece count and the units left to the merge kernel.
 #include <algorithm>
 #include <cstdint>
-#include <functional>
 #include <random>
 #include <vector>
 
@@ -39,9 +38,18 @@ bool walk_is_exact(const std::vector<int32_t>& lens, const DecodePlanInfo& info,
   const int64_t per_bin = s[0], total = s[1], units = s[2];
   if (per_bin < kMinTilesPerBin || (total + per_bin - 1) / per_bin > info.num_bins) return false;
   const int32_t overhead = s[kScheduleOverheadWord];
-  // Equal units may round their spans up to whole runs (bin_run).
-  const bool equal = std::adjacent_find(lens.begin(), lens.end(), std::not_equal_to<>()) == lens.end();
-  const int32_t most_overhead = equal ? kMaxUnitOverhead : piece_cost;
+  // Units with tiles all alike may round their spans up to whole runs
+  // (bin_run); others carry at most the piece cost.
+  int32_t fewest = INT32_MAX, most = 0;
+  for (const int32_t len : lens) {
+    int32_t first = 0, count = 0;
+    request_tiles(len, info.q_len, info.sliding_window, first, count);
+    if (count > 0) {
+      fewest = std::min(fewest, count);
+      most = std::max(most, count);
+    }
+  }
+  const int32_t most_overhead = fewest == most ? kMaxUnitOverhead : piece_cost;
   if (s[3] > info.num_slots || overhead < 0 || overhead > most_overhead) return false;
   // Each unit's span: its tiles, then `overhead` empty positions.
   std::vector<int64_t> tiles_end(units);
@@ -246,6 +254,8 @@ TEST(equal_units_line_up_with_bins) {
   EXPECT_EQ(s[0], kMinTilesPerBin);
   EXPECT_EQ(s[kScheduleOverheadWord], 1);
   EXPECT_EQ(s[1], 400);
+  // Requests of different lengths but the same tiles, and empty ones.
+  EXPECT_TRUE(walk_is_exact({0, 4000, 4050, 4096, 0}, info_for(5, 8, 4, 1, 0, 528)));
   // The walk, over equal batches of every kind.
   std::mt19937 rng(11);
   for (int trial = 0; trial < 200; ++trial) {
