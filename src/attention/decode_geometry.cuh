@@ -72,6 +72,8 @@ __device__ __forceinline__ float logit_scale(const DecodeParams& p) {
 struct RowLimits {
   int last_pos, first_pos;
   float mult;
+  // Whether the row attends to position pos of a request of len tokens.
+  __device__ bool sees(int pos, int len) const { return pos < len && pos <= last_pos && pos >= first_pos; }
 };
 
 __device__ __forceinline__ RowLimits row_limits(const DecodeParams& p, int b, int h, int len, int row,
@@ -88,6 +90,21 @@ __device__ __forceinline__ RowLimits row_limits(const DecodeParams& p, int b, in
                         (int64_t{h} * p.group + hi) * p.q_scale_strides[1]];
   }
   return r;
+}
+
+// The positions every query row of a unit sees, [from, to): the last query
+// token's window starts latest, the first token's causal limit ends first
+// (row_limits). A tile inside it needs no per-element masking.
+struct VisibleRange {
+  int from, to;
+  __device__ bool holds_tile(int tile) const {
+    const int first = tile * kDecodeTileTokens;
+    return first >= from && first + kDecodeTileTokens <= to;
+  }
+};
+
+__device__ __forceinline__ VisibleRange visible_range(const DecodeParams& p, int len) {
+  return VisibleRange{p.sliding_window > 0 ? len - p.sliding_window : 0, len - p.q_len + 1};
 }
 
 }  // namespace hpc_ops::attention

@@ -29,8 +29,7 @@ struct RowsOnM {
   RowLimits rows[2];
   float o[kDecodeDimTiles][4];
   float m_run[2], l_run[2];
-  // Every query row of the unit sees the positions [visible_from, visible_to).
-  int visible_from, visible_to;
+  VisibleRange visible;  // the positions every query row of the unit sees
 
   __device__ RowsOnM(int warp_, int lane_)
       : warp(warp_), lane(lane_), m_tile(warp_ / G::kWarpsN), tok0((warp_ % G::kWarpsN) * G::kTokensPerWarp) {}
@@ -61,10 +60,7 @@ struct RowsOnM {
     const float scale = logit_scale(p);
 #pragma unroll
     for (int r = 0; r < 2; ++r) rows[r] = row_limits(p, b, h, len, m_tile * 16 + lane / 4 + 8 * r, scale);
-    // The last query token's window starts latest; the first token's causal
-    // limit ends first (row_limits).
-    visible_from = p.sliding_window > 0 ? len - p.sliding_window : 0;
-    visible_to = len - p.q_len + 1;
+    visible = visible_range(p, len);
 #pragma unroll
     for (int n = 0; n < kDecodeDimTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     m_run[0] = m_run[1] = -INFINITY;
@@ -115,15 +111,14 @@ struct RowsOnM {
     // Tokens that some row must not see (past len, past the row's causal
     // limit, before its window): a tile wholly inside every row's range
     // skips the per-element compares (one uniform branch).
-    const int tile_first = tile * kDecodeTileTokens;
-    if (tile_first < visible_from || tile_first + kDecodeTileTokens > visible_to) {
+    if (!visible.holds_tile(tile)) {
 #pragma unroll
       for (int j = 0; j < G::kNTiles; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const RowLimits& r = rows[e / 2];
           const int pos = tile_pos0 + j * 8 + 2 * t + (e & 1);
-          const bool ok = pos < len && pos <= r.last_pos && pos >= r.first_pos;
+          const bool ok = r.sees(pos, len);
           s[j][e] = ok ? s[j][e] : -INFINITY;
         }
       }

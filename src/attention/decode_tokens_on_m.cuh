@@ -59,8 +59,7 @@ struct TokensOnM {
   RowLimits cols[kQBlocks][2];  // query rows 8b + 2t + j
   float o[kDimTiles][kQBlocks][4];
   float m_run[kQBlocks][2], l_run[kQBlocks][2];
-  // Every query row of the unit sees the positions [visible_from, visible_to).
-  int visible_from, visible_to;
+  VisibleRange visible;  // the positions every query row of the unit sees
 
   __device__ TokensOnM(int warp_, int lane_) : warp(warp_), lane(lane_) {}
 
@@ -126,10 +125,7 @@ struct TokensOnM {
     __syncthreads();
     const int t = lane % 4;
     const float scale = logit_scale(p);
-    // The last query token's window starts latest; the first token's causal
-    // limit ends first (row_limits).
-    visible_from = p.sliding_window > 0 ? len - p.sliding_window : 0;
-    visible_to = len - p.q_len + 1;
+    visible = visible_range(p, len);
 #pragma unroll
     for (int qb = 0; qb < kQBlocks; ++qb) {
 #pragma unroll
@@ -212,16 +208,15 @@ struct TokensOnM {
     // limit, before its window. A tile wholly inside every row's range (all
     // but the last tile of a q_len 1 request without a window) skips the
     // per-element compares: one uniform branch.
-    const int tile_pos = tile * kDecodeTileTokens;
-    if (tile_pos < visible_from || tile_pos + kDecodeTileTokens > visible_to) {
-      const int pos0 = tile_pos + tok;
+    if (!visible.holds_tile(tile)) {
+      const int pos0 = tile * kDecodeTileTokens + tok;
 #pragma unroll
       for (int qb = 0; qb < kQBlocks; ++qb) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const RowLimits& c = cols[qb][e & 1];
           const int pos = pos0 + 8 * (e / 2);
-          const bool ok = pos < len && pos <= c.last_pos && pos >= c.first_pos;
+          const bool ok = c.sees(pos, len);
           s[qb][e] = ok ? s[qb][e] : -INFINITY;
         }
       }
