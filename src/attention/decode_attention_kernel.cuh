@@ -5,9 +5,10 @@
 // of 64-token tiles, which may cover the end of one (request, kv head) unit,
 // whole units and the start of another: each such piece is processed on its
 // own and ends in a direct bf16 output (a unit of one piece) or in a partial
-// result (fp32 O, log2 LSE). The CTA that finishes a cut unit's last piece
-// combines the unit's partials when they are few (merged_by_attention);
-// the merge kernel combines the rest.
+// result (fp32 O, log2 LSE). A cut unit's partials are combined by the CTAs
+// that finish last, in a tree (MergeWalk, decode_plan.h), unless the unit
+// has many rows and pieces (merge_fan_in: the merge kernel's); units with
+// no tiles are written by every CTA for a share of the units.
 //
 // This file is the pipeline and the end of a piece; the math per tile is a
 // policy: RowsOnM (decode_rows_on_m.cuh: query rows on the mma's M side, both
@@ -28,6 +29,8 @@
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
+
+#include <cuda/atomic>
 
 #include <cute/arch/copy_sm90_tma.hpp>
 #include <cutlass/arch/barrier.h>
@@ -61,7 +64,7 @@ struct DecodeCta {
   uint8_t* smem;  // laid out as DecodeGeometry says, aligned to Kv::kAlign
   float (*row_max)[16];
   float (*row_sum)[16];
-  int* last_arrival;  // shared: whether this CTA finished its unit's last piece
+  int* last_arrival;  // shared: whether this CTA brought a merge group's last partial
   cutlass::arch::ClusterTransactionBarrier* full;  // shared, per stage: the TMA path's tiles landed
   int warp, lane;
   // Tiles that went through the ring before this piece: ring index
@@ -326,9 +329,7 @@ struct DecodeCta {
         if (col == 0) p.partial_lse[at] = merged.lse2();
       }
     }
-    if (slot >= 0 && merged_by_attention(piece.pieces, p.rows)) {
-      merge_if_last(piece, slot0, layout);
-    }
+    if (slot >= 0) merge_up(piece, slot0, layout);
     // The next piece's TMA copies (async proxy) overwrite the combine buffer.
     if constexpr (kTma) device::fence_proxy_async_shared();
     __syncthreads();  // the combine buffer and the Q tile are reused by the next piece
@@ -376,25 +377,78 @@ struct DecodeCta {
     }
   }
 
-  // Counts this piece's arrival; the CTA of the unit's last piece combines
-  // every piece's partial result into the output and resets the count for
-  // the next call. (The "last block" pattern: each thread's partial stores
-  // are fenced before the arrival, the last CTA fences before its loads.)
-  __device__ void merge_if_last(const Piece& piece, int32_t slot0, const ScheduleLayout& layout) {
-    int32_t* arrivals = p.schedule + layout.arrivals;
-    __threadfence();
+  // Counts an arrival at a merge group (`expected` partials); whether this
+  // CTA brought the last one, which then resets the count for the next call.
+  // The "last block" pattern with one fenced thread: the barrier orders every
+  // thread's partial stores before thread 0's acquire-release add, and that
+  // add before every thread's loads of the other CTAs' partials.
+  // NOTE: __threadfence() in every thread (fence.sc.gpu, MEMBAR.SC) on both
+  // sides took 1 x 1K 0.2-0.3 us longer (docs/perf/decode_attention.md, v8).
+  __device__ bool arrive_last(int32_t* counter, int32_t expected) {
     __syncthreads();
     if (threadIdx.x == 0) {
-      *last_arrival = atomicAdd(arrivals + piece.u, 1) == piece.pieces - 1;
+      cuda::atomic_ref<int32_t, cuda::thread_scope_device> count(*counter);
+      const bool last = count.fetch_add(1, cuda::memory_order_acq_rel) == expected - 1;
+      if (last) count.store(0, cuda::memory_order_relaxed);
+      *last_arrival = last;
     }
     __syncthreads();
-    if (!*last_arrival) return;
-    __threadfence();
-    for (int row = warp; row < p.rows; row += G::kWarps) {
-      const MergedRow r = merge_row_pieces(p, slot0, row, 0, piece.pieces, 1, lane);
-      store_merged_row(p, piece.u, row, 4 * lane, r);
+    return *last_arrival;
+  }
+
+  // Combines the partials of `run` for every row, into the output of unit u
+  // (top) or into the run's first slot (the next level's partial). Warp w
+  // takes rows w and w + kWarps, then w + 2 kWarps, ...
+  __device__ void merge_step(int u, const PartialRun& run, bool top) {
+    for (int row0 = warp; row0 < p.rows; row0 += 2 * G::kWarps) {
+      const int row[2] = {row0, row0 + G::kWarps};
+      MergedRow r[2];
+      merge_partials(p, run, row, lane, r);
+      __syncwarp();  // every lane read the first slot's lse before lane 0 rewrites it
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        if (row[i] >= p.rows) continue;
+        if (top) {
+          store_merged_row(p, u, row[i], 4 * lane, r[i]);
+        } else {
+          const int64_t at = run.first_slot * p.rows + row[i];
+          reinterpret_cast<float4*>(p.partial_out + at * kDecodeHeadDim)[lane] = r[i].output(1.0f);
+          if (lane == 0) p.partial_lse[at] = r[i].lse2();
+        }
+      }
     }
-    if (threadIdx.x == 0) arrivals[piece.u] = 0;
+  }
+
+  // After a cut unit's piece wrote its partial: walks up the unit's merge
+  // tree while this CTA brings a group's last partial.
+  __device__ void merge_up(const Piece& piece, int32_t slot0, const ScheduleLayout& layout) {
+    const int32_t fan_in = merge_fan_in(piece.pieces, p.rows);
+    if (fan_in == 0) return;  // the merge kernel's
+    int32_t* counters = p.schedule + layout.counters + int64_t{kCountersPerSlot} * slot0;
+    MergeWalk walk{fan_in, piece.pieces, piece.index};
+    while (arrive_last(counters + walk.counter(), walk.count())) {
+      const PartialRun run{slot0 + int64_t{walk.first()} * walk.stride, walk.count(), walk.stride};
+      merge_step(piece.u, run, walk.top());
+      if (walk.top()) return;
+      walk.up();
+    }
+  }
+
+  // Output rows of the units with no tiles (kv_len 0): zeros and lse -inf.
+  // CTA c checks its share of the units, a warp 32 at a time.
+  __device__ void write_empty_units(const ScheduleLayout& layout, int32_t units) {
+    const int32_t* tile_start = p.schedule + layout.tile_start;
+    const int32_t share = (units + static_cast<int32_t>(gridDim.x) - 1) / static_cast<int32_t>(gridDim.x);
+    const int32_t u_begin = static_cast<int32_t>(blockIdx.x) * share;
+    const int32_t u_end = min(u_begin + share, units);
+    for (int32_t base = u_begin + warp * 32; base < u_end; base += G::kThreads) {
+      const int32_t u = base + lane;
+      const bool empty = u < u_end && tile_start[u] == tile_start[u + 1];
+      for (uint32_t mask = __ballot_sync(0xffffffffu, empty); mask != 0; mask &= mask - 1) {
+        const int32_t e = base + __ffs(mask) - 1;
+        for (int row = 0; row < p.rows; ++row) store_merged_row(p, e, row, 4 * lane, MergedRow{});
+      }
+    }
   }
 };
 
@@ -418,32 +472,37 @@ __global__ void __launch_bounds__(DecodeGeometry<kMTiles, Kv>::kThreads, DecodeG
     cutlass::arch::fence_barrier_init();
   }
   // The schedule (and the caller's inputs) come from earlier kernels; the
-  // merge kernel may be scheduled as soon as every CTA got here.
+  // next kernel (the merge kernel above kTreeMergeRows rows) may be
+  // scheduled as soon as every CTA got here.
   device::pdl_enter();
   if (tma) __syncthreads();  // the barriers are initialized
   const int32_t* sched = p.schedule;
   const ScheduleLayout layout = schedule_layout(p.batch, p.kv_heads, p.num_bins);
   // One round of independent loads: the header and this bin's first unit.
   // Tile positions are int32 (unit_pieces in decode_plan.h).
-  const int32_t per_bin = sched[0], total = sched[1], overhead = sched[kScheduleOverheadWord];
+  const int32_t per_bin = sched[0], total = sched[1], units = sched[2], empty_units = sched[5];
+  const int32_t overhead = sched[kScheduleOverheadWord];
   const int4 first_unit = *reinterpret_cast<const int4*>(sched + layout.bin_first +
                                                          kBinFirstWords * blockIdx.x);
-  const int32_t begin = static_cast<int32_t>(blockIdx.x) * per_bin;
-  if (begin >= total || first_unit.x < 0) return;
-  const int32_t end = begin + per_bin < total ? begin + per_bin : total;
   uint8_t* base = smem;
   if constexpr (Kv::kAlign > 128) {  // G::kSmemBytes has the slack
     base += (Kv::kAlign - (device::shared_address(smem) & (Kv::kAlign - 1))) & (Kv::kAlign - 1);
   }
   DecodeCta<kMTiles, Kv> cta{p, base, row_max, row_sum, &last_arrival, full,
                              static_cast<int>(threadIdx.x / 32), static_cast<int>(threadIdx.x % 32)};
-  if constexpr (Kv::kTmaTiles) {
-    if (tma) {
-      cta.template run_bin<true>(first_unit, begin, end, per_bin, overhead);
-      return;
+  const int32_t begin = static_cast<int32_t>(blockIdx.x) * per_bin;
+  if (begin < total && first_unit.x >= 0) {
+    const int32_t end = begin + per_bin < total ? begin + per_bin : total;
+    bool done = false;
+    if constexpr (Kv::kTmaTiles) {
+      if (tma) {
+        cta.template run_bin<true>(first_unit, begin, end, per_bin, overhead);
+        done = true;
+      }
     }
+    if (!done) cta.template run_bin<false>(first_unit, begin, end, per_bin, overhead);
   }
-  cta.template run_bin<false>(first_unit, begin, end, per_bin, overhead);
+  if (empty_units > 0) cta.write_empty_units(layout, units);  // uniform over the grid
 }
 
 }  // namespace hpc_ops::attention

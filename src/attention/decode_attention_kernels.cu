@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Instantiations and launchers of the decode-attention kernels, and the merge
-// kernel that combines the partial results of units cut into pieces.
+// Instantiations and launchers of the decode-attention kernel variants, and
+// the merge kernel that combines the partial results of the units of many
+// rows cut into many pieces.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -26,14 +27,13 @@ __device__ __forceinline__ int merge_warps_per_row(int32_t most_pieces) {
   return w;
 }
 
-// Writes the output rows the attention kernel left (schedule word 5 counts
-// their units): units cut into more pieces than merged_by_attention allows,
-// by combining their partial results, and units with no tiles (kv_len 0:
-// zeros, lse -inf). An output row (unit, row) is a job; a CTA takes
-// kMergeWarps / W jobs at a time, W warps per job (W from the schedule's
-// largest piece count, so uniform over the grid), and loops over the jobs
-// with a grid stride. Warp w of a job takes pieces w, w + W, ...; the job's
-// warps meet in shared memory.
+// Combines the partial results of the units the attention CTAs leave
+// (merged_by_merge_kernel: more than kTreeMergeRows rows and many pieces;
+// schedule word 7 counts them). An output row (unit, row) is a job; a CTA
+// takes kMergeWarps / W jobs at a time, W warps per job (W from the
+// schedule's largest piece count, so uniform over the grid), and loops over
+// the jobs with a grid stride. Warp w of a job takes pieces w, w + W, ...;
+// the job's warps meet in shared memory.
 __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const __grid_constant__ DecodeParams p) {
   __shared__ float warp_max[kMergeWarps];
   __shared__ float warp_den[kMergeWarps];
@@ -41,9 +41,8 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const __gri
   // Launched early (PDL): the partial results are complete only after this.
   device::pdl_wait_for_previous();
   const int32_t* sched = p.schedule;
-  const int32_t per_bin = sched[0], most_pieces = sched[4], left_to_merge = sched[5];
-  const int32_t overhead = sched[kScheduleOverheadWord];
-  if (left_to_merge == 0) return;  // uniform over the grid
+  const int32_t per_bin = sched[0], most_pieces = sched[4], overhead = sched[kScheduleOverheadWord];
+  if (sched[kScheduleMergeKernelWord] == 0) return;  // uniform over the grid
   const int32_t units = p.batch * p.kv_heads;
   const ScheduleLayout layout = schedule_layout(p.batch, p.kv_heads, p.num_bins);
   const int warps_per_row = merge_warps_per_row(most_pieces);
@@ -54,33 +53,38 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const __gri
   for (int64_t base = int64_t{blockIdx.x} * rows_per_cta; base < jobs;
        base += int64_t{gridDim.x} * rows_per_cta) {
     const int64_t job = base + job_in_cta;
-    int u = 0, row = 0;
+    int row[1] = {0};
+    int u = 0;
     int32_t pieces = 1, slot0 = 0;  // past the last job: nothing to write
     if (job < jobs) {
       u = static_cast<int>(job / p.rows);
-      row = static_cast<int>(job - int64_t{u} * p.rows);
+      row[0] = static_cast<int>(job - int64_t{u} * p.rows);
       const int32_t ts = sched[layout.tile_start + u], te = sched[layout.tile_start + u + 1];
       slot0 = sched[layout.slot_start + u];  // loaded with tile_start: one round trip
       pieces = unit_pieces(ts, unit_tiles_end(ts, te, overhead) - ts, per_bin);
     }
-    const bool mine = written_by_merge_kernel(pieces, p.rows);
-    MergedRow r;
-    if (mine && pieces >= 2) r = merge_row_pieces(p, slot0, row, part, pieces, warps_per_row, lane);
+    const bool mine = merged_by_merge_kernel(pieces, p.rows);
+    MergedRow r[1];
+    if (mine && part < pieces) {
+      const PartialRun run{int64_t{slot0} + part, (pieces - part + warps_per_row - 1) / warps_per_row,
+                           warps_per_row};
+      merge_partials(p, run, row, lane, r);
+    }
     if (warps_per_row > 1) {  // uniform over the grid
-      warp_acc[warp][lane] = r.acc;
+      warp_acc[warp][lane] = r[0].acc;
       if (lane == 0) {
-        warp_max[warp] = r.m;
-        warp_den[warp] = r.den;
+        warp_max[warp] = r[0].m;
+        warp_den[warp] = r[0].den;
       }
       __syncthreads();
       if (part == 0) {
         for (int w = 1; w < warps_per_row; ++w) {
-          r.add(warp_max[warp + w], warp_den[warp + w], warp_acc[warp + w][lane]);
+          r[0].add(warp_max[warp + w], warp_den[warp + w], warp_acc[warp + w][lane]);
         }
       }
       __syncthreads();  // the shared arrays are rewritten by the next round
     }
-    if (mine && part == 0) store_merged_row(p, u, row, 4 * lane, r);
+    if (mine && part == 0) store_merged_row(p, u, row[0], 4 * lane, r[0]);
   }
 }
 
@@ -106,20 +110,6 @@ int ctas_per_sm_of(const char* op) {
   HPC_OPS_CUDA_CHECK(op, cudaOccupancyMaxActiveBlocksPerMultiprocessor(
                              &n, decode_attention_kernel<kMTiles, Kv>, G::kThreads, G::kSmemBytes));
   return std::max(n, 1);
-}
-
-// Launches with programmatic stream serialization (PDL, common/launch.h), so
-// a kernel's launch and prologue overlap the previous kernel's tail.
-// NOTE: attention + merge are two dependent launches per call; without PDL
-// each adds its launch latency to a decode step.
-template <class Kernel>
-void launch_pdl(Kernel kernel, unsigned grid, unsigned threads, size_t smem, cudaStream_t stream,
-                const DecodeParams& p) {
-  detail::LaunchShape shape;
-  shape.grid = dim3(grid);
-  shape.block = dim3(threads);
-  shape.smem_bytes = smem;
-  HPC_OPS_CUDA_CHECK("decode_attention", detail::launch_kernel(kernel, shape, stream, p));
 }
 
 template <int kMTiles, class Kv>
@@ -180,14 +170,19 @@ int decode_ctas_per_sm(int rows, bool kv_fp8, int device) {
 
 void launch_decode_attention(const DecodeParams& p, cudaStream_t stream) {
   with_variant(p.rows, p.kv_fp8, LaunchVariant{p, stream});
+  if (p.rows <= kTreeMergeRows) return;  // the attention CTAs combine every partial
   // One CTA per kMergeWarps output rows covers every row at one warp per row;
   // at W warps per row the CTAs loop, but the grid is at least one CTA per
   // row (up to one per bin), so a few long rows still spread over the SMs.
+  // PDL (common/launch.h): its launch and prologue overlap the attention
+  // grid's tail.
   const int64_t rows = int64_t{p.batch} * p.kv_heads * p.rows;
   const int64_t blocks = std::max((rows + kMergeWarps - 1) / kMergeWarps,
                                   std::min<int64_t>(rows, p.num_bins));
-  launch_pdl(decode_merge_kernel, static_cast<unsigned>(std::max<int64_t>(blocks, 1)), kMergeThreads, 0,
-             stream, p);
+  detail::LaunchShape shape;
+  shape.grid = dim3(static_cast<unsigned>(std::max<int64_t>(blocks, 1)));
+  shape.block = dim3(kMergeThreads);
+  HPC_OPS_CUDA_CHECK("decode_attention", detail::launch_kernel(decode_merge_kernel, shape, stream, p));
 }
 
 }  // namespace hpc_ops::attention

@@ -38,12 +38,22 @@ struct DecodeGeometry {
   // Alignments past the 128 bytes of the dynamic shared memory base are made
   // by the kernel, out of this slack.
   static constexpr int kSmemBytes = kExtraOffset + Kv::kExtraBytes + (Kv::kAlign > 128 ? Kv::kAlign : 0);
-  static_assert(kWarps == attention_warps(kRows), "the planners' merged_by_attention counts these warps");
+  static_assert(kWarps == attention_warps(kRows), "the planners' merge_fan_in counts these warps");
   // __launch_bounds__'s minimum CTAs per SM: 1 for the rows-on-M variants
   // (without it ptxas held the FP8 32-row variant to 168 registers and
-  // spilled once tiles seen whole skipped their masking); none (0) for the
-  // tokens-on-M ones, whose 96 and 160 registers were measured that way.
-  static constexpr int kLaunchMinCtas = Kv::kTokensOnM ? 0 : 1;
+  // spilled once tiles seen whole skipped their masking); for the
+  // tokens-on-M ones the occupancy their tile loop was measured at (4 CTAs at
+  // 8 rows, 96 registers; 3 at 16 rows, 160), which the merge tree's step
+  // (80 registers of loads in flight) would otherwise lower at 8 rows: held
+  // to 128 registers, ptxas spills 4 words there, outside the tile loop.
+  static constexpr int launch_min_ctas() {
+    if constexpr (Kv::kTokensOnM) {
+      return Kv::kQBlocks == 1 ? 4 : 3;
+    } else {
+      return 1;
+    }
+  }
+  static constexpr int kLaunchMinCtas = launch_min_ctas();
   // Transaction barriers of the TMA path (one, unused, for formats without it).
   static constexpr int kStagesForTma = Kv::kTmaTiles ? Kv::kStages : 1;
 };

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Combining softmax-weighted partial outputs (online maximum of their log2
-// LSEs) and writing the result: shared by the attention kernel (its warps'
-// states at the end of a piece; its last CTA of a unit with few pieces) and
-// the merge kernel. Merging a row's pieces is done by one warp, lane l owning
-// columns 4l .. 4l + 3.
+// LSEs) and writing the result, for the attention kernel: its warps' states
+// at the end of a piece, and the steps of a cut unit's merge tree
+// (MergeWalk, decode_plan.h). A row's partials are combined by one warp,
+// lane l owning columns 4l .. 4l + 3.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -76,21 +76,45 @@ __device__ __forceinline__ MergedRow combine_states(Load load) {
   return r;
 }
 
-// Row `row` of pieces k0, k0 + step, ... < pieces of the unit whose first
-// partial slot is slot0. The partials were written by other CTAs of the
-// running or the previous grid: loads bypass L1 (ld.global.cg).
-__device__ __forceinline__ MergedRow merge_row_pieces(const DecodeParams& p, int32_t slot0, int row,
-                                                      int k0, int pieces, int step, int lane) {
-  MergedRow r;
-  const int64_t first = int64_t{slot0} * p.rows + row;
-#pragma unroll kMergeUnroll
-  for (int k = k0; k < pieces; k += step) {
-    const int64_t at = first + int64_t{k} * p.rows;
-    const float lse = __ldcg(p.partial_lse + at);
-    const float4 v = __ldcg(reinterpret_cast<const float4*>(p.partial_out + at * kDecodeHeadDim) + lane);
-    r.add(lse, 1.0f, v);
+// Where a merge step's partials lie: partial k < count in slot
+// first_slot + k * stride.
+struct PartialRun {
+  int64_t first_slot;
+  int32_t count, stride;
+};
+
+// Rows row[0 .. kRows) (those < p.rows) of the partials of `run`, combined.
+// The partials were written by other CTAs of the grid: loads bypass L1
+// (ld.global.cg). Each round trip loads kMergeUnroll partials of all kRows
+// rows (two rows at a time: a 1 x 1K call's last CTA combines 8 partials of
+// 2 rows per warp in one round trip instead of two).
+template <int kRows>
+__device__ __forceinline__ void merge_partials(const DecodeParams& p, const PartialRun& run,
+                                               const int (&row)[kRows], int lane, MergedRow (&r)[kRows]) {
+  for (int32_t k0 = 0; k0 < run.count; k0 += kMergeUnroll) {
+    float lse[kRows][kMergeUnroll];
+    float4 v[kRows][kMergeUnroll];
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+#pragma unroll
+      for (int j = 0; j < kMergeUnroll; ++j) {
+        const bool valid = k0 + j < run.count && row[i] < p.rows;
+        const int64_t at = (run.first_slot + int64_t{k0 + j} * run.stride) * p.rows + row[i];
+        lse[i][j] = valid ? __ldcg(p.partial_lse + at) : -INFINITY;
+        v[i][j] = valid ? __ldcg(reinterpret_cast<const float4*>(p.partial_out + at * kDecodeHeadDim) + lane)
+                        : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+      const MergedRow chunk = combine_states<kMergeUnroll>([&](int j, float& m, float& den, float4& acc) {
+        m = lse[i][j];  // -inf past the run: weight 0
+        den = 1.0f;
+        acc = v[i][j];
+      });
+      r[i].add(chunk.m, chunk.den, chunk.acc);
+    }
   }
-  return r;
 }
 
 // Writes columns col .. col + 3 of output row `row` of unit u, times `scale`,

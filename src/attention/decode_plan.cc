@@ -46,7 +46,7 @@ void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t pi
   const int32_t per_bin = run.per_bin;
   const int rows = unit_rows(info);
   int64_t slots = 0;
-  int32_t most_pieces = 0, left_to_merge = 0;
+  int32_t most_pieces = 0, empty_units = 0, left_to_merge = 0;
   for (int64_t u = 0; u < units; ++u) {
     schedule[l.slot_start + u] = static_cast<int32_t>(slots);
     const int32_t start = schedule[l.tile_start + u];
@@ -54,7 +54,8 @@ void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t pi
     const int32_t pieces = unit_pieces(start, tiles_end - start, per_bin);
     if (pieces >= 2) slots += pieces;
     most_pieces = std::max(most_pieces, pieces);
-    if (written_by_merge_kernel(pieces, rows)) ++left_to_merge;
+    if (pieces == 0) ++empty_units;
+    if (merged_by_merge_kernel(pieces, rows)) ++left_to_merge;
   }
   schedule[l.slot_start + units] = static_cast<int32_t>(slots);
   // Each bin's first unit (so a CTA needs no search and one load).
@@ -75,8 +76,9 @@ void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t pi
   schedule[2] = static_cast<int32_t>(units);
   schedule[3] = static_cast<int32_t>(slots);
   schedule[4] = most_pieces;
-  schedule[5] = left_to_merge;
+  schedule[5] = empty_units;
   schedule[kScheduleOverheadWord] = overhead;
+  schedule[kScheduleMergeKernelWord] = left_to_merge;
 }
 
 int32_t piece_cost_tiles() {
@@ -161,9 +163,7 @@ DecodePlanInfo with_decode_bins(const DecodePlanInfo& info, int32_t num_bins) {
   check_plan_shape(check, info);
   DecodePlanInfo out = info;
   out.num_bins = num_bins;
-  // Each bin boundary cuts at most one unit, and a unit cut into p pieces
-  // crosses p - 1 boundaries with p <= 2 (p - 1): at most 2 x bins slots.
-  out.num_slots = 2 * num_bins;
+  out.num_slots = attention::kSlotsPerBin * num_bins;
   const attention::ScheduleLayout l = attention::schedule_layout(info.batch, info.num_kv_heads, num_bins);
   out.schedule_words = l.words;
   const int64_t rows = attention::unit_rows(info);
@@ -178,7 +178,7 @@ namespace {
 
 void check_plan_info(const Checker& check, const DecodePlanInfo& info) {
   check_plan_shape(check, info);
-  if (info.num_bins < 1 || info.num_slots < 2 * info.num_bins ||
+  if (info.num_bins < 1 || info.num_slots < attention::kSlotsPerBin * info.num_bins ||
       info.schedule_words !=
           attention::schedule_layout(info.batch, info.num_kv_heads, info.num_bins).words) {
     check.invalid("the plan description is inconsistent (make it with make_decode_plan_info)");

@@ -13,21 +13,26 @@
 // bin_run: about total / bins, at least kMinTilesPerBin), cutting
 // units at bin boundaries into pieces (a bin that reaches only a unit's
 // empty positions takes no piece of it). A unit cut
-// into p >= 2 pieces writes p partial results (slots slot_start[u] ..); the
-// attention CTA that finishes last combines them when they are few
-// (merged_by_attention), the merge kernel otherwise. A unit of one piece
-// writes its output directly; the merge kernel writes units with no tiles.
+// into p >= 2 pieces writes p partial results (slots slot_start[u] ..), which
+// the attention CTAs that finish last combine in a tree (MergeWalk), or,
+// for units of many rows cut into many pieces, the merge kernel
+// (merge_fan_in); a unit of one piece writes its output directly. Units with
+// no tiles are written (zeros, lse -inf) by the CTAs of the attention grid,
+// each taking a share of the units, when header word 5 says there are some.
 //
 // Schedule words (int32):
 //   [0] T   [1] total positions   [2] units   [3] slots used
 //   [4] most pieces of one unit (the merge kernel sizes its warps by it)
-//   [5] units the merge kernel writes (no tiles, or too many pieces)
-//   [6] overhead (empty positions after each unit's tiles)   [7] 0
+//   [5] units with no tiles
+//   [6] overhead (empty positions after each unit's tiles)
+//   [7] units the merge kernel combines
 //   [8 ..]              tile_start[units + 1]  (exclusive scan of the units' spans)
 //   [9 + units ..]      slot_start[units + 1]  (exclusive scan of pieces of cut units)
 //   [10 + 2 units ..]   first_tile[batch]
-//   [.. + batch ..]     arrivals[units]: pieces of the unit finished in this
-//                       call; 0 between calls (the last piece resets it)
+//   [.. + batch ..]     counters[kCountersPerSlot x slots]: arrivals at each
+//                       group of a unit's merge tree in this call (unit u's
+//                       from kCountersPerSlot x slot_start[u]); 0 between
+//                       calls (a group's last arrival resets its counter)
 //   [.. 4-word aligned] bin_first[bins][4]: the bin's first unit (the first
 //                       whose tiles end after c*T), in one 16-byte load:
 //                       {unit (-1: none starts in the bin), its start
@@ -55,6 +60,7 @@ constexpr int kMaxQLen = 8;
 constexpr int kMinTilesPerBin = 2;
 constexpr int kScheduleHeaderWords = 8;
 constexpr int kScheduleOverheadWord = 6;
+constexpr int kScheduleMergeKernelWord = 7;
 // Longest request the schedule counts (2M tokens = 2^15 tiles); with at most
 // kMaxUnitOverhead empty positions per unit and kMaxUnits units every line
 // position fits in int32. Longer kv_lens are read as this length.
@@ -62,8 +68,15 @@ constexpr int32_t kMaxKvLen = 1 << 21;
 constexpr int32_t kMaxUnitOverhead = 16;
 constexpr int64_t kMaxUnits = INT32_MAX / (kMaxKvLen / kDecodeTileTokens + kMaxUnitOverhead);  // 65503
 
+// Partial-result slots per bin: each bin boundary cuts at most one unit,
+// and a unit cut into p pieces crosses p - 1 boundaries, p <= 2 (p - 1).
+constexpr int kSlotsPerBin = 2;
+// Merge-tree counters per slot: a unit of p pieces has fewer than 2p groups
+// over all levels of its tree (MergeWalk).
+constexpr int kCountersPerSlot = 2;
+
 struct ScheduleLayout {
-  int64_t tile_start = 0, slot_start = 0, first_tile = 0, arrivals = 0, bin_first = 0, words = 0;
+  int64_t tile_start = 0, slot_start = 0, first_tile = 0, counters = 0, bin_first = 0, words = 0;
 };
 constexpr int kBinFirstWords = 4;
 
@@ -74,8 +87,9 @@ HPC_OPS_HOST_DEVICE inline ScheduleLayout schedule_layout(int64_t batch, int64_t
   l.tile_start = kScheduleHeaderWords;
   l.slot_start = l.tile_start + units + 1;
   l.first_tile = l.slot_start + units + 1;
-  l.arrivals = l.first_tile + batch;
-  l.bin_first = (l.arrivals + units + kBinFirstWords - 1) / kBinFirstWords * kBinFirstWords;
+  l.counters = l.first_tile + batch;
+  const int64_t counters = int64_t{kCountersPerSlot} * kSlotsPerBin * bins;
+  l.bin_first = (l.counters + counters + kBinFirstWords - 1) / kBinFirstWords * kBinFirstWords;
   l.words = l.bin_first + kBinFirstWords * bins;
   return l;
 }
@@ -197,24 +211,74 @@ HPC_OPS_HOST_DEVICE inline int32_t unit_pieces(int32_t start, int32_t tiles, int
 // variants: 4 warps up to 64 rows, 8 above).
 HPC_OPS_HOST_DEVICE constexpr int attention_warps(int rows) { return rows <= 64 ? 4 : 8; }
 
-// Whether the attention CTA finishing a cut unit's last piece combines its
-// pieces itself: when each of its warps has at most 32 (row, piece) partials
-// to read (four round trips of 8 loads). Beyond that the merge kernel spreads
-// the rows over the GPU. Combining in the attention kernel saves the merge
-// kernel's chain of dependent loads after the attention grid (~4 us of a
-// 10.5 us batch-1 call at L = 1K).
+// Units of up to kTreeMergeRows rows have their partials combined by the
+// attention CTAs alone, in a tree; the call is one launch. Above, a CTA
+// combines a unit's partials only when each of its warps has at most
+// kMergeRowPiecesPerWarp (row, partial) pairs to read, and the merge kernel,
+// launched after the attention grid, spreads the other units' rows over the
+// GPU.
+// NOTE: measured (docs/perf/decode_attention.md, v8): without the merge
+// kernel's launch 1 x 1K q_len 1 took 8.2-10.5 us instead of 9.1-11.5 and
+// 8/1 batches 4-16% less; but at q_len 4 (32-64 rows) one CTA reading every
+// row of 8 or more partials made 1 x 1K 18-51% slower and 1 x 64K 30-40%.
+constexpr int kTreeMergeRows = 16;
 constexpr int kMergeRowPiecesPerWarp = 32;
-HPC_OPS_HOST_DEVICE inline bool merged_by_attention(int32_t pieces, int rows) {
+
+// The fan-in of a unit's merge tree (MergeWalk), or 0 when the merge kernel
+// combines its partials. Up to kTreeMergeRows rows a step loads
+// kMergeUnroll (8) partials of two rows per warp in one round trip, so it
+// costs ceil(rows / 8) x ceil(fan-in / 8) round trips after a fixed cost
+// (a barrier, an acquire-release add): 16 partials at up to 8 rows (two
+// round trips), 8 above (a smaller fan-in would take as long per step and
+// need more steps). Above kTreeMergeRows: one step of all the pieces, if
+// few enough.
+// NOTE: measured at 8 rows: a fan-in of 16 against 32, 1 x 16K + 15 x 64
+// 8/1 14.7 vs 16.9 us (BF16), 14.9 vs 17.4 (FP8).
+HPC_OPS_HOST_DEVICE inline int32_t merge_fan_in(int32_t pieces, int rows) {
+  if (rows <= kTreeMergeRows) return rows <= 8 ? 16 : 8;
   const int warps = attention_warps(rows);
-  return int64_t{pieces} * ((rows + warps - 1) / warps) <= kMergeRowPiecesPerWarp;
+  const bool few = int64_t{pieces} * ((rows + warps - 1) / warps) <= kMergeRowPiecesPerWarp;
+  return few && pieces >= 2 ? pieces : 0;
 }
 
-// Whether the merge kernel writes a unit's rows: units with no tiles (zeros,
-// lse -inf) and units cut into more pieces than merged_by_attention allows.
-// The planners count these units in schedule word 5.
-HPC_OPS_HOST_DEVICE inline bool written_by_merge_kernel(int32_t pieces, int rows) {
-  return pieces == 0 || (pieces >= 2 && !merged_by_attention(pieces, rows));
+// Whether the merge kernel combines a unit's partials (the planners count
+// these units in header word 7).
+HPC_OPS_HOST_DEVICE inline bool merged_by_merge_kernel(int32_t pieces, int rows) {
+  return pieces >= 2 && merge_fan_in(pieces, rows) == 0;
 }
+
+// A walk up the merge tree of a unit cut into `pieces` >= 2 pieces, fan-in g
+// (merge_fan_in, 2 or more), from the partial result of piece `index`. Level 0 holds
+// the pieces' partials; group k of level l (its partials [k g, min((k + 1)
+// g, n_l))) is combined by the CTA that brings its last partial, into
+// partial k of level l + 1, or into the output when the level has one group.
+// Partial j of level l lives in slot slot0 + j g^l: a group's result takes
+// the slot of its first partial, which the group's own step has read, so
+// the tree needs no slots beyond the pieces'. Group k of level l counts its
+// arrivals in counter (groups of the levels below) + k from the unit's
+// first, fewer than 2 x pieces in all.
+// A 1 x 64K unit of 256 pieces at 8 rows takes two steps (16 groups of
+// 16, then 16 partials).
+struct MergeWalk {
+  int32_t fan_in, n, index;  // this level: partials, and the one brought
+  int32_t stride = 1;        // g^l: slots between two partials of this level
+  int32_t counter_base = 0;  // groups of the levels below
+
+  HPC_OPS_HOST_DEVICE int32_t group() const { return index / fan_in; }
+  HPC_OPS_HOST_DEVICE int32_t first() const { return group() * fan_in; }
+  HPC_OPS_HOST_DEVICE int32_t count() const { return n - first() < fan_in ? n - first() : fan_in; }
+  HPC_OPS_HOST_DEVICE int32_t groups() const { return (n + fan_in - 1) / fan_in; }
+  HPC_OPS_HOST_DEVICE int32_t counter() const { return counter_base + group(); }
+  HPC_OPS_HOST_DEVICE bool top() const { return groups() == 1; }
+  // To the next level, carrying this group's result.
+  HPC_OPS_HOST_DEVICE void up() {
+    const int32_t g = groups(), k = group();
+    counter_base += g;
+    index = k;
+    n = g;
+    stride *= fan_in;
+  }
+};
 
 // Bin c's record (bin_first above) for unit u = [ts, te) of a request whose
 // tiles start at first_tile; both planners write it through this.

@@ -42,10 +42,10 @@ __global__ void __launch_bounds__(kPlanThreads)
                        int32_t rows, int32_t window, int32_t bins, int32_t piece_cost, int32_t* sched) {
   __shared__ typename PlanScan::TempStorage scan_storage;
   __shared__ int32_t carry;
-  __shared__ int32_t most_pieces, left_to_merge;  // header words 4 and 5
+  __shared__ int32_t most_pieces, empty_units, left_to_merge;  // header words 4, 5 and 7
   __shared__ int32_t tiles, requests_with_tiles, fewest, most;  // per request (x heads: per unit)
   if (threadIdx.x == 0) {
-    most_pieces = left_to_merge = 0;
+    most_pieces = empty_units = left_to_merge = 0;
     tiles = requests_with_tiles = most = 0;
     fewest = INT32_MAX;
   }
@@ -101,14 +101,15 @@ __global__ void __launch_bounds__(kPlanThreads)
         const int32_t next = u + 1 < units ? sched[layout.tile_start + u + 1] : total;
         const int32_t pieces = unit_pieces(start, unit_tiles_end(start, next, overhead) - start, per_bin);
         atomicMax(&most_pieces, pieces);
-        if (written_by_merge_kernel(pieces, rows)) atomicAdd(&left_to_merge, 1);
+        if (pieces == 0) atomicAdd(&empty_units, 1);
+        if (merged_by_merge_kernel(pieces, rows)) atomicAdd(&left_to_merge, 1);
         return pieces >= 2 ? pieces : 0;
       },
       sched + layout.slot_start, scan_storage, carry);
-  // Pass 3: arrivals (zero), bin_first (every bin's unit first -1, then the
+  // Pass 3: the merge trees' counters (zero), bin_first (every bin's unit first -1, then the
   // record of its first unit).
-  for (int64_t w = layout.arrivals + threadIdx.x; w < layout.bin_first; w += kPlanThreads) {
-    sched[w] = 0;  // arrivals and the alignment padding (zero in the CPU planner's words too)
+  for (int64_t w = layout.counters + threadIdx.x; w < layout.bin_first; w += kPlanThreads) {
+    sched[w] = 0;  // counters and the alignment padding (zero in the CPU planner's words too)
   }
   for (int32_t c = static_cast<int32_t>(threadIdx.x); c < bins; c += kPlanThreads) {
     write_bin_first(sched + layout.bin_first + kBinFirstWords * c, -1, 0, 0, 0);
@@ -134,9 +135,9 @@ __global__ void __launch_bounds__(kPlanThreads)
     sched[2] = units;
     sched[3] = slots;
     sched[4] = most_pieces;  // complete: the scans' barriers came after every atomic
-    sched[5] = left_to_merge;
+    sched[5] = empty_units;
     sched[kScheduleOverheadWord] = overhead;
-    for (int i = kScheduleOverheadWord + 1; i < kScheduleHeaderWords; ++i) sched[i] = 0;
+    sched[kScheduleMergeKernelWord] = left_to_merge;
   }
 }
 

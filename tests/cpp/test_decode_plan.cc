@@ -3,7 +3,9 @@
 // attention kernel does covers every tile of every unit exactly once, the
 // bins hold equal runs, partial slots are distinct and within the workspace,
 // the merge sees the pieces the kernel wrote, and the header counts the
-// largest piece count and the units left to the merge kernel.
+// largest piece count, the units with no tiles and those the merge kernel
+// combines; every walk up a merge tree (MergeWalk) combines each partial
+// once, in the slots and counters the schedule gives the unit.
 #include <algorithm>
 #include <cstdint>
 #include <random>
@@ -25,7 +27,7 @@ DecodePlanInfo info_for(int batch, int kv_heads, int group, int q_len, int windo
   info.q_len = q_len;
   info.sliding_window = window;
   info.num_bins = bins;
-  info.num_slots = 2 * bins;
+  info.num_slots = kSlotsPerBin * bins;
   info.schedule_words = schedule_layout(batch, kv_heads, bins).words;
   return info;
 }
@@ -107,19 +109,23 @@ bool walk_is_exact(const std::vector<int32_t>& lens, const DecodePlanInfo& info,
     }
   }
   for (int v : slot_used) if (v > 1) return false;
-  int most_pieces = 0, left_to_merge = 0;
+  int most_pieces = 0, empty_units = 0, left_to_merge = 0;
   const int rows = info.q_len * (info.num_q_heads / info.num_kv_heads);
   for (int64_t u = 0; u < units; ++u) {
     const int64_t ts = s[l.tile_start + u];
     if (pieces_seen[u] != unit_pieces(ts, tiles_end[u] - ts, static_cast<int32_t>(per_bin))) return false;
     most_pieces = std::max(most_pieces, pieces_seen[u]);
-    const int p = pieces_seen[u];
-    left_to_merge += p == 0 || (p >= 2 && !merged_by_attention(p, rows));
-    if (s[l.arrivals + u] != 0) return false;  // counts start at zero
+    empty_units += pieces_seen[u] == 0;
+    left_to_merge += merged_by_merge_kernel(pieces_seen[u], rows);
+    // A cut unit's merge-tree counters lie within the schedule's.
+    const int64_t cut = s[l.slot_start + u + 1] - s[l.slot_start + u];
+    if (cut != (pieces_seen[u] >= 2 ? pieces_seen[u] : 0)) return false;
   }
-  // The merge kernel sizes its warps by the largest piece count and skips
-  // its work when no unit is left to it.
-  return s[4] == most_pieces && s[5] == left_to_merge;
+  for (int64_t w = l.counters; w < l.bin_first; ++w) {
+    if (s[w] != 0) return false;  // counts start at zero
+  }
+  if (l.bin_first - l.counters < int64_t{kCountersPerSlot} * info.num_slots) return false;
+  return s[4] == most_pieces && s[5] == empty_units && s[kScheduleMergeKernelWord] == left_to_merge;
 }
 
 // The walk at the piece costs worth trying (0: tiles only; beyond a bin).
@@ -295,14 +301,64 @@ TEST(empty_and_tiny_batches) {
 
 TEST_MAIN()
 
-TEST(few_pieces_merge_in_the_attention_kernel) {
-  // 8 rows on 4 warps: 2 rows per warp, up to 16 pieces each.
-  EXPECT_TRUE(merged_by_attention(16, 8));
-  EXPECT_TRUE(!merged_by_attention(17, 8));
-  // 1 row: up to 32 pieces.
-  EXPECT_TRUE(merged_by_attention(32, 1));
-  EXPECT_TRUE(!merged_by_attention(33, 1));
-  // 128 rows (q_len 8 x group 16) on 8 warps: 16 rows per warp, 2 pieces.
-  EXPECT_TRUE(merged_by_attention(2, 128));
-  EXPECT_TRUE(!merged_by_attention(3, 128));
+TEST(merge_fan_in_splits_the_work) {
+  // Up to 16 rows: a tree, 16 partials a step up to 8 rows, 8 above.
+  EXPECT_TRUE(merge_fan_in(2, 1) == 16 && merge_fan_in(500, 8) == 16);
+  EXPECT_TRUE(merge_fan_in(2, 9) == 8 && merge_fan_in(500, 16) == 8);
+  // Above: one step of every piece while each warp reads at most 32 (row,
+  // partial) pairs (32 rows on 4 warps: 4 pieces; 128 rows on 8: 2), else
+  // the merge kernel.
+  EXPECT_TRUE(merge_fan_in(4, 32) == 4 && merge_fan_in(5, 32) == 0);
+  EXPECT_TRUE(merge_fan_in(2, 128) == 2 && merge_fan_in(3, 128) == 0);
+  EXPECT_TRUE(merged_by_merge_kernel(3, 128) && !merged_by_merge_kernel(2, 128));
+  EXPECT_TRUE(!merged_by_merge_kernel(500, 16) && !merged_by_merge_kernel(0, 128));
+}
+
+// Walks every piece's way up the merge tree, the pieces arriving in a random
+// order, as the attention CTAs do: each step's group gets every partial of
+// its level once, after they were written; a step's result overwrites a slot
+// no later step reads at the level below; counters stay below
+// kCountersPerSlot x pieces and end at zero; the output is written once, by
+// the step that brings the unit's last partial.
+bool merge_tree_is_exact(int32_t pieces, int32_t fan_in, std::mt19937& rng) {
+  std::vector<int32_t> order(pieces);
+  for (int32_t i = 0; i < pieces; ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), rng);
+  std::vector<int32_t> counters(int64_t{kCountersPerSlot} * pieces, 0);
+  std::vector<int32_t> level_in_slot(pieces, 0);  // which level's partial each slot holds
+  std::vector<char> read(pieces, 0);
+  int outputs = 0;
+  for (const int32_t index : order) {
+    MergeWalk walk{fan_in, pieces, index};
+    for (int32_t level = 0;; ++level) {
+      if (walk.counter() < 0 || walk.counter() >= int64_t{kCountersPerSlot} * pieces) return false;
+      if (++counters[walk.counter()] < walk.count()) break;
+      if (counters[walk.counter()] != walk.count()) return false;
+      counters[walk.counter()] = 0;
+      // The step reads partials first .. first + count - 1 of this level.
+      for (int32_t k = walk.first(); k < walk.first() + walk.count(); ++k) {
+        const int64_t slot = int64_t{k} * walk.stride;
+        if (slot >= pieces || level_in_slot[slot] != level) return false;
+      }
+      if (walk.top()) {
+        ++outputs;
+        break;
+      }
+      level_in_slot[int64_t{walk.first()} * walk.stride] = level + 1;
+      walk.up();
+    }
+  }
+  for (const int32_t c : counters) {
+    if (c != 0) return false;
+  }
+  return outputs == 1;
+}
+
+TEST(merge_tree_combines_every_partial_once) {
+  std::mt19937 rng(7);
+  for (const int32_t fan_in : {2, 3, 4, 8, 12, 16, 25, 32}) {
+    for (int32_t pieces = 2; pieces <= 1100; pieces += pieces < 80 ? 1 : 37) {
+      EXPECT_TRUE(merge_tree_is_exact(pieces, fan_in, rng));
+    }
+  }
 }

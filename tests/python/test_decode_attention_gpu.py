@@ -273,6 +273,20 @@ FP8_SKEWED_CASES = [
 ]
 
 
+# Units cut into many pieces, whose partials the attention CTAs combine in a
+# tree (decode_plan.h, MergeWalk): 1 x 64K at 8 rows (256-512 pieces, fan-in
+# 16: two or three levels), 16 rows (fan-in 8); at 128 rows (q_len 8 x group
+# 16) the merge kernel; a zero-length request beside a long one.
+DEEP_MERGE_CASES = [
+    C(1, 16, 8, 1, 1, "HND", lens=[65536], lse=True),
+    C(2, 32, 16, 1, 1, "NHD", lens=[30001, 0], lse=True),
+    C(2, 64, 16, 1, 8, "NHD", lens=[0, 12000], lse=True),
+    C(1, 16, 8, 1, 1, "NHD", lens=[65536], lse=True, scheme=QK, q_fp8=True),
+    C(2, 32, 16, 1, 1, "HND", lens=[30001, 0], lse=True, scheme=PT),
+    C(2, 64, 16, 1, 8, "NHD", lens=[0, 12000], lse=True, scheme=QT),
+]
+
+
 INPUT_NAMES = ("q", "k_cache", "v_cache", "page_table", "kv_lens")
 SCALE_NAMES = ("q_scale", "k_scale", "v_scale")
 
@@ -364,6 +378,13 @@ def test_zero_length_requests(gen, case):
 @pytest.mark.parametrize("case", SKEWED_CASES + FP8_SKEWED_CASES, ids=_case_id)
 def test_skewed_batch(gen, case):
     """One request of ~20000 tokens among short ones: the split over the SMs."""
+    _run_case(gen, case)
+
+
+@pytest.mark.parametrize("case", DEEP_MERGE_CASES, ids=_case_id)
+def test_deep_merge_trees(gen, case):
+    """Hundreds of pieces of one unit combined, level by level, by the
+    attention CTAs that finish last (or, at 128 rows, by the merge kernel)."""
     _run_case(gen, case)
 
 
