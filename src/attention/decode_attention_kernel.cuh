@@ -324,9 +324,7 @@ struct DecodeCta {
       if (slot < 0) {
         store_merged_row(p, piece.u, row, col, merged, v_mult);
       } else {
-        const int64_t at = int64_t{slot} * p.rows + row;
-        *reinterpret_cast<float4*>(p.partial_out + at * kDecodeHeadDim + col) = merged.output(v_mult);
-        if (col == 0) p.partial_lse[at] = merged.lse2();
+        store_partial_row(p, slot, row, col / 4, merged, v_mult);
       }
     }
     if (slot >= 0) merge_up(piece, slot0, layout);
@@ -411,9 +409,7 @@ struct DecodeCta {
         if (top) {
           store_merged_row(p, u, row[i], 4 * lane, r[i]);
         } else {
-          const int64_t at = run.first_slot * p.rows + row[i];
-          reinterpret_cast<float4*>(p.partial_out + at * kDecodeHeadDim)[lane] = r[i].output(1.0f);
-          if (lane == 0) p.partial_lse[at] = r[i].lse2();
+          store_partial_row(p, run.first_slot, row[i], lane, r[i]);
         }
       }
     }
@@ -493,14 +489,15 @@ __global__ void __launch_bounds__(DecodeGeometry<kMTiles, Kv>::kThreads, DecodeG
   const int32_t begin = static_cast<int32_t>(blockIdx.x) * per_bin;
   if (begin < total && first_unit.x >= 0) {
     const int32_t end = begin + per_bin < total ? begin + per_bin : total;
-    bool done = false;
     if constexpr (Kv::kTmaTiles) {
       if (tma) {
         cta.template run_bin<true>(first_unit, begin, end, per_bin, overhead);
-        done = true;
+      } else {
+        cta.template run_bin<false>(first_unit, begin, end, per_bin, overhead);
       }
+    } else {
+      cta.template run_bin<false>(first_unit, begin, end, per_bin, overhead);
     }
-    if (!done) cta.template run_bin<false>(first_unit, begin, end, per_bin, overhead);
   }
   if (empty_units > 0) cta.write_empty_units(layout, units);  // uniform over the grid
 }

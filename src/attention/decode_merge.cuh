@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Combining softmax-weighted partial outputs (online maximum of their log2
-// LSEs) and writing the result, for the attention kernel: its warps' states
-// at the end of a piece, and the steps of a cut unit's merge tree
-// (MergeWalk, decode_plan.h). A row's partials are combined by one warp,
-// lane l owning columns 4l .. 4l + 3.
+// LSEs) and writing the result: the attention kernel's warps' states at the
+// end of a piece, the steps of a cut unit's merge tree (MergeWalk,
+// decode_plan.h), and the merge kernel. A row's partials are combined by one
+// warp, lane l owning columns 4l .. 4l + 3.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -130,6 +130,16 @@ __device__ __forceinline__ void store_merged_row(const DecodeParams& p, int u, i
   if (p.lse != nullptr && col == 0) {
     p.lse[q_row * p.lse_row_stride + head * p.lse_head_stride] = r.lse2() * 0.6931471805599453f;
   }
+}
+
+// Writes columns 4 quad .. 4 quad + 3 of row `row` of partial slot `slot`
+// (the output times `scale`, fp32) and, from the quad == 0 thread, its log2
+// LSE.
+__device__ __forceinline__ void store_partial_row(const DecodeParams& p, int64_t slot, int row, int quad,
+                                                  const MergedRow& r, float scale = 1.0f) {
+  const int64_t at = slot * p.rows + row;
+  reinterpret_cast<float4*>(p.partial_out + at * kDecodeHeadDim)[quad] = r.output(scale);
+  if (quad == 0) p.partial_lse[at] = r.lse2();
 }
 
 }  // namespace hpc_ops::attention

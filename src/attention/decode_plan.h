@@ -248,10 +248,11 @@ HPC_OPS_HOST_DEVICE inline bool merged_by_merge_kernel(int32_t pieces, int rows)
 }
 
 // A walk up the merge tree of a unit cut into `pieces` >= 2 pieces, fan-in g
-// (merge_fan_in, 2 or more), from the partial result of piece `index`. Level 0 holds
-// the pieces' partials; group k of level l (its partials [k g, min((k + 1)
-// g, n_l))) is combined by the CTA that brings its last partial, into
-// partial k of level l + 1, or into the output when the level has one group.
+// (merge_fan_in, 2 or more), from the partial result of piece `index`.
+// Level 0 holds the pieces' partials; group k of level l (its partials
+// [k g, min((k + 1) g, n_l))) is combined by the CTA that brings its last
+// partial, into partial k of level l + 1, or into the output when the level
+// has one group.
 // Partial j of level l lives in slot slot0 + j g^l: a group's result takes
 // the slot of its first partial, which the group's own step has read, so
 // the tree needs no slots beyond the pieces'. Group k of level l counts its
