@@ -30,7 +30,7 @@ void plan_on_host(const int32_t* kv_lens, const DecodePlanInfo& info, int32_t pi
     fewest = std::min(fewest, count);
     most = std::max(most, count);
   }
-  const BinRun run = bin_run(tiles, units_with_tiles, fewest, most, info.num_bins, piece_cost);
+  const BinRun run = bin_run(tiles, units_with_tiles, fewest, most, info.num_bins, piece_cost, unit_rows(info));
   const int32_t overhead = run.overhead;
   int64_t total = 0;
   for (int64_t b = 0; b < batch; ++b) {

@@ -10,7 +10,7 @@
 // positions (header word 6: a piece's fixed cost, or the rounding that
 // lines equal units up with the bins; see bin_run), a unit without tiles
 // spans nothing. Bin c (CTA c) takes the positions [c*T, (c+1)*T) (T from
-// bin_run: about total / bins, at least kMinTilesPerBin), cutting
+// bin_run: about total / bins, at least kMinTilesPerBin and two_level_run), cutting
 // units at bin boundaries into pieces (a bin that reaches only a unit's
 // empty positions takes no piece of it). A unit cut
 // into p >= 2 pieces writes p partial results (slots slot_start[u] ..), which
@@ -137,76 +137,6 @@ HPC_OPS_HOST_DEVICE inline void bins_starting_at_unit(int32_t ts, int32_t tiles_
   c_end = (tiles_end + per_bin - 1) / per_bin;
 }
 
-// The empty positions after each unit's tiles (schedule word 6) for a batch
-// of `units` units with tiles, `tiles` in all, the fewest and most of one
-// unit: piece_cost (the most), lowered until a bin holds at most 1/8 more
-// positions than with none, and 0 when every unit has the same tiles.
-// NOTE: measured (BF16 / FP8 q_len 1, us, charge 0 -> 2): 32 x 128 + 32 x 4K
-// 64/8 206.5 -> 143.4 and 117.7 -> 84.5, 1 x 16K + 15 x 64 52.7 -> 32.3;
-// but equal units lose their alignment with the bins (64 x 4K 8/1 42.7 ->
-// 47.4, 128 x 1K 64/4 75.5 -> 80.9: more pieces), and where bins hold few
-// tiles the charge raises every bin's run (FP8 32 x 128 + 32 x 4K 8/1: 4 ->
-// 5 tiles, 20.3 -> 25.3 us).
-HPC_OPS_HOST_DEVICE inline int32_t unit_overhead(int64_t tiles, int64_t units, int32_t fewest, int32_t most,
-                                                 int32_t bins, int32_t piece_cost) {
-  if (units == 0 || fewest == most) return 0;
-  const int64_t base = tiles_per_bin(tiles, bins);
-  for (int32_t o = piece_cost; o > 0; --o) {
-    if (8 * int64_t{tiles_per_bin(tiles + o * units, bins)} <= 9 * base) return o;
-  }
-  return 0;
-}
-
-// The run of positions per bin and the empty positions after each unit's
-// tiles (header words 0 and 6), for a batch of `units` units with tiles,
-// `tiles` in all, the fewest and most of one unit.
-struct BinRun {
-  int32_t per_bin, overhead;
-};
-
-// Mixed units: an even cut of the line (tiles_per_bin) with unit_overhead's
-// charge. Equal units of U tiles: bins lined up with the units when that
-// keeps at least 15/16 of the bins the even cut uses busy, so that no bin
-// holds parts of two units: j whole units per bin (units >= bins: no
-// partial results at all), or k pieces per unit with the units' spans
-// rounded up to k runs by empty positions.
-// NOTE: the even cut of 512 units of 64 tiles on 528 bins (FP8 64 x 4K
-// 64/8) is 63 tiles a bin: nearly every unit in two pieces, every bin with
-// two prologues and a partial result to merge; lined up, 64 tiles and one
-// piece per bin on 512 bins.
-HPC_OPS_HOST_DEVICE inline BinRun bin_run(int64_t tiles, int64_t units, int32_t fewest, int32_t most,
-                                          int32_t bins, int32_t piece_cost) {
-  const int32_t overhead = unit_overhead(tiles, units, fewest, most, bins, piece_cost);
-  const BinRun even{tiles_per_bin(tiles + int64_t{overhead} * units, bins), overhead};
-  if (units == 0 || fewest != most) return even;
-  const int64_t u = most;
-  int64_t run = 0, pad = 0, used = 0;
-  if (units >= bins) {
-    int64_t j = (units + bins - 1) / bins;
-    if (j * u < kMinTilesPerBin) j = (kMinTilesPerBin + u - 1) / u;
-    run = j * u;
-    used = (units + j - 1) / j;
-  } else {
-    const int64_t k = bins / units;
-    run = (u + k - 1) / k;
-    run = run > kMinTilesPerBin ? run : kMinTilesPerBin;
-    const int64_t pieces = (u + run - 1) / run;
-    pad = pieces * run - u;
-    used = units * pieces;
-  }
-  const int64_t even_used = (tiles + even.per_bin - 1) / even.per_bin;
-  if (pad > kMaxUnitOverhead || 16 * used < 15 * even_used) return even;
-  return BinRun{static_cast<int32_t>(run), static_cast<int32_t>(pad)};
-}
-
-// Pieces of a unit whose tiles are [start, start + tiles) on the line.
-// Tile positions fit int32 (kMaxKvLen, kMaxUnits): 32-bit divisions (a 64-bit
-// one per piece cost the attention kernel 7 us on 256 two-tile units).
-HPC_OPS_HOST_DEVICE inline int32_t unit_pieces(int32_t start, int32_t tiles, int32_t per_bin) {
-  if (tiles <= 0) return 0;
-  return (start + tiles - 1) / per_bin - start / per_bin + 1;
-}
-
 // Warps of the attention kernel for units of `rows` rows (its m-tile
 // variants: 4 warps up to 64 rows, 8 above).
 HPC_OPS_HOST_DEVICE constexpr int attention_warps(int rows) { return rows <= 64 ? 4 : 8; }
@@ -245,6 +175,98 @@ HPC_OPS_HOST_DEVICE inline int32_t merge_fan_in(int32_t pieces, int rows) {
 // these units in header word 7).
 HPC_OPS_HOST_DEVICE inline bool merged_by_merge_kernel(int32_t pieces, int rows) {
   return pieces >= 2 && merge_fan_in(pieces, rows) == 0;
+}
+
+// The empty positions after each unit's tiles (schedule word 6) for a batch
+// of `units` units with tiles, `tiles` in all, the fewest and most of one
+// unit: piece_cost (the most), lowered until a bin holds at most 1/8 more
+// positions than with none, and 0 when every unit has the same tiles.
+// NOTE: measured (BF16 / FP8 q_len 1, us, charge 0 -> 2): 32 x 128 + 32 x 4K
+// 64/8 206.5 -> 143.4 and 117.7 -> 84.5, 1 x 16K + 15 x 64 52.7 -> 32.3;
+// but equal units lose their alignment with the bins (64 x 4K 8/1 42.7 ->
+// 47.4, 128 x 1K 64/4 75.5 -> 80.9: more pieces), and where bins hold few
+// tiles the charge raises every bin's run (FP8 32 x 128 + 32 x 4K 8/1: 4 ->
+// 5 tiles, 20.3 -> 25.3 us).
+HPC_OPS_HOST_DEVICE inline int32_t unit_overhead(int64_t tiles, int64_t units, int32_t fewest, int32_t most,
+                                                 int32_t bins, int32_t piece_cost) {
+  if (units == 0 || fewest == most) return 0;
+  const int64_t base = tiles_per_bin(tiles, bins);
+  for (int32_t o = piece_cost; o > 0; --o) {
+    if (8 * int64_t{tiles_per_bin(tiles + o * units, bins)} <= 9 * base) return o;
+  }
+  return 0;
+}
+
+// The fewest tiles per piece that keep a unit of `most` tiles within two
+// merge levels (fan_in^2 pieces), if that is at most kTwoLevelMaxRun tiles;
+// else 0 (no floor). Above kTreeMergeRows rows: 0.
+// NOTE: measured (docs/perf/decode_attention.md, v8b): a level costs ~3 us
+// (an arrival ~0.9 us, then one or two round trips of partial loads at
+// 1.2-1.9 us each), where an FP8 bin streams a tile in ~1.5-2 us. FP8 1 x 64K
+// 8/1 on 528 bins: 512 pieces of 2 tiles (three levels) 21.9 us, 256 of 4
+// (two) 18.4 us. At 16 rows the same floor made pieces of 16 tiles instead
+// of 11 (FP8 1 x 64K 64/4, 99 -> 64 pieces): 36.1 -> 37.9 us, so the floor
+// applies only while it leaves pieces short.
+constexpr int32_t kTwoLevelMaxRun = 2 * kMinTilesPerBin;
+HPC_OPS_HOST_DEVICE inline int32_t two_level_run(int32_t most, int rows) {
+  if (rows > kTreeMergeRows || most <= 0) return 0;
+  const int32_t g = merge_fan_in(2, rows);
+  const int32_t run = (most + g * g - 1) / (g * g);
+  return run <= kTwoLevelMaxRun ? run : 0;
+}
+
+// The run of positions per bin and the empty positions after each unit's
+// tiles (header words 0 and 6), for a batch of `units` units with tiles,
+// `tiles` in all, the fewest and most of one unit.
+struct BinRun {
+  int32_t per_bin, overhead;
+};
+
+// Mixed units: an even cut of the line (tiles_per_bin) with unit_overhead's
+// charge. Equal units of U tiles: bins lined up with the units when that
+// keeps at least 15/16 of the bins the even cut uses busy, so that no bin
+// holds parts of two units: j whole units per bin (units >= bins: no
+// partial results at all), or k pieces per unit with the units' spans
+// rounded up to k runs by empty positions. Either way a run holds at least
+// two_level_run tiles.
+// NOTE: the even cut of 512 units of 64 tiles on 528 bins (FP8 64 x 4K
+// 64/8) is 63 tiles a bin: nearly every unit in two pieces, every bin with
+// two prologues and a partial result to merge; lined up, 64 tiles and one
+// piece per bin on 512 bins.
+HPC_OPS_HOST_DEVICE inline BinRun bin_run(int64_t tiles, int64_t units, int32_t fewest, int32_t most,
+                                          int32_t bins, int32_t piece_cost, int rows) {
+  const int32_t overhead = unit_overhead(tiles, units, fewest, most, bins, piece_cost);
+  const int32_t min_run = two_level_run(most, rows);
+  const int32_t even_run = tiles_per_bin(tiles + int64_t{overhead} * units, bins);
+  const BinRun even{even_run > min_run ? even_run : min_run, overhead};
+  if (units == 0 || fewest != most) return even;
+  const int64_t u = most;
+  int64_t run = 0, pad = 0, used = 0;
+  if (units >= bins) {
+    int64_t j = (units + bins - 1) / bins;
+    if (j * u < kMinTilesPerBin) j = (kMinTilesPerBin + u - 1) / u;
+    run = j * u;
+    used = (units + j - 1) / j;
+  } else {
+    const int64_t k = bins / units;
+    run = (u + k - 1) / k;
+    run = run > kMinTilesPerBin ? run : kMinTilesPerBin;
+    run = run > min_run ? run : min_run;
+    const int64_t pieces = (u + run - 1) / run;
+    pad = pieces * run - u;
+    used = units * pieces;
+  }
+  const int64_t even_used = (tiles + even.per_bin - 1) / even.per_bin;
+  if (pad > kMaxUnitOverhead || 16 * used < 15 * even_used) return even;
+  return BinRun{static_cast<int32_t>(run), static_cast<int32_t>(pad)};
+}
+
+// Pieces of a unit whose tiles are [start, start + tiles) on the line.
+// Tile positions fit int32 (kMaxKvLen, kMaxUnits): 32-bit divisions (a 64-bit
+// one per piece cost the attention kernel 7 us on 256 two-tile units).
+HPC_OPS_HOST_DEVICE inline int32_t unit_pieces(int32_t start, int32_t tiles, int32_t per_bin) {
+  if (tiles <= 0) return 0;
+  return (start + tiles - 1) / per_bin - start / per_bin + 1;
 }
 
 // A walk up the merge tree of a unit cut into `pieces` >= 2 pieces, fan-in g

@@ -77,7 +77,7 @@ __global__ void __launch_bounds__(kPlanThreads)
   }
   __syncthreads();
   const BinRun run = bin_run(int64_t{tiles} * heads, int64_t{requests_with_tiles} * heads, fewest, most, bins,
-                             piece_cost);
+                             piece_cost, rows);
   const int32_t overhead = run.overhead;
   // Pass 1: tile_start (and first_tile per request): each unit with tiles
   // spans them and `overhead` empty positions.

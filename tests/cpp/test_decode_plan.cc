@@ -274,6 +274,34 @@ TEST(equal_units_line_up_with_bins) {
   }
 }
 
+TEST(long_units_keep_two_merge_levels_while_pieces_stay_short) {
+  // 1 x 64K (1024 tiles), one kv head, 8 rows, 528 bins: 256 pieces of 4
+  // tiles (two levels of fan-in 16) instead of 512 of 2 (three levels).
+  EXPECT_EQ(two_level_run(1024, 8), 4);
+  std::vector<int32_t> s(info_for(1, 1, 8, 1, 0, 528).schedule_words);
+  plan_on_host(std::vector<int32_t>{65536}.data(), info_for(1, 1, 8, 1, 0, 528), 4, s.data());
+  EXPECT_EQ(s[0], 4);
+  EXPECT_EQ(s[4], 256);
+  // The same at 16 rows (fan-in 8) would need pieces of 16 tiles: no floor.
+  EXPECT_EQ(two_level_run(1024, 16), 0);
+  s.assign(info_for(1, 1, 16, 1, 0, 528).schedule_words, 0);
+  plan_on_host(std::vector<int32_t>{65536}.data(), info_for(1, 1, 16, 1, 0, 528), 4, s.data());
+  EXPECT_EQ(s[0], 2);
+  // 1 x 128K at 8 rows: two levels need 8 tiles a piece: no floor either.
+  EXPECT_EQ(two_level_run(2048, 8), 0);
+  // Above kTreeMergeRows the merge kernel takes such units: no floor.
+  EXPECT_EQ(two_level_run(1024, 32), 0);
+  // Mixed units take the floor from the longest: 1 x 64K + 15 x 1K.
+  std::vector<int32_t> lens(16, 1024);
+  lens[0] = 65536;
+  const DecodePlanInfo mixed = info_for(16, 1, 8, 1, 0, 528);
+  s.assign(mixed.schedule_words, 0);
+  plan_on_host(lens.data(), mixed, 4, s.data());
+  EXPECT_EQ(s[0], 4);
+  EXPECT_TRUE(s[4] <= 257);
+  EXPECT_TRUE(walk_is_exact(lens, mixed));
+}
+
 TEST(walk_covers_every_tile_once) {
   std::mt19937 rng(7);
   for (int trial = 0; trial < 300; ++trial) {
