@@ -164,8 +164,9 @@ constexpr int kMergeRowPiecesPerWarp = 32;
 // few enough.
 // NOTE: measured at 8 rows: a fan-in of 16 against 32, 1 x 16K + 15 x 64
 // 8/1 14.7 vs 16.9 us (BF16), 14.9 vs 17.4 (FP8).
+HPC_OPS_HOST_DEVICE constexpr int32_t tree_fan_in(int rows) { return rows <= 8 ? 16 : 8; }
 HPC_OPS_HOST_DEVICE inline int32_t merge_fan_in(int32_t pieces, int rows) {
-  if (rows <= kTreeMergeRows) return rows <= 8 ? 16 : 8;
+  if (rows <= kTreeMergeRows) return tree_fan_in(rows);
   const int warps = attention_warps(rows);
   const bool few = int64_t{pieces} * ((rows + warps - 1) / warps) <= kMergeRowPiecesPerWarp;
   return few && pieces >= 2 ? pieces : 0;
@@ -197,9 +198,10 @@ HPC_OPS_HOST_DEVICE inline int32_t unit_overhead(int64_t tiles, int64_t units, i
   return 0;
 }
 
-// The fewest tiles per piece that keep a unit of `most` tiles within two
-// merge levels (fan_in^2 pieces), if that is at most kTwoLevelMaxRun tiles;
-// else 0 (no floor). Above kTreeMergeRows rows: 0.
+// The fewest tiles per piece that cut a unit of `most` tiles into at most
+// fan_in^2 pieces (two merge levels) when its start lines up with a bin (a
+// unit starting mid-run takes one piece more), if that is at most
+// kTwoLevelMaxRun tiles; else 0 (no floor). Above kTreeMergeRows rows: 0.
 // NOTE: measured (docs/perf/decode_attention.md, v8b): a level costs ~3 us
 // (an arrival ~0.9 us, then one or two round trips of partial loads at
 // 1.2-1.9 us each), where an FP8 bin streams a tile in ~1.5-2 us. FP8 1 x 64K
@@ -210,7 +212,7 @@ HPC_OPS_HOST_DEVICE inline int32_t unit_overhead(int64_t tiles, int64_t units, i
 constexpr int32_t kTwoLevelMaxRun = 2 * kMinTilesPerBin;
 HPC_OPS_HOST_DEVICE inline int32_t two_level_run(int32_t most, int rows) {
   if (rows > kTreeMergeRows || most <= 0) return 0;
-  const int32_t g = merge_fan_in(2, rows);
+  const int32_t g = tree_fan_in(rows);
   const int32_t run = (most + g * g - 1) / (g * g);
   return run <= kTwoLevelMaxRun ? run : 0;
 }

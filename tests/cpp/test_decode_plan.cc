@@ -291,7 +291,8 @@ TEST(long_units_keep_two_merge_levels_while_pieces_stay_short) {
   EXPECT_EQ(two_level_run(2048, 8), 0);
   // Above kTreeMergeRows the merge kernel takes such units: no floor.
   EXPECT_EQ(two_level_run(1024, 32), 0);
-  // Mixed units take the floor from the longest: 1 x 64K + 15 x 1K.
+  // Mixed units take the floor from the longest: 1 x 64K + 15 x 1K (a unit
+  // starting mid-run may take one piece more than fan-in^2).
   std::vector<int32_t> lens(16, 1024);
   lens[0] = 65536;
   const DecodePlanInfo mixed = info_for(16, 1, 8, 1, 0, 528);
