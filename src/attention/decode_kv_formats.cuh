@@ -183,7 +183,7 @@ struct KvFp8 {
           const uint32_t w = *reinterpret_cast<const uint32_t*>(
               static_cast<const uint8_t*>(p.q) + at + dim);
           lo = device::e4m3x2_to_f16x2(w);
-          hi2 = device::e4m3x2_to_f16x2(w >> 16);
+          hi2 = device::e4m3x2_hi_to_f16x2(w);
         } else if (ok) {
           const uint2 w = *reinterpret_cast<const uint2*>(
               static_cast<const __nv_bfloat16*>(p.q) + at + dim);
@@ -209,7 +209,7 @@ struct KvFp8 {
 #pragma unroll
       for (int ks = 0; ks < kDecodeDimSteps; ++ks) {
         device::mma_f16_16816(s[j], qf[ks], device::e4m3x2_to_f16x2(words[ks]),
-                              device::e4m3x2_to_f16x2(words[ks] >> 16));
+                              device::e4m3x2_hi_to_f16x2(words[ks]));
       }
     }
   }
@@ -264,12 +264,12 @@ struct KvFp8 {
     const uint32_t far89 = __byte_perm(r.w8[w], r.w9[w], 0x7362);
     pairs[0][0] = device::e4m3x2_to_f16x2(near01);
     pairs[0][1] = device::e4m3x2_to_f16x2(near89);
-    pairs[1][0] = device::e4m3x2_to_f16x2(near01 >> 16);
-    pairs[1][1] = device::e4m3x2_to_f16x2(near89 >> 16);
+    pairs[1][0] = device::e4m3x2_hi_to_f16x2(near01);
+    pairs[1][1] = device::e4m3x2_hi_to_f16x2(near89);
     pairs[2][0] = device::e4m3x2_to_f16x2(far01);
     pairs[2][1] = device::e4m3x2_to_f16x2(far89);
-    pairs[3][0] = device::e4m3x2_to_f16x2(far01 >> 16);
-    pairs[3][1] = device::e4m3x2_to_f16x2(far89 >> 16);
+    pairs[3][0] = device::e4m3x2_hi_to_f16x2(far01);
+    pairs[3][1] = device::e4m3x2_hi_to_f16x2(far89);
   }
 
   // o[n][c + 2r] holds dim 32t + 16c + n of row g + 8r: four float4 per (r, c).

@@ -227,37 +227,64 @@ struct TokensOnM {
     // rescaled only in the tiles where some row of the warp moved: after the
     // first tile, rarely. The rescale was 64 of ~560 instructions per warp
     // and tile at 16 rows.
-    float alpha[kQBlocks][2];
-    bool moved = false;
+    // The rows' maxima over the warp (three shuffles a row pair) are needed
+    // only when some score of the warp exceeds its row's running maximum by
+    // more than the slack: one vote decides, and otherwise no row moves and
+    // P comes out as it would have with the maxima taken.
+    // NOTE: the shuffle chains were 24 of ~470 instructions per warp and
+    // tile at 16 rows, between the S wgmma and P V (v9 in
+    // docs/perf/decode_attention.md: with the shift-free e4m3 pairs, 64 x
+    // 4K 64/4 -5.5%).
+    // P = 2^(s - m) for a row's maximum m; l rescaled by alpha, plus P.
+    auto exponentiate = [&](int qb, int j, float m, float alpha) {
+      const float m_use = m == -INFINITY ? 0.0f : m;  // nothing visible yet
+      const float p0 = device::fast_exp2(s[qb][j] - m_use), p1 = device::fast_exp2(s[qb][2 + j] - m_use);
+      s[qb][j] = p0;
+      s[qb][2 + j] = p1;
+      l_run[qb][j] = l_run[qb][j] * alpha + p0 + p1;  // this thread's tokens; summed in finish
+    };
+    bool over = false;
 #pragma unroll
     for (int qb = 0; qb < kQBlocks; ++qb) {
 #pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        float mx = fmaxf(s[qb][j], s[qb][2 + j]);
-#pragma unroll
-        for (int d = 4; d < 32; d *= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, d));
-        const float m_old = m_run[qb][j];
-        const bool move = mx > m_old + kRescaleSlack;  // -inf + slack is -inf: the first visible tile moves
-        const float m_new = move ? mx : m_old;
-        const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // nothing visible yet
-        // Exactly 1 unless the row moved: l is rescaled every tile, O only
-        // when some row of the warp moved, and the two must agree.
-        alpha[qb][j] = move ? device::fast_exp2(m_old - m_use) : 1.0f;
-        moved |= move;
-        m_run[qb][j] = m_new;
-        const float p0 = device::fast_exp2(s[qb][j] - m_use), p1 = device::fast_exp2(s[qb][2 + j] - m_use);
-        s[qb][j] = p0;
-        s[qb][2 + j] = p1;
-        l_run[qb][j] = l_run[qb][j] * alpha[qb][j] + p0 + p1;  // this thread's tokens; summed in finish
-      }
+      for (int e = 0; e < 4; ++e) over |= s[qb][e] > m_run[qb][e & 1] + kRescaleSlack;
     }
-    if (__any_sync(0xffffffffu, moved)) {
+    if (!__any_sync(0xffffffffu, over)) {
 #pragma unroll
-      for (int mt = 0; mt < kDimTiles; ++mt) {
+      for (int qb = 0; qb < kQBlocks; ++qb) {
 #pragma unroll
-        for (int qb = 0; qb < kQBlocks; ++qb) {
+        for (int j = 0; j < 2; ++j) exponentiate(qb, j, m_run[qb][j], 1.0f);
+      }
+    } else {
+      float alpha[kQBlocks][2];
+      bool moved = false;
 #pragma unroll
-          for (int e = 0; e < 4; ++e) o[mt][qb][e] *= alpha[qb][e & 1];
+      for (int qb = 0; qb < kQBlocks; ++qb) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          float mx = fmaxf(s[qb][j], s[qb][2 + j]);
+#pragma unroll
+          for (int d = 4; d < 32; d *= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, d));
+          const float m_old = m_run[qb][j];
+          const bool move = mx > m_old + kRescaleSlack;  // -inf + slack is -inf: the first visible tile moves
+          const float m_new = move ? mx : m_old;
+          const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+          // Exactly 1 unless the row moved: l is rescaled every tile, O only
+          // when some row of the warp moved, and the two must agree.
+          alpha[qb][j] = move ? device::fast_exp2(m_old - m_use) : 1.0f;
+          moved |= move;
+          m_run[qb][j] = m_new;
+          exponentiate(qb, j, m_new, alpha[qb][j]);
+        }
+      }
+      if (__any_sync(0xffffffffu, moved)) {
+#pragma unroll
+        for (int mt = 0; mt < kDimTiles; ++mt) {
+#pragma unroll
+          for (int qb = 0; qb < kQBlocks; ++qb) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) o[mt][qb][e] *= alpha[qb][e & 1];
+          }
         }
       }
     }
