@@ -45,7 +45,7 @@ struct DecodeGeometry {
   // tokens-on-M ones the occupancy their tile loop was measured at (4 CTAs at
   // 8 rows, 96 registers; 3 at 16 rows, 160), which the merge tree's step
   // (80 registers of loads in flight) would otherwise lower at 8 rows: held
-  // to 128 registers, ptxas spills 4 words there, outside the tile loop.
+  // to 128 registers, ptxas spills 24 bytes there, outside the tile loop.
   static constexpr int launch_min_ctas() {
     if constexpr (Kv::kTokensOnM) {
       return Kv::kQBlocks == 1 ? 4 : 3;

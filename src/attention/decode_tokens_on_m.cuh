@@ -267,11 +267,10 @@ struct TokensOnM {
           for (int d = 4; d < 32; d *= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, d));
           const float m_old = m_run[qb][j];
           const bool move = mx > m_old + kRescaleSlack;  // -inf + slack is -inf: the first visible tile moves
-          const float m_new = move ? mx : m_old;
-          const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+          const float m_new = move ? mx : m_old;  // a moved row's maximum is above -inf
           // Exactly 1 unless the row moved: l is rescaled every tile, O only
           // when some row of the warp moved, and the two must agree.
-          alpha[qb][j] = move ? device::fast_exp2(m_old - m_use) : 1.0f;
+          alpha[qb][j] = move ? device::fast_exp2(m_old - m_new) : 1.0f;
           moved |= move;
           m_run[qb][j] = m_new;
           exponentiate(qb, j, m_new, alpha[qb][j]);
