@@ -81,18 +81,22 @@ if runs("quantization"):
 
 if runs("attention"):
     # Decode attention: ragged lengths (0, 1, page + 1, a cut long request), shuffled
-    # pages of 16 tokens, GQA 4, q_len 1, 2, 4 and 5, BF16 and FP8 caches (FP8:
+    # pages of 16 tokens, GQA 4 and 16, q_len 1 to 8, BF16 and FP8 caches (FP8:
     # per-token k scales, per-head v scales, the tiles by cp.async; an fp8 q at 4
     # and 8 query rows, a bf16 q at 16 and 20: both tokens-on-M variants and the
-    # rows-on-M FP8 kernel; then per-tensor scales at 8 and 16 rows, the tiles by
+    # mma.sync rows-on-M FP8 kernel; at GQA 16 the wgmma one at 48, 64 and 128
+    # rows, fp8 q at 48; then per-tensor scales at 8 and 16 rows, the tiles by
     # TMA); the reference is float32 per request.
     FP8 = torch.float8_e4m3fn
-    for fp8, q_len, lens in ((False, 1, [0, 1, 17, 700]), (False, 2, [2, 65, 3000]),
-                             (True, 1, [0, 1, 17, 700]), (True, 2, [2, 65, 3000]),
-                             (True, 4, [4, 65, 3000]), (True, 5, [9, 300]),
-                             ("per_tensor", 2, [2, 65, 3000]), ("per_tensor", 4, [0, 4, 17, 700])):
-        q_fp8 = q_len <= 2
-        hkv, group, page = 2, 4, 16
+    # (cache, q_len, lengths, group, fp8 q)
+    for fp8, q_len, lens, group, q_fp8 in (
+            (False, 1, [0, 1, 17, 700], 4, False), (False, 2, [2, 65, 3000], 4, False),
+            (True, 1, [0, 1, 17, 700], 4, True), (True, 2, [2, 65, 3000], 4, True),
+            (True, 4, [4, 65, 3000], 4, False), (True, 5, [9, 300], 4, False),
+            (True, 3, [3, 130], 16, True), (True, 4, [4, 65, 700], 16, False),
+            ("per_tensor", 8, [8, 300], 16, False),
+            ("per_tensor", 2, [2, 65, 3000], 4, True), ("per_tensor", 4, [0, 4, 17, 700], 4, False)):
+        hkv, page = 2, 16
         pages = [(n + page - 1) // page for n in lens]
         kc = torch.randn(sum(pages) + 3, page, hkv, 128, dtype=BF16, device=dev)
         vc = torch.randn_like(kc)

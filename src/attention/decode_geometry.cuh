@@ -35,6 +35,7 @@ struct DecodeGeometry {
   static constexpr int kCombineBytes = kWarps * 16 * kDecodeHeadDim * 4;
   static_assert(kCombineBytes <= kRingBytes, "the combine buffer reuses the ring");
   static_assert(kQBytes % Kv::kAlign == 0 && kStageBytes % Kv::kAlign == 0, "aligned tiles");
+  static_assert(!Kv::kWidened || kExtraOffset % Kv::kAlign == 0, "aligned wide tiles");
   // Alignments past the 128 bytes of the dynamic shared memory base are made
   // by the kernel, out of this slack.
   static constexpr int kSmemBytes = kExtraOffset + Kv::kExtraBytes + (Kv::kAlign > 128 ? Kv::kAlign : 0);

@@ -16,14 +16,17 @@
 //             16-token step; it loads those 4 rows at dims 16g .. 16g+15, so
 //             output column g of n-tile n is dim 16g + n (o_dim below), and
 //             byte permutes pair the tokens for the e4m3x2 conversions.
+//   KvFp8Wgmma  e4m3 K/V for the rows-on-M kernel above 32 rows: each tile
+//           widened to fp16 once per CTA in shared memory, S and P V by
+//           wgmma with Q and P as register operands.
 //   KvFp8TokensOnM  e4m3 K/V for the tokens-on-M kernel (decode_tokens_on_m.cuh):
 //           K and V tiles in wgmma's (and TMA's) 128-byte swizzle.
 //
-// These are the rows-on-M kernel's fragments (decode_rows_on_m.cuh). Both
-// formats write the warp's O accumulators into the combine buffer
-// through combine_offset, one XOR-swizzled layout of [16 rows][128 fp32]
-// that keeps both formats' stores and the row-wise reader free of bank
-// conflicts.
+// These (but the last) are the rows-on-M kernel's fragments
+// (decode_rows_on_m.cuh). They write the warp's O accumulators into the
+// combine buffer through combine_offset, one XOR-swizzled layout of [16
+// rows][128 fp32] that keeps every format's stores and the row-wise reader
+// free of bank conflicts.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -31,7 +34,9 @@
 #include <cstdint>
 
 #include "attention/decode_kernels.h"
+#include "common/bulk_copy.cuh"
 #include "common/mma_sm80.cuh"
+#include "common/vec.cuh"
 #include "common/wgmma.cuh"
 
 namespace hpc_ops::attention {
@@ -47,6 +52,22 @@ __device__ __forceinline__ int combine_offset(int row, int dim) {
   return row * kDecodeHeadDim + ((chunk ^ swz) << 2) + (dim & 3);
 }
 
+// A warp's O in the mma accumulator layout (o[n][2r + j]: row g + 8r, dim
+// 8n + 2t + j) into combine rows base_row + 0..15.
+__device__ __forceinline__ void store_o_in_mma_layout(float* combine, int base_row,
+                                                      const float (&o)[kDecodeDimTiles][4], int lane) {
+  const int g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int n = 0; n < kDecodeDimTiles; ++n) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = base_row + g + 8 * r;
+      *reinterpret_cast<float2*>(combine + combine_offset(row, n * 8 + 2 * t)) =
+          make_float2(o[n][2 * r], o[n][2 * r + 1]);
+    }
+  }
+}
+
 struct KvBf16 {
   static constexpr bool kFp8 = false;
   static constexpr int kElementBytes = 2;
@@ -54,6 +75,7 @@ struct KvBf16 {
   static constexpr int kStages = 3;  // 3 x 32 KB in flight per CTA, 2 CTAs per SM
   static constexpr bool kQInSharedMemory = true;
   static constexpr bool kTokensOnM = false;
+  static constexpr bool kWidened = false;
   // cp.async only: TMA tiles (as two 128-byte halves per token) gained 1-3%
   // on uniform batches and lost 2.5-4% on skewed ones (docs/perf/
   // decode_attention.md, v5), and their 1024-byte alignment cost the 64-row
@@ -118,19 +140,9 @@ struct KvBf16 {
     }
   }
 
-  // The warp's O (rows g and g + 8 of its 16) into combine rows base_row + ...
   __device__ static void store_o(float* combine, int base_row, const float (&o)[kDecodeDimTiles][4],
                                  int lane) {
-    const int g = lane / 4, t = lane % 4;
-#pragma unroll
-    for (int n = 0; n < kDecodeDimTiles; ++n) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int row = base_row + g + 8 * r;
-        *reinterpret_cast<float2*>(combine + combine_offset(row, n * 8 + 2 * t)) =
-            make_float2(o[n][2 * r], o[n][2 * r + 1]);
-      }
-    }
+    store_o_in_mma_layout(combine, base_row, o, lane);
   }
 };
 
@@ -142,6 +154,7 @@ struct KvFp8 {
   static constexpr int kStages = 4;
   static constexpr bool kQInSharedMemory = false;
   static constexpr bool kTokensOnM = false;
+  static constexpr bool kWidened = false;
   static constexpr bool kTmaTiles = false;  // its own layouts below: cp.async only
   static constexpr int kAlign = 16;
   static constexpr int kExtraBytes = 0;
@@ -289,6 +302,168 @@ struct KvFp8 {
         }
       }
     }
+  }
+};
+
+// e4m3 K/V for the rows-on-M kernel above 16 query rows, on wgmma. The CTA
+// widens each tile once into fp16 K and V tiles in shared memory (the
+// format's extra bytes) in wgmma's 128-byte swizzle: a tile is two blocks of
+// [64 tokens][64 dims] (8 KB each), read K-major for S = Q K^T (dims along
+// K) and MN-major for O = P V (dims along N). Q (each warp's m16n8k16 A
+// fragments, fp16, from global memory) and P (from the S accumulators) are
+// register operands. A warpgroup's 64 rows are one wgmma M block, so K and V
+// are read from shared memory once per warpgroup; read in place by mma.sync
+// (KvFp8), every warp converted the whole tile for its own m-tile (4x the
+// conversions at 64 rows), and widened once but read by ldmatrix per warp,
+// the shared-memory traffic (~190 KB per tile at 64 rows) made it 8-31%
+// slower than that (docs/perf/decode_attention.md, v10).
+struct KvFp8Wgmma {
+  static constexpr bool kFp8 = true;
+  static constexpr int kTokenBytes = kDecodeHeadDim;  // 128 in the ring
+  static constexpr int kStages = 4;                   // as KvFp8
+  static constexpr bool kQInSharedMemory = false;
+  static constexpr bool kTokensOnM = false;
+  static constexpr bool kWidened = true;
+  static constexpr bool kTmaTiles = false;
+  static constexpr int kAlign = 1024;  // the wide tiles' swizzle atoms
+  static constexpr int kWideBlockBytes = kDecodeTileTokens * 128;  // 64 dims of 64 tokens
+  static constexpr int kWideTileBytes = 2 * kWideBlockBytes;
+  static constexpr int kExtraBytes = 2 * kWideTileBytes;  // fp16 K, then V
+  static constexpr int q_smem_bytes(int) { return 0; }
+
+  // The ring's e4m3 rows are plain: widen's 8-byte reads (16 lanes a row)
+  // and the copies' 16-byte writes (8 threads a row) are free of bank
+  // conflicts either way.
+  __device__ static uint32_t k_offset(int row, int chunk) {
+    return static_cast<uint32_t>(row * kTokenBytes + (chunk << 4));
+  }
+  __device__ static uint32_t v_offset(int row, int chunk) { return k_offset(row, chunk); }
+
+  // Byte offset of fp16 chunk `chunk` (dims 8 chunk .. + 7) of wide row `row`
+  // (K tokens 0-63, then V tokens 64-127).
+  __device__ static uint32_t wide_offset(int row, int chunk) {
+    return static_cast<uint32_t>((row / kDecodeTileTokens) * kWideTileBytes + (chunk / 8) * kWideBlockBytes) +
+           device::swizzle_128b_offset(row % kDecodeTileTokens, chunk % 8);
+  }
+
+  // Q fragments straight from global memory (fp8 or bf16 q, both to fp16),
+  // in the mma's own dim order; rows past p.rows are zeros.
+  __device__ static void q_fragments(uint32_t (&qf)[kDecodeDimSteps][4], const DecodeParams& p,
+                                     int b, int h, int m_tile, int lane) {
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = m_tile * 16 + g + 8 * r;
+      const bool ok = row < p.rows;
+      const int qi = ok ? row / p.group : 0, hi = ok ? row - qi * p.group : 0;
+      const int64_t at = (int64_t{b} * p.q_len + qi) * p.q_row_stride +
+                         (int64_t{h} * p.group + hi) * p.q_head_stride;
+#pragma unroll
+      for (int ks = 0; ks < kDecodeDimSteps; ++ks) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {  // a0 / a1: dims 16ks + 2t (+1); a2 / a3: 8 further
+          const int dim = 16 * ks + 8 * half + 2 * t;
+          uint32_t pair = 0;
+          if (ok && p.q_fp8) {
+            pair = device::e4m3x2_to_f16x2(
+                *reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(p.q) + at + dim));
+          } else if (ok) {
+            pair = device::bf16x2_to_f16x2(
+                *reinterpret_cast<const uint32_t*>(static_cast<const __nv_bfloat16*>(p.q) + at + dim));
+          }
+          qf[ks][r + 2 * half] = pair;
+        }
+      }
+    }
+  }
+
+  // The K and V tiles of a ring stage (contiguous: 2 x 64 rows of 128 bytes)
+  // into fp16 at `wide`, then a proxy fence for wgmma's reads. A thread
+  // widens 8 bytes of a row per pass (16 lanes a row; a quarter warp stores
+  // 8 chunks of one block: 8 bank groups), rows kRowsPerPass apart: a
+  // multiple of 8, so its rows share their swizzle and every address is its
+  // first one plus a constant (computed per pass, they were ~110 of ~850
+  // instructions per warp and tile). The shared loads and stores are
+  // volatile asm, kept in program order: eight passes' loads go before their
+  // stores (one pass at a time chained 16 load latencies per tile).
+  template <int kThreads>
+  __device__ static void widen(uint32_t stage, uint32_t wide) {
+    constexpr int kRowsPerPass = kThreads / 16;
+    static_assert(kRowsPerPass % 8 == 0 && kDecodeTileTokens % kRowsPerPass == 0, "one swizzle per thread");
+    constexpr int kPasses = 2 * kDecodeTileTokens / kRowsPerPass;
+    constexpr int kBatch = kPasses < 8 ? kPasses : 8;
+    const int chunk = static_cast<int>(threadIdx.x % 16), row0 = static_cast<int>(threadIdx.x / 16);
+    const uint32_t src = stage + row0 * kTokenBytes + chunk * 8;
+    const uint32_t dst = wide + wide_offset(row0, chunk);
+#pragma unroll
+    for (int i0 = 0; i0 < kPasses; i0 += kBatch) {
+      uint2 w[kBatch];
+#pragma unroll
+      for (int i = 0; i < kBatch; ++i) w[i] = device::lds_64(src + (i0 + i) * kRowsPerPass * kTokenBytes);
+#pragma unroll
+      for (int i = 0; i < kBatch; ++i) {
+        const int row = (i0 + i) * kRowsPerPass;  // past row0
+        const uint4 f = make_uint4(device::e4m3x2_to_f16x2(w[i].x), device::e4m3x2_hi_to_f16x2(w[i].x),
+                                   device::e4m3x2_to_f16x2(w[i].y), device::e4m3x2_hi_to_f16x2(w[i].y));
+        device::sts_128(dst + (row / kDecodeTileTokens) * kWideTileBytes + (row % kDecodeTileTokens) * 128, f);
+      }
+    }
+    device::fence_proxy_async_shared();
+  }
+
+  // s = Q K^T over the tile's 64 tokens (the warpgroup's 64 rows): 8 k-steps
+  // of 16 dims, each 32 bytes along a block's rows.
+  template <int kNTiles>
+  __device__ static void qk(float (&s)[kNTiles][4], const uint32_t (&qf)[kDecodeDimSteps][4],
+                            uint32_t k_base, int, int) {
+    static_assert(kNTiles == kDecodeTileTokens / 8, "one warp row block takes the whole tile");
+    float* acc = &s[0][0];
+#pragma unroll
+    for (int i = 0; i < 4 * kNTiles; ++i) cute::warpgroup_fence_operand(acc[i]);
+    cute::warpgroup_arrive();
+#pragma unroll
+    for (int ks = 0; ks < kDecodeDimSteps; ++ks) {
+      const uint32_t at = k_base + (ks / 4) * kWideBlockBytes + (ks % 4) * 32;
+      device::wgmma_f16_rs<kDecodeTileTokens, false>(qf[ks], device::sw128_desc(device::sw128_kmajor_desc_lo(at)),
+                                                     acc, ks > 0);
+    }
+    cute::warpgroup_commit_batch();
+    cute::warpgroup_wait<0>();
+#pragma unroll
+    for (int i = 0; i < 4 * kNTiles; ++i) cute::warpgroup_fence_operand(acc[i]);
+  }
+
+  // o += P V with P (probabilities) in the S accumulator layout, which is
+  // the A fragments' layout: 4 k-steps of 16 tokens (2 swizzle atoms each).
+  template <int kNTiles>
+  __device__ static void pv(float (&o)[kDecodeDimTiles][4], const float (&p)[kNTiles][4],
+                            uint32_t v_base, int, int) {
+    uint32_t a[kNTiles / 2][4];
+#pragma unroll
+    for (int kk = 0; kk < kNTiles / 2; ++kk) {
+      a[kk][0] = device::pack_f16x2(p[2 * kk][0], p[2 * kk][1]);
+      a[kk][1] = device::pack_f16x2(p[2 * kk][2], p[2 * kk][3]);
+      a[kk][2] = device::pack_f16x2(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+      a[kk][3] = device::pack_f16x2(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+    }
+    float* acc = &o[0][0];
+#pragma unroll
+    for (int i = 0; i < 4 * kDecodeDimTiles; ++i) cute::warpgroup_fence_operand(acc[i]);
+    cute::warpgroup_arrive();
+#pragma unroll
+    for (int kk = 0; kk < kNTiles / 2; ++kk) {
+      device::wgmma_f16_rs<kDecodeHeadDim, true>(
+          a[kk], device::sw128_mnmajor_desc(v_base + kk * 2048, kWideBlockBytes), acc, true);
+    }
+    cute::warpgroup_commit_batch();
+    cute::warpgroup_wait<0>();
+#pragma unroll
+    for (int i = 0; i < 4 * kDecodeDimTiles; ++i) cute::warpgroup_fence_operand(acc[i]);
+  }
+
+  __device__ static void store_o(float* combine, int base_row, const float (&o)[kDecodeDimTiles][4],
+                                 int lane) {
+    store_o_in_mma_layout(combine, base_row, o, lane);
   }
 };
 

@@ -23,6 +23,13 @@ namespace hpc_ops::attention {
 template <int kMTiles, class Kv>
 struct RowsOnM {
   using G = DecodeGeometry<kMTiles, Kv>;
+  // A row's running maximum moves only when a tile's exceeds it by more
+  // than kRescaleSlack (log2 units; P stays below 2^8, which fp16 holds), so
+  // O is rescaled only in tiles where some row of the warp moved: 64 of
+  // ~740 instructions per warp and tile on the wgmma format, skipped in
+  // most tiles. Alpha is exactly 1 for a row that did not move.
+  static constexpr bool kLazyMaximum = Kv::kWidened;
+  static constexpr float kRescaleSlack = 8.0f;
   int warp, lane, m_tile, tok0;
   uint32_t qf[kDecodeDimSteps][4];
   // This thread's two rows (g and g + 8 of its m-tile).
@@ -78,8 +85,15 @@ struct RowsOnM {
       if (first) Kv::q_fragments(qf, device::shared_address(q_smem), m_tile, lane);
     }
     const int t = lane % 4;
-    const uint32_t k_base = device::shared_address(stage);
-    const uint32_t v_base = k_base + G::kTileBytes;
+    uint32_t k_base = device::shared_address(stage);
+    uint32_t v_base = k_base + G::kTileBytes;
+    if constexpr (Kv::kWidened) {  // the CTA widens the stage once; the barrier orders it before the reads
+      const uint32_t wide = device::shared_address(q_smem) + G::kExtraOffset;
+      Kv::template widen<G::kThreads>(k_base, wide);
+      __syncthreads();
+      k_base = wide;
+      v_base = wide + Kv::kWideTileBytes;
+    }
 
     // ---- S = Q K^T over this warp's token slice ---------------------------
     float s[G::kNTiles][4];
@@ -93,10 +107,18 @@ struct RowsOnM {
 #pragma unroll
     for (int j = 0; j < G::kNTiles; ++j) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[j][e] *= rows[e / 2].mult;
-        if constexpr (Kv::kFp8) {
-          if (p.k_scale_per_token) s[j][e] *= k_scales[tok0 + j * 8 + 2 * t + (e & 1)];
+      for (int e = 0; e < 4; ++e) s[j][e] *= rows[e / 2].mult;
+    }
+    // Per-token k scales: one uniform branch around its own loop (inside the
+    // loop above, the compiler predicated the loads and multiplies: 2 x
+    // 4 kNTiles issue slots per warp and tile for nothing under the
+    // per-tensor schemes).
+    if constexpr (Kv::kFp8) {
+      if (p.k_scale_per_token) {
+#pragma unroll
+        for (int j = 0; j < G::kNTiles; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[j][e] *= k_scales[tok0 + j * 8 + 2 * t + (e & 1)];
         }
       }
     }
@@ -129,11 +151,18 @@ struct RowsOnM {
       for (int e = 0; e < 4; ++e) tile_max[e / 2] = fmaxf(tile_max[e / 2], s[j][e]);
     }
     float alpha[2];
+    bool moved = false;  // the lazy maximum's: some row of the thread moved
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
       tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-      const float m_new = fmaxf(m_run[r], tile_max[r]);
+      float m_new = fmaxf(m_run[r], tile_max[r]);
+      if constexpr (kLazyMaximum) {
+        // -inf + slack is -inf: the first visible tile moves the row.
+        const bool move = tile_max[r] > m_run[r] + kRescaleSlack;
+        m_new = move ? tile_max[r] : m_run[r];
+        moved |= move;
+      }
       // A row with nothing visible yet keeps m = -inf; exponents use 0 then.
       const float m_use = m_new == -INFINITY ? 0.0f : m_new;
       alpha[r] = device::fast_exp2(m_run[r] - m_use);
@@ -146,16 +175,19 @@ struct RowsOnM {
         l_run[r] += s[j][2 * r] + s[j][2 * r + 1];
       }
     }
-    // (Skipping this when every alpha of the warp is 1 made the FP8 kernel
-    // 7% slower in v2: the branch cut the compiler's interleaving of the
-    // rescale with the P V mma; a lazy maximum as in the tokens-on-M
-    // kernel was 4-11% slower on FP8 q_len 4 in v7.)
+    // (mma.sync formats: skipping this when every alpha of the warp is 1
+    // made the FP8 kernel 7% slower in v2, the branch cut the compiler's
+    // interleaving of the rescale with the P V mma; a lazy maximum as in the
+    // tokens-on-M kernel was 4-11% slower on FP8 q_len 4 in v7. The wgmma
+    // P V waits for the rescale either way.)
+    if (!kLazyMaximum || __any_sync(0xffffffffu, moved)) {
 #pragma unroll
-    for (int n = 0; n < kDecodeDimTiles; ++n) {
-      o[n][0] *= alpha[0];
-      o[n][1] *= alpha[0];
-      o[n][2] *= alpha[1];
-      o[n][3] *= alpha[1];
+      for (int n = 0; n < kDecodeDimTiles; ++n) {
+        o[n][0] *= alpha[0];
+        o[n][1] *= alpha[0];
+        o[n][2] *= alpha[1];
+        o[n][3] *= alpha[1];
+      }
     }
 
     // ---- O += P V -----------------------------------------------------------

@@ -50,6 +50,15 @@ __device__ __forceinline__ uint64_t sw128_kmajor_desc(const void* smem, uint32_t
       sw128_kmajor_desc_lo(static_cast<uint32_t>(__cvta_generic_to_shared(smem)) + k_byte_offset));
 }
 
+// The descriptor of an MN-major operand in the same 128-byte swizzle (16-bit
+// elements only): rows of 128 bytes hold 64 consecutive MN elements of one K
+// index, 8 rows (K) make a 1024-byte atom, atoms along K are 1024 bytes
+// apart (the stride word above) and blocks of 64 MN elements `mn_block_bytes`
+// apart (the leading offset).
+__device__ __forceinline__ uint64_t sw128_mnmajor_desc(uint32_t smem_addr, uint32_t mn_block_bytes) {
+  return sw128_desc(((smem_addr >> 4) & 0x3fffu) | ((mn_block_bytes >> 4) << 16));
+}
+
 // The m64nNk* instruction for A = B = element type, fp32 accumulation.
 template <class Element, int N>
 struct WgmmaAtom;
@@ -85,6 +94,36 @@ __device__ __forceinline__ void wgmma(uint64_t desc_a, uint64_t desc_b, float* a
                                       bool accumulate) {
   wgmma_expand<typename WgmmaAtom<Element, N>::Op>(desc_a, desc_b, acc, accumulate,
                                                    std::make_integer_sequence<int, N / 2>{});
+}
+
+// m64nNk16 in fp16 with A from registers (each warp of the warpgroup holds
+// the m16n8k16 A fragments of its 16 rows) and B from shared memory, K-major
+// or MN-major (kBMnMajor).
+template <int N, bool kBMnMajor>
+struct WgmmaF16Rs;
+#define HPC_OPS_WGMMA_F16_RS(N)                                                                       \
+  template <bool kBMnMajor>                                                                           \
+  struct WgmmaF16Rs<N, kBMnMajor> {                                                                   \
+    using Op = cute::SM90::GMMA::MMA_64x##N##x16_F32F16F16_RS<                                        \
+        cute::SM90::GMMA::Major::K, kBMnMajor ? cute::SM90::GMMA::Major::MN : cute::SM90::GMMA::Major::K>; \
+  };
+HPC_OPS_WGMMA_F16_RS(64)
+HPC_OPS_WGMMA_F16_RS(128)
+#undef HPC_OPS_WGMMA_F16_RS
+
+template <class Op, int... I>
+__device__ __forceinline__ void wgmma_rs_expand(const uint32_t (&a)[4], uint64_t desc_b, float* acc,
+                                                bool accumulate, std::integer_sequence<int, I...>) {
+  Op::fma(a[0], a[1], a[2], a[3], desc_b, acc[I]...,
+          accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
+}
+
+// acc (N / 2 floats per thread) = A(64 x 16) * B(16 x N) (+ acc if accumulate).
+template <int N, bool kBMnMajor>
+__device__ __forceinline__ void wgmma_f16_rs(const uint32_t (&a)[4], uint64_t desc_b, float* acc,
+                                             bool accumulate) {
+  wgmma_rs_expand<typename WgmmaF16Rs<N, kBMnMajor>::Op>(a, desc_b, acc, accumulate,
+                                                         std::make_integer_sequence<int, N / 2>{});
 }
 
 // The N = 24 and 48 shapes of e4m3 x e4m3 (CuTe keeps them in an optional
