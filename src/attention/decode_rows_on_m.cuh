@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 // The decode-attention math with query rows on the mma's M side (both cache
 // formats; the FP8 kernel uses it above 16 rows): one warp per (m-tile of 16
-// query rows, slice of each 64-token tile). Per tile: S = Q K^T with mma.sync
-// m16n8k16 (Q fragments held in registers for the whole piece), scaling (FP8
-// scales folded into one multiplier per row, per-token k scales from shared
-// memory), base-2 online softmax in registers, O += P V with P re-packed from
-// the S accumulators. The fragment code per format is in decode_kv_formats.cuh.
+// query rows, slice of each 64-token tile). Per tile: S = Q K^T (Q fragments
+// held in registers for the whole piece), scaling (FP8 scales folded into
+// one multiplier per row, per-token k scales from shared memory), base-2
+// online softmax in registers, O += P V with P re-packed from the S
+// accumulators. The products are the format's (decode_kv_formats.cuh):
+// mma.sync m16n8k16 on the tile in place, or, above 32 FP8 rows, wgmma on a
+// copy the CTA widens to fp16 first (each warp's m16n8k16 fragments are its
+// quarter of the warpgroup's register operands).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -25,9 +28,10 @@ struct RowsOnM {
   using G = DecodeGeometry<kMTiles, Kv>;
   // A row's running maximum moves only when a tile's exceeds it by more
   // than kRescaleSlack (log2 units; P stays below 2^8, which fp16 holds), so
-  // O is rescaled only in tiles where some row of the warp moved: 64 of
-  // ~740 instructions per warp and tile on the wgmma format, skipped in
-  // most tiles. Alpha is exactly 1 for a row that did not move.
+  // O is rescaled only in tiles where some row of the warp moved: 64 of the
+  // ~850 instructions per warp and tile ncu counted on the first wgmma
+  // build, skipped in most tiles. Alpha is exactly 1 for a row that did not
+  // move.
   static constexpr bool kLazyMaximum = Kv::kWidened;
   static constexpr float kRescaleSlack = 8.0f;
   int warp, lane, m_tile, tok0;
