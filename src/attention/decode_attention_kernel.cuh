@@ -60,6 +60,11 @@ struct DecodeCta {
   using G = DecodeGeometry<kMTiles, Kv>;
   using Math = std::conditional_t<Kv::kTokensOnM, TokensOnM<Kv>, RowsOnM<kMTiles, Kv>>;
   static constexpr int kStages = Kv::kStages;
+  // Tiles issued ahead of the one in use (cp.async path): a widened format's
+  // stage is free once widened, so its ring keeps every stage in flight (4
+  // tiles instead of 3 ahead: FP8 q_len 4 at 64 rows 2-3% faster on the
+  // long cases).
+  static constexpr int kAhead = Kv::kWidened ? kStages : kStages - 1;
   const DecodeParams& p;
   uint8_t* smem;  // laid out as DecodeGeometry says, aligned to Kv::kAlign
   float (*row_max)[16];
@@ -255,14 +260,14 @@ struct DecodeCta {
       if (kStages - 1 < n_tiles) box_page = fetch_box_page(copies.pages, tile_begin + kStages - 1);
     } else {
 #pragma unroll
-      for (int s = 0; s < kStages - 1; ++s) {
+      for (int s = 0; s < kAhead; ++s) {
         if (s < n_tiles) {
           fetch_pages(copies, tile_begin + s, pages);
           issue_tile(copies, tile_begin + s, len, pages, (ring_pos + s) % kStages);
         }
         device::cp_async_commit();
       }
-      if (kStages - 1 < n_tiles) fetch_pages(copies, tile_begin + kStages - 1, pages);
+      if (kAhead < n_tiles) fetch_pages(copies, tile_begin + kAhead, pages);
     }
     // Q work (global loads, the FP8 split) overlaps the first copies.
     math.begin(p, smem, b, h, len);
@@ -276,14 +281,16 @@ struct DecodeCta {
         full[stage].wait((ring / kStages) & 1);
         zero_v_past_len(stage, tile_begin + i, len);
       } else {
-        device::cp_async_wait<kStages - 2>();
+        device::cp_async_wait<kAhead - 1>();
         // ... and so are the cp.async copies.
         if constexpr (Kv::kTokensOnM) device::fence_proxy_async_shared();
       }
       __syncthreads();
       // The stage read in iteration i - 1 is free once every warp passed the
       // barrier: the math refills it (while the tokens-on-M kernel's wgmma
-      // runs, at the start of a rows-on-M tile).
+      // runs, at the start of a rows-on-M tile). A widened format's stage
+      // is free once widened, so its math refills this tile's own stage
+      // with tile i + kStages after the widening's barrier.
       auto refill = [&] {
         if constexpr (kTma) {
           if (i + kStages - 1 < n_tiles) {
@@ -291,11 +298,11 @@ struct DecodeCta {
           }
           if (i + kStages < n_tiles) box_page = fetch_box_page(copies.pages, tile_begin + i + kStages);
         } else {
-          if (i + kStages - 1 < n_tiles) {
-            issue_tile(copies, tile_begin + i + kStages - 1, len, pages, (ring + kStages - 1) % kStages);
+          if (i + kAhead < n_tiles) {
+            issue_tile(copies, tile_begin + i + kAhead, len, pages, (ring + kAhead) % kStages);
           }
           device::cp_async_commit();
-          if (i + kStages < n_tiles) fetch_pages(copies, tile_begin + i + kStages, pages);
+          if (i + kAhead + 1 < n_tiles) fetch_pages(copies, tile_begin + i + kAhead + 1, pages);
         }
       };
       const float* k_scales = reinterpret_cast<const float*>(smem + G::kScaleOffset + stage * G::kScaleBytes);

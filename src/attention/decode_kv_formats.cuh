@@ -320,7 +320,7 @@ struct KvFp8 {
 struct KvFp8Wgmma {
   static constexpr bool kFp8 = true;
   static constexpr int kTokenBytes = kDecodeHeadDim;  // 128 in the ring
-  static constexpr int kStages = 4;                   // as KvFp8
+  static constexpr int kStages = 4;                   // as KvFp8 (4 tiles in flight: see DecodeCta::kAhead)
   static constexpr bool kQInSharedMemory = false;
   static constexpr bool kTokensOnM = false;
   static constexpr bool kWidened = true;
@@ -328,7 +328,10 @@ struct KvFp8Wgmma {
   static constexpr int kAlign = 1024;  // the wide tiles' swizzle atoms
   static constexpr int kWideBlockBytes = kDecodeTileTokens * 128;  // 64 dims of 64 tokens
   static constexpr int kWideTileBytes = 2 * kWideBlockBytes;
-  static constexpr int kExtraBytes = 2 * kWideTileBytes;  // fp16 K, then V
+  // fp16 K, then V, then the tile's per-token k scales (the ring stage is
+  // refilled once widened, before the softmax reads them).
+  static constexpr int kWideScaleOffset = 2 * kWideTileBytes;
+  static constexpr int kExtraBytes = kWideScaleOffset + kDecodeTileTokens * 4;
   static constexpr int q_smem_bytes(int) { return 0; }
 
   // The ring's e4m3 rows are plain: widen's 8-byte reads (16 lanes a row)

@@ -80,21 +80,30 @@ struct RowsOnM {
 
   // One 64-token KV tile (absolute tile index `tile` of the request) in
   // `stage` (K, then V), its per-token k scales in `k_scales`.
-  // `refill` issues the next tiles' copies.
+  // `refill` issues the next tiles' copies: first thing, or, for a widened
+  // format, once the stage is widened (its stage is free then).
   template <class Refill>
-  __device__ void tile(const DecodeParams& p, const uint8_t* q_smem, const uint8_t* stage,
+  __device__ void tile(const DecodeParams& p, uint8_t* smem, const uint8_t* stage,
                        const float* k_scales, int tile, int len, bool first, Refill&& refill) {
-    refill();
+    if constexpr (!Kv::kWidened) refill();
     if constexpr (Kv::kQInSharedMemory) {
-      if (first) Kv::q_fragments(qf, device::shared_address(q_smem), m_tile, lane);
+      if (first) Kv::q_fragments(qf, device::shared_address(smem), m_tile, lane);
     }
     const int t = lane % 4;
     uint32_t k_base = device::shared_address(stage);
     uint32_t v_base = k_base + G::kTileBytes;
-    if constexpr (Kv::kWidened) {  // the CTA widens the stage once; the barrier orders it before the reads
-      const uint32_t wide = device::shared_address(q_smem) + G::kExtraOffset;
+    if constexpr (Kv::kWidened) {
+      // The CTA widens the stage once (and keeps its k scales); the barrier
+      // orders it before the reads, and frees the stage for the next copy.
+      const uint32_t wide = device::shared_address(smem) + G::kExtraOffset;
       Kv::template widen<G::kThreads>(k_base, wide);
+      float* wide_scales = reinterpret_cast<float*>(smem + G::kExtraOffset + Kv::kWideScaleOffset);
+      if (p.k_scale_per_token && threadIdx.x < kDecodeTileTokens / 4) {
+        reinterpret_cast<float4*>(wide_scales)[threadIdx.x] = reinterpret_cast<const float4*>(k_scales)[threadIdx.x];
+      }
       __syncthreads();
+      refill();
+      k_scales = wide_scales;
       k_base = wide;
       v_base = wide + Kv::kWideTileBytes;
     }
