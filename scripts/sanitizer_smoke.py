@@ -81,7 +81,8 @@ if runs("quantization"):
 
 if runs("attention"):
     # Decode attention: ragged lengths (0, 1, page + 1, a cut long request), shuffled
-    # pages of 16 tokens, GQA 4 and 16, q_len 1 to 8, BF16 and FP8 caches (FP8:
+    # pages of 16 tokens, GQA 4 and 16, q_len 1 to 8, BF16 (the wgmma kernel at
+    # GQA 16, 64 rows) and FP8 caches (FP8:
     # per-token k scales, per-head v scales, the tiles by cp.async; an fp8 q at 4
     # and 8 query rows, a bf16 q at 16 and 20: both tokens-on-M variants and the
     # mma.sync rows-on-M FP8 kernel; at GQA 16 the wgmma one at 48, 64 and 128
@@ -91,6 +92,7 @@ if runs("attention"):
     # (cache, q_len, lengths, group, fp8 q)
     for fp8, q_len, lens, group, q_fp8 in (
             (False, 1, [0, 1, 17, 700], 4, False), (False, 2, [2, 65, 3000], 4, False),
+            (False, 4, [4, 65, 700], 16, False),
             (True, 1, [0, 1, 17, 700], 4, True), (True, 2, [2, 65, 3000], 4, True),
             (True, 4, [4, 65, 3000], 4, False), (True, 5, [9, 300], 4, False),
             (True, 3, [3, 130], 16, True), (True, 4, [4, 65, 700], 16, False),

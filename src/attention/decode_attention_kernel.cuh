@@ -283,7 +283,7 @@ struct DecodeCta {
       } else {
         device::cp_async_wait<kAhead - 1>();
         // ... and so are the cp.async copies.
-        if constexpr (Kv::kTokensOnM) device::fence_proxy_async_shared();
+        if constexpr (Kv::kAsyncProxyReadsRing) device::fence_proxy_async_shared();
       }
       __syncthreads();
       // The stage read in iteration i - 1 is free once every warp passed the

@@ -129,7 +129,7 @@ void launch_variant(const DecodeParams& p, cudaStream_t stream) {
 // warpgroup) up to 16 rows, rows on M with mma.sync up to 32 and rows on M
 // with wgmma above (a warpgroup per 64 rows: at 32 rows, half of its M would
 // be padding, and it ran 38-45% slower than mma.sync there); a BF16 cache
-// rows on M.
+// rows on M, with mma.sync up to 32 rows and wgmma above.
 template <class F>
 auto with_variant(int rows, bool kv_fp8, const F& f) {
   if (decode_tokens_on_m(rows, kv_fp8)) {
@@ -138,8 +138,8 @@ auto with_variant(int rows, bool kv_fp8, const F& f) {
   switch (m_tiles_for(rows)) {
     case 1: return f.template run<1, KvBf16>();
     case 2: return kv_fp8 ? f.template run<2, KvFp8>() : f.template run<2, KvBf16>();
-    case 4: return kv_fp8 ? f.template run<4, KvFp8Wgmma>() : f.template run<4, KvBf16>();
-    default: return kv_fp8 ? f.template run<8, KvFp8Wgmma>() : f.template run<8, KvBf16>();
+    case 4: return kv_fp8 ? f.template run<4, KvFp8Wgmma>() : f.template run<4, KvBf16Wgmma>();
+    default: return kv_fp8 ? f.template run<8, KvFp8Wgmma>() : f.template run<8, KvBf16Wgmma>();
   }
 }
 

@@ -16,6 +16,9 @@
 //             16-token step; it loads those 4 rows at dims 16g .. 16g+15, so
 //             output column g of n-tile n is dim 16g + n (o_dim below), and
 //             byte permutes pair the tokens for the e4m3x2 conversions.
+//   KvBf16Wgmma  bf16 K/V for the rows-on-M kernel above 32 rows: the ring's
+//           tiles in wgmma's 128-byte swizzle, S and P V by wgmma straight
+//           from the ring with Q and P as register operands.
 //   KvFp8Wgmma  e4m3 K/V for the rows-on-M kernel above 32 rows: each tile
 //           widened to fp16 once per CTA in shared memory, S and P V by
 //           wgmma with Q and P as register operands.
@@ -68,6 +71,62 @@ __device__ __forceinline__ void store_o_in_mma_layout(float* combine, int base_r
   }
 }
 
+// The rows-on-M products by wgmma (KvFp8Wgmma on its widened copy, fp16;
+// KvBf16Wgmma on the ring, bf16): K and V tiles of [64 tokens][2 blocks of
+// 64 dims] in the 128-byte swizzle, blocks `block_bytes` apart.
+// s = Q K^T over the tile's 64 tokens (the warpgroup's 64 rows; Q in
+// registers, each warp's m16n8k16 A fragments): 8 k-steps of 16 dims, each
+// 32 bytes along a block's rows (K read K-major).
+template <bool kBf16, int kNTiles>
+__device__ __forceinline__ void wgmma_qk(float (&s)[kNTiles][4], const uint32_t (&qf)[kDecodeDimSteps][4],
+                                         uint32_t k_base, uint32_t block_bytes) {
+  static_assert(kNTiles == kDecodeTileTokens / 8, "one warp row block takes the whole tile");
+  float* acc = &s[0][0];
+#pragma unroll
+  for (int i = 0; i < 4 * kNTiles; ++i) cute::warpgroup_fence_operand(acc[i]);
+  cute::warpgroup_arrive();
+#pragma unroll
+  for (int ks = 0; ks < kDecodeDimSteps; ++ks) {
+    const uint32_t at = k_base + (ks / 4) * block_bytes + (ks % 4) * 32;
+    device::wgmma_16_rs<kDecodeTileTokens, false, kBf16>(
+        qf[ks], device::sw128_desc(device::sw128_kmajor_desc_lo(at)), acc, ks > 0);
+  }
+  cute::warpgroup_commit_batch();
+  cute::warpgroup_wait<0>();
+#pragma unroll
+  for (int i = 0; i < 4 * kNTiles; ++i) cute::warpgroup_fence_operand(acc[i]);
+}
+
+// o += P V with P (probabilities) in the S accumulator layout, which is the
+// A fragments' layout: 4 k-steps of 16 tokens (2 swizzle atoms each; V read
+// MN-major).
+template <bool kBf16, int kNTiles>
+__device__ __forceinline__ void wgmma_pv(float (&o)[kDecodeDimTiles][4], const float (&p)[kNTiles][4],
+                                         uint32_t v_base, uint32_t block_bytes) {
+  uint32_t a[kNTiles / 2][4];
+#pragma unroll
+  for (int kk = 0; kk < kNTiles / 2; ++kk) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float* pair = &p[2 * kk + e / 2][2 * (e % 2)];
+      a[kk][e] = kBf16 ? device::pack_bf16x2(pair[0], pair[1]) : device::pack_f16x2(pair[0], pair[1]);
+    }
+  }
+  float* acc = &o[0][0];
+#pragma unroll
+  for (int i = 0; i < 4 * kDecodeDimTiles; ++i) cute::warpgroup_fence_operand(acc[i]);
+  cute::warpgroup_arrive();
+#pragma unroll
+  for (int kk = 0; kk < kNTiles / 2; ++kk) {
+    device::wgmma_16_rs<kDecodeHeadDim, true, kBf16>(a[kk], device::sw128_mnmajor_desc(v_base + kk * 2048, block_bytes),
+                                                     acc, true);
+  }
+  cute::warpgroup_commit_batch();
+  cute::warpgroup_wait<0>();
+#pragma unroll
+  for (int i = 0; i < 4 * kDecodeDimTiles; ++i) cute::warpgroup_fence_operand(acc[i]);
+}
+
 struct KvBf16 {
   static constexpr bool kFp8 = false;
   static constexpr int kElementBytes = 2;
@@ -76,6 +135,8 @@ struct KvBf16 {
   static constexpr bool kQInSharedMemory = true;
   static constexpr bool kTokensOnM = false;
   static constexpr bool kWidened = false;
+  static constexpr bool kWgmma = false;
+  static constexpr bool kAsyncProxyReadsRing = false;
   // cp.async only: TMA tiles (as two 128-byte halves per token) gained 1-3%
   // on uniform batches and lost 2.5-4% on skewed ones (docs/perf/
   // decode_attention.md, v5), and their 1024-byte alignment cost the 64-row
@@ -155,6 +216,8 @@ struct KvFp8 {
   static constexpr bool kQInSharedMemory = false;
   static constexpr bool kTokensOnM = false;
   static constexpr bool kWidened = false;
+  static constexpr bool kWgmma = false;
+  static constexpr bool kAsyncProxyReadsRing = false;
   static constexpr bool kTmaTiles = false;  // its own layouts below: cp.async only
   static constexpr int kAlign = 16;
   static constexpr int kExtraBytes = 0;
@@ -305,6 +368,78 @@ struct KvFp8 {
   }
 };
 
+// bf16 K/V for the rows-on-M kernel above 32 rows: the ring's tiles are in
+// wgmma's layout (two [64 tokens][64 dims] blocks per tensor, 128-byte
+// swizzle), so S = Q K^T and O += P V are wgmma straight from the ring with
+// Q and P as register operands: K and V leave shared memory once per
+// warpgroup, where KvBf16's warps each read the whole tile by ldmatrix
+// (4 x 32 KB per tile at 64 rows; BF16 q_len 4 64/4 ran 3-10% slower so).
+// Q fragments come from global memory.
+struct KvBf16Wgmma {
+  static constexpr bool kFp8 = false;
+  static constexpr int kElementBytes = 2;
+  static constexpr int kTokenBytes = kDecodeHeadDim * kElementBytes;  // 256
+  static constexpr int kStages = 3;  // as KvBf16: 2 CTAs per SM
+  static constexpr bool kQInSharedMemory = false;
+  static constexpr bool kTokensOnM = false;
+  static constexpr bool kWidened = false;
+  static constexpr bool kWgmma = true;
+  static constexpr bool kAsyncProxyReadsRing = true;
+  static constexpr bool kTmaTiles = false;
+  static constexpr int kAlign = 1024;  // the swizzle atoms
+  static constexpr int kBlockBytes = kDecodeTileTokens * 128;  // 64 dims of 64 tokens
+  static constexpr int kExtraBytes = 0;
+  static constexpr int q_smem_bytes(int) { return 0; }
+
+  // Byte offset of (row, 16-byte chunk) of a tile: chunk c (dims 8c .. 8c + 7)
+  // lies in block c / 8. The copies' quarter warps write one row's 8 chunks
+  // of a block: 8 bank groups.
+  __device__ static uint32_t k_offset(int row, int chunk) {
+    return static_cast<uint32_t>((chunk / 8) * kBlockBytes) + device::swizzle_128b_offset(row, chunk % 8);
+  }
+  __device__ static uint32_t v_offset(int row, int chunk) { return k_offset(row, chunk); }
+
+  // Q fragments straight from global memory, in the mma's own dim order;
+  // rows past p.rows are zeros.
+  __device__ static void q_fragments(uint32_t (&qf)[kDecodeDimSteps][4], const DecodeParams& p,
+                                     int b, int h, int m_tile, int lane) {
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = m_tile * 16 + g + 8 * r;
+      const bool ok = row < p.rows;
+      const int qi = ok ? row / p.group : 0, hi = ok ? row - qi * p.group : 0;
+      const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(p.q) +
+                               (int64_t{b} * p.q_len + qi) * p.q_row_stride +
+                               (int64_t{h} * p.group + hi) * p.q_head_stride;
+#pragma unroll
+      for (int ks = 0; ks < kDecodeDimSteps; ++ks) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {  // a0 / a1: dims 16ks + 2t (+1); a2 / a3: 8 further
+          const int dim = 16 * ks + 8 * half + 2 * t;
+          qf[ks][r + 2 * half] = ok ? *reinterpret_cast<const uint32_t*>(q + dim) : 0u;
+        }
+      }
+    }
+  }
+
+  template <int kNTiles>
+  __device__ static void qk(float (&s)[kNTiles][4], const uint32_t (&qf)[kDecodeDimSteps][4],
+                            uint32_t k_base, int, int) {
+    wgmma_qk<true>(s, qf, k_base, kBlockBytes);
+  }
+  template <int kNTiles>
+  __device__ static void pv(float (&o)[kDecodeDimTiles][4], const float (&p)[kNTiles][4],
+                            uint32_t v_base, int, int) {
+    wgmma_pv<true>(o, p, v_base, kBlockBytes);
+  }
+
+  __device__ static void store_o(float* combine, int base_row, const float (&o)[kDecodeDimTiles][4],
+                                 int lane) {
+    store_o_in_mma_layout(combine, base_row, o, lane);
+  }
+};
+
 // e4m3 K/V for the rows-on-M kernel above 16 query rows, on wgmma. The CTA
 // widens each tile once into fp16 K and V tiles in shared memory (the
 // format's extra bytes) in wgmma's 128-byte swizzle: a tile is two blocks of
@@ -324,6 +459,8 @@ struct KvFp8Wgmma {
   static constexpr bool kQInSharedMemory = false;
   static constexpr bool kTokensOnM = false;
   static constexpr bool kWidened = true;
+  static constexpr bool kWgmma = true;
+  static constexpr bool kAsyncProxyReadsRing = false;  // wgmma reads the widened copy
   static constexpr bool kTmaTiles = false;
   static constexpr int kAlign = 1024;  // the wide tiles' swizzle atoms
   static constexpr int kWideBlockBytes = kDecodeTileTokens * 128;  // 64 dims of 64 tokens
@@ -414,54 +551,15 @@ struct KvFp8Wgmma {
     device::fence_proxy_async_shared();
   }
 
-  // s = Q K^T over the tile's 64 tokens (the warpgroup's 64 rows): 8 k-steps
-  // of 16 dims, each 32 bytes along a block's rows.
   template <int kNTiles>
   __device__ static void qk(float (&s)[kNTiles][4], const uint32_t (&qf)[kDecodeDimSteps][4],
                             uint32_t k_base, int, int) {
-    static_assert(kNTiles == kDecodeTileTokens / 8, "one warp row block takes the whole tile");
-    float* acc = &s[0][0];
-#pragma unroll
-    for (int i = 0; i < 4 * kNTiles; ++i) cute::warpgroup_fence_operand(acc[i]);
-    cute::warpgroup_arrive();
-#pragma unroll
-    for (int ks = 0; ks < kDecodeDimSteps; ++ks) {
-      const uint32_t at = k_base + (ks / 4) * kWideBlockBytes + (ks % 4) * 32;
-      device::wgmma_f16_rs<kDecodeTileTokens, false>(qf[ks], device::sw128_desc(device::sw128_kmajor_desc_lo(at)),
-                                                     acc, ks > 0);
-    }
-    cute::warpgroup_commit_batch();
-    cute::warpgroup_wait<0>();
-#pragma unroll
-    for (int i = 0; i < 4 * kNTiles; ++i) cute::warpgroup_fence_operand(acc[i]);
+    wgmma_qk<false>(s, qf, k_base, kWideBlockBytes);
   }
-
-  // o += P V with P (probabilities) in the S accumulator layout, which is
-  // the A fragments' layout: 4 k-steps of 16 tokens (2 swizzle atoms each).
   template <int kNTiles>
   __device__ static void pv(float (&o)[kDecodeDimTiles][4], const float (&p)[kNTiles][4],
                             uint32_t v_base, int, int) {
-    uint32_t a[kNTiles / 2][4];
-#pragma unroll
-    for (int kk = 0; kk < kNTiles / 2; ++kk) {
-      a[kk][0] = device::pack_f16x2(p[2 * kk][0], p[2 * kk][1]);
-      a[kk][1] = device::pack_f16x2(p[2 * kk][2], p[2 * kk][3]);
-      a[kk][2] = device::pack_f16x2(p[2 * kk + 1][0], p[2 * kk + 1][1]);
-      a[kk][3] = device::pack_f16x2(p[2 * kk + 1][2], p[2 * kk + 1][3]);
-    }
-    float* acc = &o[0][0];
-#pragma unroll
-    for (int i = 0; i < 4 * kDecodeDimTiles; ++i) cute::warpgroup_fence_operand(acc[i]);
-    cute::warpgroup_arrive();
-#pragma unroll
-    for (int kk = 0; kk < kNTiles / 2; ++kk) {
-      device::wgmma_f16_rs<kDecodeHeadDim, true>(
-          a[kk], device::sw128_mnmajor_desc(v_base + kk * 2048, kWideBlockBytes), acc, true);
-    }
-    cute::warpgroup_commit_batch();
-    cute::warpgroup_wait<0>();
-#pragma unroll
-    for (int i = 0; i < 4 * kDecodeDimTiles; ++i) cute::warpgroup_fence_operand(acc[i]);
+    wgmma_pv<false>(o, p, v_base, kWideBlockBytes);
   }
 
   __device__ static void store_o(float* combine, int base_row, const float (&o)[kDecodeDimTiles][4],
@@ -481,6 +579,7 @@ struct KvFp8Wgmma {
 template <int kQBlocksT>
 struct KvFp8TokensOnM : KvFp8 {
   static constexpr bool kTokensOnM = true;
+  static constexpr bool kAsyncProxyReadsRing = true;
   static constexpr bool kTmaTiles = true;
   static constexpr int kQBlocks = kQBlocksT;
   static constexpr int kQParts = 3;

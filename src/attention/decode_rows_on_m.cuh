@@ -32,7 +32,7 @@ struct RowsOnM {
   // ~850 instructions per warp and tile ncu counted on the first wgmma
   // build, skipped in most tiles. Alpha is exactly 1 for a row that did not
   // move.
-  static constexpr bool kLazyMaximum = Kv::kWidened;
+  static constexpr bool kLazyMaximum = Kv::kWgmma;
   static constexpr float kRescaleSlack = 8.0f;
   int warp, lane, m_tile, tok0;
   uint32_t qf[kDecodeDimSteps][4];

@@ -96,20 +96,25 @@ __device__ __forceinline__ void wgmma(uint64_t desc_a, uint64_t desc_b, float* a
                                                    std::make_integer_sequence<int, N / 2>{});
 }
 
-// m64nNk16 in fp16 with A from registers (each warp of the warpgroup holds
-// the m16n8k16 A fragments of its 16 rows) and B from shared memory, K-major
-// or MN-major (kBMnMajor).
-template <int N, bool kBMnMajor>
-struct WgmmaF16Rs;
-#define HPC_OPS_WGMMA_F16_RS(N)                                                                       \
+// m64nNk16 in fp16 (or bf16: kBf16) with A from registers (each warp of the
+// warpgroup holds the m16n8k16 A fragments of its 16 rows) and B from shared
+// memory, K-major or MN-major (kBMnMajor).
+template <bool kBf16, int N, bool kBMnMajor>
+struct Wgmma16Rs;
+#define HPC_OPS_WGMMA_16_RS(N)                                                                        \
   template <bool kBMnMajor>                                                                           \
-  struct WgmmaF16Rs<N, kBMnMajor> {                                                                   \
+  struct Wgmma16Rs<false, N, kBMnMajor> {                                                             \
     using Op = cute::SM90::GMMA::MMA_64x##N##x16_F32F16F16_RS<                                        \
         cute::SM90::GMMA::Major::K, kBMnMajor ? cute::SM90::GMMA::Major::MN : cute::SM90::GMMA::Major::K>; \
+  };                                                                                                  \
+  template <bool kBMnMajor>                                                                           \
+  struct Wgmma16Rs<true, N, kBMnMajor> {                                                              \
+    using Op = cute::SM90::GMMA::MMA_64x##N##x16_F32BF16BF16_RS<                                      \
+        cute::SM90::GMMA::Major::K, kBMnMajor ? cute::SM90::GMMA::Major::MN : cute::SM90::GMMA::Major::K>; \
   };
-HPC_OPS_WGMMA_F16_RS(64)
-HPC_OPS_WGMMA_F16_RS(128)
-#undef HPC_OPS_WGMMA_F16_RS
+HPC_OPS_WGMMA_16_RS(64)
+HPC_OPS_WGMMA_16_RS(128)
+#undef HPC_OPS_WGMMA_16_RS
 
 template <class Op, int... I>
 __device__ __forceinline__ void wgmma_rs_expand(const uint32_t (&a)[4], uint64_t desc_b, float* acc,
@@ -119,11 +124,11 @@ __device__ __forceinline__ void wgmma_rs_expand(const uint32_t (&a)[4], uint64_t
 }
 
 // acc (N / 2 floats per thread) = A(64 x 16) * B(16 x N) (+ acc if accumulate).
-template <int N, bool kBMnMajor>
-__device__ __forceinline__ void wgmma_f16_rs(const uint32_t (&a)[4], uint64_t desc_b, float* acc,
-                                             bool accumulate) {
-  wgmma_rs_expand<typename WgmmaF16Rs<N, kBMnMajor>::Op>(a, desc_b, acc, accumulate,
-                                                         std::make_integer_sequence<int, N / 2>{});
+template <int N, bool kBMnMajor, bool kBf16 = false>
+__device__ __forceinline__ void wgmma_16_rs(const uint32_t (&a)[4], uint64_t desc_b, float* acc,
+                                            bool accumulate) {
+  wgmma_rs_expand<typename Wgmma16Rs<kBf16, N, kBMnMajor>::Op>(a, desc_b, acc, accumulate,
+                                                              std::make_integer_sequence<int, N / 2>{});
 }
 
 // The N = 24 and 48 shapes of e4m3 x e4m3 (CuTe keeps them in an optional
