@@ -127,6 +127,49 @@ __device__ __forceinline__ void wgmma_pv(float (&o)[kDecodeDimTiles][4], const f
   for (int i = 0; i < 4 * kDecodeDimTiles; ++i) cute::warpgroup_fence_operand(acc[i]);
 }
 
+// The products and O store of the rows-on-M wgmma formats, whose K and V
+// blocks of 64 dims lie kBlockBytes apart; Q fragments from global memory
+// through `load(element offset of the row, dim)` (a dims pair as a 32-bit
+// fp16 or bf16 pair), in the mma's own dim order, rows past p.rows zeros.
+template <bool kBf16, int kBlockBytes>
+struct WgmmaRowsOnM {
+  template <class Load>
+  __device__ static void load_q_fragments(uint32_t (&qf)[kDecodeDimSteps][4], const DecodeParams& p, int b,
+                                          int h, int m_tile, int lane, Load&& load) {
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = m_tile * 16 + g + 8 * r;
+      const bool ok = row < p.rows;
+      const int qi = ok ? row / p.group : 0, hi = ok ? row - qi * p.group : 0;
+      const int64_t at = (int64_t{b} * p.q_len + qi) * p.q_row_stride +
+                         (int64_t{h} * p.group + hi) * p.q_head_stride;
+#pragma unroll
+      for (int ks = 0; ks < kDecodeDimSteps; ++ks) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {  // a0 / a1: dims 16ks + 2t (+1); a2 / a3: 8 further
+          qf[ks][r + 2 * half] = ok ? load(at, 16 * ks + 8 * half + 2 * t) : 0u;
+        }
+      }
+    }
+  }
+
+  template <int kNTiles>
+  __device__ static void qk(float (&s)[kNTiles][4], const uint32_t (&qf)[kDecodeDimSteps][4],
+                            uint32_t k_base, int, int) {
+    wgmma_qk<kBf16>(s, qf, k_base, kBlockBytes);
+  }
+  template <int kNTiles>
+  __device__ static void pv(float (&o)[kDecodeDimTiles][4], const float (&p)[kNTiles][4],
+                            uint32_t v_base, int, int) {
+    wgmma_pv<kBf16>(o, p, v_base, kBlockBytes);
+  }
+  __device__ static void store_o(float* combine, int base_row, const float (&o)[kDecodeDimTiles][4],
+                                 int lane) {
+    store_o_in_mma_layout(combine, base_row, o, lane);
+  }
+};
+
 struct KvBf16 {
   static constexpr bool kFp8 = false;
   static constexpr int kElementBytes = 2;
@@ -375,7 +418,7 @@ struct KvFp8 {
 // warpgroup, where KvBf16's warps each read the whole tile by ldmatrix
 // (4 x 32 KB per tile at 64 rows; BF16 q_len 4 64/4 ran 3-10% slower so).
 // Q fragments come from global memory.
-struct KvBf16Wgmma {
+struct KvBf16Wgmma : WgmmaRowsOnM<true, kDecodeTileTokens * 128> {
   static constexpr bool kFp8 = false;
   static constexpr int kElementBytes = 2;
   static constexpr int kTokenBytes = kDecodeHeadDim * kElementBytes;  // 256
@@ -399,44 +442,12 @@ struct KvBf16Wgmma {
   }
   __device__ static uint32_t v_offset(int row, int chunk) { return k_offset(row, chunk); }
 
-  // Q fragments straight from global memory, in the mma's own dim order;
-  // rows past p.rows are zeros.
+  // Q fragments straight from global memory (bf16, as the mma takes them).
   __device__ static void q_fragments(uint32_t (&qf)[kDecodeDimSteps][4], const DecodeParams& p,
                                      int b, int h, int m_tile, int lane) {
-    const int g = lane / 4, t = lane % 4;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = m_tile * 16 + g + 8 * r;
-      const bool ok = row < p.rows;
-      const int qi = ok ? row / p.group : 0, hi = ok ? row - qi * p.group : 0;
-      const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(p.q) +
-                               (int64_t{b} * p.q_len + qi) * p.q_row_stride +
-                               (int64_t{h} * p.group + hi) * p.q_head_stride;
-#pragma unroll
-      for (int ks = 0; ks < kDecodeDimSteps; ++ks) {
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {  // a0 / a1: dims 16ks + 2t (+1); a2 / a3: 8 further
-          const int dim = 16 * ks + 8 * half + 2 * t;
-          qf[ks][r + 2 * half] = ok ? *reinterpret_cast<const uint32_t*>(q + dim) : 0u;
-        }
-      }
-    }
-  }
-
-  template <int kNTiles>
-  __device__ static void qk(float (&s)[kNTiles][4], const uint32_t (&qf)[kDecodeDimSteps][4],
-                            uint32_t k_base, int, int) {
-    wgmma_qk<true>(s, qf, k_base, kBlockBytes);
-  }
-  template <int kNTiles>
-  __device__ static void pv(float (&o)[kDecodeDimTiles][4], const float (&p)[kNTiles][4],
-                            uint32_t v_base, int, int) {
-    wgmma_pv<true>(o, p, v_base, kBlockBytes);
-  }
-
-  __device__ static void store_o(float* combine, int base_row, const float (&o)[kDecodeDimTiles][4],
-                                 int lane) {
-    store_o_in_mma_layout(combine, base_row, o, lane);
+    const auto* q = static_cast<const __nv_bfloat16*>(p.q);
+    load_q_fragments(qf, p, b, h, m_tile, lane,
+                     [&](int64_t at, int dim) { return *reinterpret_cast<const uint32_t*>(q + at + dim); });
   }
 };
 
@@ -452,7 +463,7 @@ struct KvBf16Wgmma {
 // conversions at 64 rows), and widened once but read by ldmatrix per warp,
 // the shared-memory traffic (~190 KB per tile at 64 rows) made it 8-31%
 // slower than that (docs/perf/decode_attention.md, v10).
-struct KvFp8Wgmma {
+struct KvFp8Wgmma : WgmmaRowsOnM<false, kDecodeTileTokens * 128> {
   static constexpr bool kFp8 = true;
   static constexpr int kTokenBytes = kDecodeHeadDim;  // 128 in the ring
   static constexpr int kStages = 4;                   // as KvFp8 (4 tiles in flight: see DecodeCta::kAhead)
@@ -486,35 +497,15 @@ struct KvFp8Wgmma {
            device::swizzle_128b_offset(row % kDecodeTileTokens, chunk % 8);
   }
 
-  // Q fragments straight from global memory (fp8 or bf16 q, both to fp16),
-  // in the mma's own dim order; rows past p.rows are zeros.
+  // Q fragments straight from global memory (fp8 or bf16 q, both to fp16).
   __device__ static void q_fragments(uint32_t (&qf)[kDecodeDimSteps][4], const DecodeParams& p,
                                      int b, int h, int m_tile, int lane) {
-    const int g = lane / 4, t = lane % 4;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = m_tile * 16 + g + 8 * r;
-      const bool ok = row < p.rows;
-      const int qi = ok ? row / p.group : 0, hi = ok ? row - qi * p.group : 0;
-      const int64_t at = (int64_t{b} * p.q_len + qi) * p.q_row_stride +
-                         (int64_t{h} * p.group + hi) * p.q_head_stride;
-#pragma unroll
-      for (int ks = 0; ks < kDecodeDimSteps; ++ks) {
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {  // a0 / a1: dims 16ks + 2t (+1); a2 / a3: 8 further
-          const int dim = 16 * ks + 8 * half + 2 * t;
-          uint32_t pair = 0;
-          if (ok && p.q_fp8) {
-            pair = device::e4m3x2_to_f16x2(
-                *reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(p.q) + at + dim));
-          } else if (ok) {
-            pair = device::bf16x2_to_f16x2(
-                *reinterpret_cast<const uint32_t*>(static_cast<const __nv_bfloat16*>(p.q) + at + dim));
-          }
-          qf[ks][r + 2 * half] = pair;
-        }
-      }
-    }
+    load_q_fragments(qf, p, b, h, m_tile, lane, [&](int64_t at, int dim) {
+      const auto* q8 = static_cast<const uint8_t*>(p.q) + at + dim;
+      const auto* q16 = static_cast<const __nv_bfloat16*>(p.q) + at + dim;
+      return p.q_fp8 ? device::e4m3x2_to_f16x2(*reinterpret_cast<const uint16_t*>(q8))
+                     : device::bf16x2_to_f16x2(*reinterpret_cast<const uint32_t*>(q16));
+    });
   }
 
   // The K and V tiles of a ring stage (contiguous: 2 x 64 rows of 128 bytes)
@@ -551,21 +542,6 @@ struct KvFp8Wgmma {
     device::fence_proxy_async_shared();
   }
 
-  template <int kNTiles>
-  __device__ static void qk(float (&s)[kNTiles][4], const uint32_t (&qf)[kDecodeDimSteps][4],
-                            uint32_t k_base, int, int) {
-    wgmma_qk<false>(s, qf, k_base, kWideBlockBytes);
-  }
-  template <int kNTiles>
-  __device__ static void pv(float (&o)[kDecodeDimTiles][4], const float (&p)[kNTiles][4],
-                            uint32_t v_base, int, int) {
-    wgmma_pv<false>(o, p, v_base, kWideBlockBytes);
-  }
-
-  __device__ static void store_o(float* combine, int base_row, const float (&o)[kDecodeDimTiles][4],
-                                 int lane) {
-    store_o_in_mma_layout(combine, base_row, o, lane);
-  }
 };
 
 // e4m3 K/V for the tokens-on-M kernel (decode_tokens_on_m.cuh): K and V
