@@ -68,6 +68,13 @@ __device__ __forceinline__ int32_t usable_len(const DecodeParams& p, int b) {
   return static_cast<int32_t>(len < kMaxKvLen ? len : kMaxKvLen);
 }
 
+// Element offset in q of query row `row` (< p.rows) of unit (b, h): token
+// b * q_len + row / group, head h * group + row % group.
+__device__ __forceinline__ int64_t q_row_offset(const DecodeParams& p, int b, int h, int row) {
+  const int qi = row / p.group, hi = row - qi * p.group;
+  return (int64_t{b} * p.q_len + qi) * p.q_row_stride + (int64_t{h} * p.group + hi) * p.q_head_stride;
+}
+
 // The factor taking q.k to a log2 logit (to logit / soft_cap with a soft cap):
 // the softmax scale and a per-tensor k scale folded together.
 __device__ __forceinline__ float logit_scale(const DecodeParams& p) {

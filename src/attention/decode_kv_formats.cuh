@@ -36,6 +36,7 @@
 
 #include <cstdint>
 
+#include "attention/decode_geometry.cuh"
 #include "attention/decode_kernels.h"
 #include "common/bulk_copy.cuh"
 #include "common/mma_sm80.cuh"
@@ -141,9 +142,7 @@ struct WgmmaRowsOnM {
     for (int r = 0; r < 2; ++r) {
       const int row = m_tile * 16 + g + 8 * r;
       const bool ok = row < p.rows;
-      const int qi = ok ? row / p.group : 0, hi = ok ? row - qi * p.group : 0;
-      const int64_t at = (int64_t{b} * p.q_len + qi) * p.q_row_stride +
-                         (int64_t{h} * p.group + hi) * p.q_head_stride;
+      const int64_t at = q_row_offset(p, b, h, ok ? row : 0);
 #pragma unroll
       for (int ks = 0; ks < kDecodeDimSteps; ++ks) {
 #pragma unroll
@@ -291,9 +290,7 @@ struct KvFp8 {
     for (int r = 0; r < 2; ++r) {
       const int row = m_tile * 16 + g + 8 * r;
       const bool ok = row < p.rows;
-      const int qi = ok ? row / p.group : 0, hi = ok ? row - qi * p.group : 0;
-      const int64_t at = (int64_t{b} * p.q_len + qi) * p.q_row_stride +
-                         (int64_t{h} * p.group + hi) * p.q_head_stride;
+      const int64_t at = q_row_offset(p, b, h, ok ? row : 0);
 #pragma unroll
       for (int ks = 0; ks < kDecodeDimSteps; ++ks) {
         const int dim = qk_dim(ks, t);
