@@ -38,6 +38,20 @@ __device__ __forceinline__ float warp_allreduce(float v, Op op, unsigned mask = 
   return v;
 }
 
+// kN such all-reduces over the whole warp at once (v[j] each), their
+// shuffles of each round issued together so the chains overlap.
+template <int kLanes, int kN, class Op>
+__device__ __forceinline__ void warp_allreduce_n(float (&v)[kN], Op op) {
+#pragma unroll
+  for (int offset = kLanes / 2; offset > 0; offset /= 2) {
+    float other[kN];
+#pragma unroll
+    for (int j = 0; j < kN; ++j) other[j] = __shfl_xor_sync(0xffffffffu, v[j], offset);
+#pragma unroll
+    for (int j = 0; j < kN; ++j) v[j] = op(v[j], other[j]);
+  }
+}
+
 // All-reduce over the `warps_per_row` warps that hold one row. `scratch` is a
 // shared array of >= (warps of the CTA) floats. Every thread of the CTA must
 // call it (it contains __syncthreads), including threads of inactive rows.

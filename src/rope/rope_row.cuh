@@ -305,60 +305,95 @@ struct RowWriter {
   // Head h of the row (0 <= h < Hq + 2 Hkv when active), this lane's chunks a and b.
   __device__ __forceinline__ void write(int h, bool active, const device::Packed8<Bf16>& a,
                                         const device::Packed8<Bf16>& b) const {
+    const int heads[1] = {h};
+    const bool actives[1] = {active};
+    const device::Packed8<Bf16> as[1] = {a}, bs[1] = {b};
+    write_heads<1>(heads, actives, as, bs);
+  }
+
+  // kN heads at once (h[j], active[j], chunks a[j] and b[j]): each head's
+  // arithmetic as write's, interleaved, so their dependency chains (the
+  // reductions' shuffles, the shared loads) overlap; the cos/sin values are
+  // read once for all of them.
+  // NOTE: one head at a time, ncu put 32% of the streaming kernel's stall
+  // samples on such chains (Qwen3 BF16 1x16K: short_sb, with 0.9 eligible
+  // warps of 4.5 per scheduler, issue slots 45% busy); two at a time took
+  // Qwen3 1x16K with dynamic FP8 scales from 173.5 to 161.2 us and BF16
+  // from 175.2 to 172.9 (docs/perf/rope.md v11).
+  template <int kN>
+  __device__ __forceinline__ void write_heads(const int (&h)[kN], const bool (&active)[kN],
+                                              const device::Packed8<Bf16> (&a)[kN],
+                                              const device::Packed8<Bf16> (&b)[kN]) const {
     const int hq = p.num_q_heads;
     const int hkv = p.num_kv_heads;
-    const bool is_q = h < hq;
-    const bool is_k = !is_q && h < hq + hkv;
+    bool is_q[kN], is_k[kN], is_qk[kN];
+#pragma unroll
+    for (int j = 0; j < kN; ++j) {
+      is_q[j] = h[j] < hq;
+      is_k[j] = !is_q[j] && h[j] < hq + hkv;
+      is_qk[j] = is_q[j] || is_k[j];
+    }
     // A row without a rotation position writes only its q: zero for a
     // padding row, NaN for a position outside the cos/sin cache (target.write
     // is false: no cache slot). The branch is the same for the whole CTA.
     // NOTE: as a select on each head's values the compiler issued 17
     // instructions a head step for it (ncu, v9).
     if (!target.position_ok) {
-      if (is_q) {
-        const float fill = target.padding ? 0.0f : __int_as_float(0x7fffffff);
-        float y[8];
+      const float fill = target.padding ? 0.0f : __int_as_float(0x7fffffff);
+      float y[8];
 #pragma unroll
-        for (int e = 0; e < 8; ++e) y[e] = fill;
-        store_q(h, y, y, fabsf(fill), active);
+      for (int e = 0; e < 8; ++e) y[e] = fill;
+#pragma unroll
+      for (int j = 0; j < kN; ++j) {
+        if (is_q[j]) store_q(h[j], y, y, fabsf(fill), active[j]);
       }
       return;
     }
-    float x0[8], x1[8];
-    device::unpack(a, x0);
-    device::unpack(b, x1);
-
-    // Norm and rotation of q and k heads (the norm's sum runs on every lane).
-    const bool norm = p.q_norm_weight != nullptr;
-    const uint32_t weight = norm_weights + (is_q ? 0 : kD * 4);
-    if (norm && !p.rope_then_norm) rms_norm(x0, x1, weight, is_q || is_k);
-    if (is_q || is_k) rotate(x0, x1);
-    if (norm && p.rope_then_norm) rms_norm(x0, x1, weight, is_q || is_k);
-    // The head's max |x| for a dynamic per-(token, head) scale, on every lane
-    // whenever some head kind has one.
-    float head_amax = 0.0f;
-    if (kFp8 && (p.q_scale_out != nullptr || p.k_scale_out != nullptr)) {
-      head_amax = device::warp_allreduce<kLanes>(abs_max16(x0, x1), device::AbsMaxOp{});
+    float x0[kN][8], x1[kN][8];
+#pragma unroll
+    for (int j = 0; j < kN; ++j) {
+      device::unpack(a[j], x0[j]);
+      device::unpack(b[j], x1[j]);
     }
 
-    if (is_q) {
-      store_q(h, x0, x1, head_amax, active);
-    } else if (is_k) {  // k: static per-tensor scale, or per (token, head) into k_scale_out
-      const int head = h - hq;
-      float* scale_out = p.k_scale_out == nullptr
-                             ? nullptr
-                             : p.k_scale_out + target.page * p.k_scale_strides[0] +
-                                   target.slot * p.k_scale_strides[1] + head * p.k_scale_strides[2];
-      char* dst = dest.k_slot + head * p.k_cache_strides[2] * (kFp8 ? 1 : 2);
-      store(dst, kFp8, x0, x1, constants.k, scale_out, head_amax, active && target.write);
-    } else {  // v as is: per-tensor or per-head static scale
-      const int head = h - hq - hkv;
-      const bool write = active && target.write;
-      const device::Fp8Divisor divisor =
-          kFp8 && write ? device::fp8_divisor(__ldg(p.v_scale + head * p.v_scale_stride))
-                        : device::Fp8Divisor{};
-      char* dst = dest.v_slot + head * p.v_cache_strides[2] * (kFp8 ? 1 : 2);
-      store(dst, kFp8, x0, x1, divisor, nullptr, head_amax, write);
+    // Norm and rotation of q and k heads (the norm's sums run on every lane).
+    const bool norm = p.q_norm_weight != nullptr;
+    if (norm && !p.rope_then_norm) rms_norm<kN>(x0, x1, is_q, is_qk);
+    rotate<kN>(x0, x1, is_qk);
+    if (norm && p.rope_then_norm) rms_norm<kN>(x0, x1, is_q, is_qk);
+    // Each head's max |x| for a dynamic per-(token, head) scale, on every
+    // lane whenever some head kind has one.
+    float head_amax[kN];
+#pragma unroll
+    for (int j = 0; j < kN; ++j) head_amax[j] = 0.0f;
+    if (kFp8 && (p.q_scale_out != nullptr || p.k_scale_out != nullptr)) {
+#pragma unroll
+      for (int j = 0; j < kN; ++j) head_amax[j] = abs_max16(x0[j], x1[j]);
+      device::warp_allreduce_n<kLanes>(head_amax, device::AbsMaxOp{});
+    }
+
+#pragma unroll
+    for (int j = 0; j < kN; ++j) {
+      if (is_q[j]) {
+        store_q(h[j], x0[j], x1[j], head_amax[j], active[j]);
+      } else if (is_k[j]) {  // k: static per-tensor scale, or per (token, head) into k_scale_out
+        const int head = h[j] - hq;
+        float* scale_out = p.k_scale_out == nullptr
+                               ? nullptr
+                               : p.k_scale_out + target.page * p.k_scale_strides[0] +
+                                     target.slot * p.k_scale_strides[1] + head * p.k_scale_strides[2];
+        char* dst = dest.k_slot + head * p.k_cache_strides[2] * (kFp8 ? 1 : 2);
+        store(dst, kFp8, x0[j], x1[j], constants.k, scale_out, head_amax[j],
+              active[j] && target.write);
+      } else {  // v as is: per-tensor or per-head static scale
+        const int head = h[j] - hq - hkv;
+        const bool write = active[j] && target.write;
+        const device::Fp8Divisor divisor =
+            kFp8 && write ? device::fp8_divisor(__ldg(p.v_scale + head * p.v_scale_stride))
+                          : device::Fp8Divisor{};
+        char* dst = dest.v_slot + head * p.v_cache_strides[2] * (kFp8 ? 1 : 2);
+        store(dst, kFp8, x0[j], x1[j], divisor, nullptr, head_amax[j], write);
+      }
     }
   }
 
@@ -401,21 +436,28 @@ struct RowWriter {
     device::store8_fp8(out + chunks.off1, y1, static_divisor);
   }
 
-  // x * rsqrt(mean(x^2) + eps) * w over the head, when `apply` (the sum runs
-  // on every lane); `weight`: the shared-space address of the head kind's
-  // float32 weights (NormWeights).
-  __device__ __forceinline__ void rms_norm(float (&x0)[8], float (&x1)[8], uint32_t weight,
-                                           bool apply) const {
-    const float ss = device::warp_allreduce<kLanes>(sum_squares16(x0, x1), device::SumOp{});
-    if (!apply) return;
-    const float inv_rms = rsqrtf(ss * (1.0f / kD) + p.eps);
-    float w[8];
-    lds8_floats(weight + 4 * chunks.off0, w);
+  // x * rsqrt(mean(x^2) + eps) * w over each head j where apply[j] (the sums
+  // run on every lane), with the q or k weights (is_q[j]) of NormWeights.
+  template <int kN>
+  __device__ __forceinline__ void rms_norm(float (&x0)[kN][8], float (&x1)[kN][8],
+                                           const bool (&is_q)[kN], const bool (&apply)[kN]) const {
+    float ss[kN];
 #pragma unroll
-    for (int e = 0; e < 8; ++e) x0[e] = (x0[e] * inv_rms) * w[e];
-    lds8_floats(weight + 4 * chunks.off1, w);
+    for (int j = 0; j < kN; ++j) ss[j] = sum_squares16(x0[j], x1[j]);
+    device::warp_allreduce_n<kLanes>(ss, device::SumOp{});
 #pragma unroll
-    for (int e = 0; e < 8; ++e) x1[e] = (x1[e] * inv_rms) * w[e];
+    for (int j = 0; j < kN; ++j) {
+      if (!apply[j]) continue;
+      const float inv_rms = rsqrtf(ss[j] * (1.0f / kD) + p.eps);
+      const uint32_t weight = norm_weights + (is_q[j] ? 0 : kD * 4);
+      float w[8];
+      lds8_floats(weight + 4 * chunks.off0, w);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) x0[j][e] = (x0[j][e] * inv_rms) * w[e];
+      lds8_floats(weight + 4 * chunks.off1, w);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) x1[j][e] = (x1[j][e] * inv_rms) * w[e];
+    }
   }
 
   // The lane's parts of the per-head reductions, as trees: each head's
@@ -451,16 +493,25 @@ struct RowWriter {
     return m[0];
   }
 
-  __device__ __forceinline__ void rotate(float (&x0)[8], float (&x1)[8]) const {
+  // Rotates each head j where apply[j]; the cos/sin values are read once.
+  template <int kN>
+  __device__ __forceinline__ void rotate(float (&x0)[kN][8], float (&x1)[kN][8],
+                                         const bool (&apply)[kN]) const {
     float c[4], s[4];
     if (p.interleaved) {  // adjacent pairs, frequencies off / 2 .. off / 2 + 3 per chunk
       if (chunks.rot0) {
         cos_sin.get4(chunks.off0 / 2, c, s);
-        rotate_adjacent(x0, c, s);
+#pragma unroll
+        for (int j = 0; j < kN; ++j) {
+          if (apply[j]) rotate_adjacent(x0[j], c, s);
+        }
       }
       if (chunks.rot1) {
         cos_sin.get4(chunks.off1 / 2, c, s);
-        rotate_adjacent(x1, c, s);
+#pragma unroll
+        for (int j = 0; j < kN; ++j) {
+          if (apply[j]) rotate_adjacent(x1[j], c, s);
+        }
       }
       return;
     }
@@ -470,11 +521,15 @@ struct RowWriter {
     for (int quad = 0; quad < 2; ++quad) {
       cos_sin.get4(chunks.off0 + 4 * quad, c, s);
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int e = 4 * quad + k;
-        const float a = x0[e], b = x1[e];
-        x0[e] = a * c[k] - b * s[k];
-        x1[e] = b * c[k] + a * s[k];
+      for (int j = 0; j < kN; ++j) {
+        if (!apply[j]) continue;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const int e = 4 * quad + k;
+          const float a = x0[j][e], b = x1[j][e];
+          x0[j][e] = a * c[k] - b * s[k];
+          x1[j][e] = b * c[k] + a * s[k];
+        }
       }
     }
   }
