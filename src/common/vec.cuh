@@ -199,4 +199,20 @@ __device__ __forceinline__ void store8_fp8(__nv_fp8_e4m3* p, const float (&v)[8]
   *reinterpret_cast<uint2*>(p) = raw;
 }
 
+// Multiplies by `factor` (a scale's reciprocal), converts to e4m3 with
+// saturation and stores 8 bytes: for values that come out of float32
+// arithmetic (a normalized head), where x * (1 / scale) is within an ulp of
+// the correctly rounded x / scale and e4m3 rounding midpoints are no likelier
+// than any other value (store8_fp8's NOTE is about exact bf16 inputs).
+__device__ __forceinline__ void store8_fp8_times(__nv_fp8_e4m3* p, const float (&v)[8], float factor) {
+  uint2 raw;
+  auto* pairs = reinterpret_cast<__nv_fp8x2_storage_t*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    pairs[i] = __nv_cvt_float2_to_fp8x2(make_float2(v[2 * i] * factor, v[2 * i + 1] * factor),
+                                        __NV_SATFINITE, __NV_E4M3);
+  }
+  *reinterpret_cast<uint2*>(p) = raw;
+}
+
 }  // namespace hpc_ops::device
