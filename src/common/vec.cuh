@@ -183,36 +183,35 @@ __device__ __forceinline__ void store_packed(__nv_bfloat16* p, const Packed8<__n
                : "memory");
 }
 
-// Divides by the scale (divide_rn, common/fp8_scale.cuh; divide_rn_covered
-// when kCovered: a dynamic scale of a maximum over these values), converts to
-// e4m3 with saturation to +-448 (cvt.rn.satfinite.e4m3x2.f32) and stores 8 bytes.
-template <bool kCovered = false>
-__device__ __forceinline__ void store8_fp8(__nv_fp8_e4m3* p, const float (&v)[8], Fp8Divisor d) {
-  auto divide = [&](float x) { return kCovered ? divide_rn_covered(x, d) : divide_rn(x, d); };
+// Converts map(v[i]) to e4m3 with saturation to +-448
+// (cvt.rn.satfinite.e4m3x2.f32) and stores the 8 bytes.
+template <class Map>
+__device__ __forceinline__ void store8_fp8_mapped(__nv_fp8_e4m3* p, const float (&v)[8], Map map) {
   uint2 raw;
   auto* pairs = reinterpret_cast<__nv_fp8x2_storage_t*>(&raw);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    pairs[i] = __nv_cvt_float2_to_fp8x2(make_float2(divide(v[2 * i]), divide(v[2 * i + 1])),
+    pairs[i] = __nv_cvt_float2_to_fp8x2(make_float2(map(v[2 * i]), map(v[2 * i + 1])),
                                         __NV_SATFINITE, __NV_E4M3);
   }
   *reinterpret_cast<uint2*>(p) = raw;
+}
+
+// Divides by the scale (divide_rn, common/fp8_scale.cuh; divide_rn_covered
+// when kCovered: a dynamic scale of a maximum over these values), converts to
+// e4m3 with saturation and stores 8 bytes.
+template <bool kCovered = false>
+__device__ __forceinline__ void store8_fp8(__nv_fp8_e4m3* p, const float (&v)[8], Fp8Divisor d) {
+  store8_fp8_mapped(p, v, [&](float x) { return kCovered ? divide_rn_covered(x, d) : divide_rn(x, d); });
 }
 
 // Multiplies by `factor` (a scale's reciprocal), converts to e4m3 with
 // saturation and stores 8 bytes: for values that come out of float32
 // arithmetic (a normalized head), where x * (1 / scale) is within an ulp of
 // the correctly rounded x / scale and e4m3 rounding midpoints are no likelier
-// than any other value (store8_fp8's NOTE is about exact bf16 inputs).
+// than any other value (Fp8Divisor's NOTE is about exact bf16 inputs).
 __device__ __forceinline__ void store8_fp8_times(__nv_fp8_e4m3* p, const float (&v)[8], float factor) {
-  uint2 raw;
-  auto* pairs = reinterpret_cast<__nv_fp8x2_storage_t*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    pairs[i] = __nv_cvt_float2_to_fp8x2(make_float2(v[2 * i] * factor, v[2 * i + 1] * factor),
-                                        __NV_SATFINITE, __NV_E4M3);
-  }
-  *reinterpret_cast<uint2*>(p) = raw;
+  store8_fp8_mapped(p, v, [=](float x) { return x * factor; });
 }
 
 }  // namespace hpc_ops::device
