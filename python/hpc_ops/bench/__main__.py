@@ -46,6 +46,9 @@ def parse_args(argv):
                    help=f"seconds before remaining cases are skipped (default: "
                         f"{QUICK_TIME_LIMIT_S:.0f} with --quick, none otherwise; 0 = none)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
+    p.add_argument("--ours-only", action="store_true",
+                   help="time hpc_ops alone (still checked against the reference): for A/B runs "
+                        "of two builds, see scripts/ab_compare.sh")
     p.add_argument("--compile-static", action="store_true",
                    help="compile the baselines for each exact shape instead of once per hidden "
                         "size with dynamic rows (slower to run)")
@@ -174,7 +177,8 @@ def main(argv=None) -> int:
             ctx = runner.Context(quick=quick, ceiling_tbps=ceil["ceiling_tbps"],
                                  l2_bytes=env["l2_bytes"], sm_count=env["sm_count"], reps=reps,
                                  rounds=rounds, deadline=deadline,
-                                 compile_baselines=not args.no_compile)
+                                 compile_baselines=not args.no_compile,
+                                 baselines=not args.ours_only)
             records = runner.run_family(name, family_cases(name, quick, args.filter), ctx)
             runner.summary(name, records, ceil["ceiling_tbps"])
             any_fail |= any(r["check"] in ("FAIL", "ERR") for r in records if not r["baseline"])

@@ -25,6 +25,7 @@ class Context:
     rounds: int
     deadline: float          # time.monotonic() value; math.inf for none
     compile_baselines: bool = True
+    baselines: bool = True   # False: hpc_ops alone (--ours-only)
 
 
 def _clone(inputs: dict) -> dict:
@@ -36,6 +37,16 @@ def _error_text(e: BaseException) -> str:
     return text[:160]
 
 
+def select_impls(impls: list, ctx: Context) -> list:
+    """The implementations a run times: without the baselines (--ours-only)
+    or without the torch.compile ones (--no-compile)."""
+    if not ctx.baselines:
+        impls = [i for i in impls if not i.baseline]
+    if not ctx.compile_baselines:
+        impls = [i for i in impls if "compile" not in i.name]
+    return impls
+
+
 def run_case(case: Case, ctx: Context) -> list:
     from hpc_ops import _C
 
@@ -45,9 +56,7 @@ def run_case(case: Case, ctx: Context) -> list:
     torch.manual_seed(zlib.crc32(f"{case.op} {case.label}".encode()))
     inputs = [case.make_inputs(i) for i in range(plan.slots)]
     ref = case.reference(inputs[0])
-    impls = case.impls()
-    if not ctx.compile_baselines:
-        impls = [i for i in impls if "compile" not in i.name]
+    impls = select_impls(case.impls(), ctx)
 
     # 1. correct first: every implementation on (a copy of) slot 0
     checks, errors = {}, {}
