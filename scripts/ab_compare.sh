@@ -12,8 +12,10 @@
 #   FAMILY  a benchmark family (rope, attention, norm, ...)
 #   FILTER  a regular expression on "op label", as `python -m hpc_ops.bench
 #           FAMILY --list` prints them
-#   REV     a git commit or branch, or WORKTREE: the working tree as it is
-#           (tracked and untracked files that git does not ignore)
+#   REV     a git commit or branch; WORKTREE: the working tree as it is
+#           (tracked and untracked files that git does not ignore); or a
+#           folder holding a source tree (e.g. made by `git archive REV | tar
+#           -x -C DIR` where the GPU machine has no git history)
 #   e.g. bash scripts/ab_compare.sh rope '1x16K|4x2K' main WORKTREE
 # Environment: ROUNDS (default 2), REPS (timed replays per case and round,
 # default 60), AB_DIR (work folder, default bench/ab), PYTHON, and
@@ -38,11 +40,15 @@ bash scripts/setup.sh
 # ---- sources: one folder per revision
 tags=()
 for rev in "$@"; do
-  tag=$(printf '%s' "$rev" | tr -c 'A-Za-z0-9._-' '_')
+  name=$rev
+  if [[ -d $rev ]]; then name=$(basename "$(cd "$rev" && pwd)"); fi
+  tag=$(printf '%s' "$name" | tr -c 'A-Za-z0-9._-' '_')
   src=$dir/$tag/src
   rm -rf "${dir:?}/${tag:?}"
   mkdir -p "$src"
-  if [[ $rev == WORKTREE ]]; then
+  if [[ -d $rev ]]; then
+    (cd "$rev" && tar --exclude=./build --exclude=./bench -cf - .) | tar -x -C "$src"
+  elif [[ $rev == WORKTREE ]]; then
     git ls-files -co --exclude-standard | while IFS= read -r f; do
       if [[ -e $f ]]; then printf '%s\n' "$f"; fi  # (not files deleted in the tree)
     done | tar -T - -cf - | tar -x -C "$src"
