@@ -75,6 +75,21 @@ __device__ __forceinline__ int64_t q_row_offset(const DecodeParams& p, int b, in
   return (int64_t{b} * p.q_len + qi) * p.q_row_stride + (int64_t{h} * p.group + hi) * p.q_head_stride;
 }
 
+// Calls row_fn(r, ok, at) for the two query rows whose m16n8k16 A fragments
+// a lane of m-tile `m_tile` holds (r = 0, 1: rows m_tile * 16 + lane / 4 +
+// 8 r): ok = the row is below p.rows, at = its element offset in q (row 0's
+// when not ok, so every address stays inside q).
+template <class RowFn>
+__device__ __forceinline__ void for_fragment_rows(const DecodeParams& p, int b, int h, int m_tile, int lane,
+                                                  RowFn&& row_fn) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = m_tile * 16 + lane / 4 + 8 * r;
+    const bool ok = row < p.rows;
+    row_fn(r, ok, q_row_offset(p, b, h, ok ? row : 0));
+  }
+}
+
 // The factor taking q.k to a log2 logit (to logit / soft_cap with a soft cap):
 // the softmax scale and a per-tensor k scale folded together.
 __device__ __forceinline__ float logit_scale(const DecodeParams& p) {

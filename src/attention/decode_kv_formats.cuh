@@ -137,12 +137,8 @@ struct WgmmaRowsOnM {
   template <class Load>
   __device__ static void load_q_fragments(uint32_t (&qf)[kDecodeDimSteps][4], const DecodeParams& p, int b,
                                           int h, int m_tile, int lane, Load&& load) {
-    const int g = lane / 4, t = lane % 4;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = m_tile * 16 + g + 8 * r;
-      const bool ok = row < p.rows;
-      const int64_t at = q_row_offset(p, b, h, ok ? row : 0);
+    const int t = lane % 4;
+    for_fragment_rows(p, b, h, m_tile, lane, [&](int r, bool ok, int64_t at) {
 #pragma unroll
       for (int ks = 0; ks < kDecodeDimSteps; ++ks) {
 #pragma unroll
@@ -150,7 +146,7 @@ struct WgmmaRowsOnM {
           qf[ks][r + 2 * half] = ok ? load(at, 16 * ks + 8 * half + 2 * t) : 0u;
         }
       }
-    }
+    });
   }
 
   template <int kNTiles>
@@ -285,12 +281,8 @@ struct KvFp8 {
   // in the permuted dim order of qk(); rows past p.rows are zeros.
   __device__ static void q_fragments(uint32_t (&qf)[kDecodeDimSteps][4], const DecodeParams& p,
                                      int b, int h, int m_tile, int lane) {
-    const int g = lane / 4, t = lane % 4;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = m_tile * 16 + g + 8 * r;
-      const bool ok = row < p.rows;
-      const int64_t at = q_row_offset(p, b, h, ok ? row : 0);
+    const int t = lane % 4;
+    for_fragment_rows(p, b, h, m_tile, lane, [&](int r, bool ok, int64_t at) {
 #pragma unroll
       for (int ks = 0; ks < kDecodeDimSteps; ++ks) {
         const int dim = qk_dim(ks, t);
@@ -309,7 +301,7 @@ struct KvFp8 {
         qf[ks][r] = lo;       // a0 / a1: dims dim, dim + 1 of rows g / g + 8
         qf[ks][2 + r] = hi2;  // a2 / a3: dims dim + 2, dim + 3
       }
-    }
+    });
   }
 
   template <int kNTiles>
