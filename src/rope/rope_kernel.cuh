@@ -94,12 +94,20 @@ __global__ void __launch_bounds__(kRopeThreads, kRopeMinCtas)
   const RowWriter<kD, kFp8, true> writer(p, target, row_destinations<kFp8>(p, row, target),
                                          chunks, constants, cos_sin_row, norm_weights, lane);
   const int warp_first_group = static_cast<int>(threadIdx.x / 32) * (32 / kLanes);
-#pragma unroll
-  for (int u = 0; u < kRopeHeadsPerGroup; ++u) {
-    if (h_begin + warp_first_group + u * kGroups >= h_end) break;
-    const int h = h_begin + group + u * kGroups;
-    writer.write(h, h < h_end, in0[u], in1[u]);
+  // The group's first two heads together (RowWriter::write_heads: their
+  // reduction chains overlap), then the third.
+  static_assert(kRopeHeadsPerGroup == 3, "two heads together, then one");
+  auto warp_has = [&](int u) { return h_begin + warp_first_group + u * kGroups < h_end; };
+  const int h0 = h_begin + group, h1 = h0 + kGroups, h2 = h1 + kGroups;
+  if (warp_has(1)) {
+    const int h[2] = {h0, h1};
+    const bool active[2] = {h0 < h_end, h1 < h_end};
+    const device::Packed8<Bf16> a[2] = {in0[0], in0[1]}, b[2] = {in1[0], in1[1]};
+    writer.template write_heads<2>(h, active, a, b);
+  } else if (warp_has(0)) {
+    writer.write(h0, h0 < h_end, in0[0], in1[0]);
   }
+  if (warp_has(2)) writer.write(h2, h2 < h_end, in0[2], in1[2]);
 }
 
 }  // namespace hpc_ops::rope

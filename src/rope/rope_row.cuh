@@ -506,6 +506,9 @@ struct RowWriter {
   template <int kN>
   __device__ __forceinline__ void rotate(float (&x0)[kN][8], float (&x1)[kN][8],
                                          const bool (&apply)[kN]) const {
+    if constexpr (kN == 1) {
+      if (!apply[0]) return;  // (a v head: no cos/sin reads)
+    }
     float c[4], s[4];
     if (p.interleaved) {  // adjacent pairs, frequencies off / 2 .. off / 2 + 3 per chunk
       if (chunks.rot0) {
