@@ -276,6 +276,10 @@ struct KernelConstants {
 // NOTE: masked shuffles (a group's own lanes) made the compiler emit a
 // divergent slow path around each, and each head's branches on its kind
 // split warps at q/k/v boundaries.
+// Which heads a write_heads call holds: any kind (decided per head), or
+// only q, only k or only v heads (the kind's code alone compiled in).
+enum class HeadKind { kAny, kQ, kK, kV };
+
 template <int kD, bool kFp8, bool kCosSinF32>
 struct RowWriter {
   static constexpr int kLanes = kD / 16;
@@ -320,17 +324,21 @@ struct RowWriter {
   // warps of 4.5 per scheduler, issue slots 45% busy); two at a time took
   // Qwen3 1x16K with dynamic FP8 scales from 173.5 to 161.2 us and BF16
   // from 175.2 to 172.9 (docs/perf/rope.md v11).
-  template <int kN>
+  // kKind: what the caller knows of the heads' kinds (h[j] is still the
+  // head's index in the row).
+  template <int kN, HeadKind kKind = HeadKind::kAny>
   __device__ __forceinline__ void write_heads(const int (&h)[kN], const bool (&active)[kN],
                                               const device::Packed8<Bf16> (&a)[kN],
                                               const device::Packed8<Bf16> (&b)[kN]) const {
     const int hq = p.num_q_heads;
     const int hkv = p.num_kv_heads;
+    constexpr bool kAny = kKind == HeadKind::kAny;
+    constexpr bool kOnlyV = kKind == HeadKind::kV;
     bool is_q[kN], is_k[kN], is_qk[kN];
 #pragma unroll
     for (int j = 0; j < kN; ++j) {
-      is_q[j] = h[j] < hq;
-      is_k[j] = !is_q[j] && h[j] < hq + hkv;
+      is_q[j] = kKind == HeadKind::kQ || (kAny && h[j] < hq);
+      is_k[j] = kKind == HeadKind::kK || (kAny && !is_q[j] && h[j] < hq + hkv);
       is_qk[j] = is_q[j] || is_k[j];
     }
     // A row without a rotation position writes only its q: zero for a
@@ -357,16 +365,20 @@ struct RowWriter {
     }
 
     // Norm and rotation of q and k heads (the norm's sums run on every lane).
-    const bool norm = p.q_norm_weight != nullptr;
+    const bool norm = !kOnlyV && p.q_norm_weight != nullptr;
     if (norm && !p.rope_then_norm) rms_norm<kN>(x0, x1, is_q, is_qk);
-    rotate<kN>(x0, x1, is_qk);
+    if constexpr (!kOnlyV) rotate<kN>(x0, x1, is_qk);
     if (norm && p.rope_then_norm) rms_norm<kN>(x0, x1, is_q, is_qk);
     // Each head's max |x| for a dynamic per-(token, head) scale, on every
-    // lane whenever some head kind has one.
+    // lane whenever one of the call's head kinds has one.
     float head_amax[kN];
 #pragma unroll
     for (int j = 0; j < kN; ++j) head_amax[j] = 0.0f;
-    if (kFp8 && (p.q_scale_out != nullptr || p.k_scale_out != nullptr)) {
+    const bool dynamic = kKind == HeadKind::kQ   ? p.q_scale_out != nullptr
+                         : kKind == HeadKind::kK ? p.k_scale_out != nullptr
+                         : kAny                  ? p.q_scale_out != nullptr || p.k_scale_out != nullptr
+                                                 : false;
+    if (kFp8 && dynamic) {
 #pragma unroll
       for (int j = 0; j < kN; ++j) head_amax[j] = abs_max16(x0[j], x1[j]);
       device::warp_allreduce_n<kLanes>(head_amax, device::AbsMaxOp{});

@@ -23,6 +23,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "common/bulk_copy.cuh"
 #include "common/pdl.cuh"
 #include "common/vec.cuh"
@@ -114,7 +116,7 @@ struct StagedRow {
 // The consumers' side of rope_stream_kernel: the eight consumer warps take
 // the CTA's rows from the ring in order. kCosSinF32: the cos/sin table's
 // element type (RowCosSin's NOTE).
-template <int kD, bool kFp8, bool kCosSinF32>
+template <int kD, bool kFp8, bool kPhased, bool kCosSinF32>
 __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned char* stages_smem,
                                              uint64_t* full, uint64_t* empty,
                                              const StagedRow* staged,
@@ -145,6 +147,12 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
   const int consumer_heads = p.num_q_heads + (v_by_copy_engine ? 1 : 2) * p.num_kv_heads;
   const LaneChunks chunks = lane_chunks<kLanes>(lane, p.rotary_dim, p.interleaved);
   const KernelConstants constants = KernelConstants::read<kFp8>(p);
+  // kPhased: a row's heads in phases by kind (q, then k, then v on FP8
+  // caches; each step's code holds one kind: no per-head kind branches, no
+  // norm or rotation in the v phase); the host picks it where the kinds'
+  // code differs most, with QK norm or dynamic FP8 scales
+  // (stream_heads_in_phases, rope_kernels.cu). Otherwise all of a row's
+  // heads are dealt as one run.
   int deal_start = 0;  // the group that takes head 0 of this row
   int v_warp = 0;      // the warp that has this row's v heads copied
   int held_stage = -1;  // the stage whose empty arrival this warp holds back
@@ -170,32 +178,73 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
     auto load = [&](int h, int off) {
       return device::Packed8<Bf16>{*reinterpret_cast<const uint4*>(row_heads + h * kD + off)};
     };
-    const int first = (group - deal_start) & (kGroups - 1);  // this group's first head
-    // The warp's smallest first head: its groups' first heads are consecutive
-    // modulo G, so 0 when they wrap.
-    const int warp_first = (warp_first_group - deal_start) & (kGroups - 1);
-    const int warp_min_first = warp_first + kWarpGroups > kGroups ? 0 : warp_first;
-    for (int h0 = 0; warp_min_first + h0 < consumer_heads; h0 += 2 * kGroups) {
-      const int h[2] = {first + h0, first + h0 + kGroups};
-      bool active[2];
-      device::Packed8<Bf16> a[2], b[2];
+    // A run of heads [heads_begin, heads_begin + heads) dealt on from where
+    // the previous run stopped, two per step (h, h + G) or one; kind: what
+    // the step's code may assume of the heads' kinds.
+    int deal = deal_start;
+    auto write_kind = [&](auto kind, int heads_begin, int heads, auto pair) {
+      constexpr bool kPair = decltype(pair)::value;
+      const int first = (group - deal) & (kGroups - 1);
+      const int warp_first = (warp_first_group - deal) & (kGroups - 1);
+      const int warp_min_first = warp_first + kWarpGroups > kGroups ? 0 : warp_first;
+      constexpr int kStep = kPair ? 2 * kGroups : kGroups;
+      for (int i0 = 0; warp_min_first + i0 < heads; i0 += kStep) {
+        constexpr int kN = kPair ? 2 : 1;
+        int h[kN];
+        bool active[kN];
+        device::Packed8<Bf16> a[kN], b[kN];
 #pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        active[j] = h[j] < consumer_heads;
-        a[j] = b[j] = device::Packed8<Bf16>{};
-        if (!target.padding && active[j]) {
-          a[j] = load(h[j], chunks.off0);
-          b[j] = load(h[j], chunks.off1);
+        for (int j = 0; j < kN; ++j) {
+          const int i = first + i0 + j * kGroups;
+          active[j] = i < heads;
+          h[j] = heads_begin + i;
+          a[j] = b[j] = device::Packed8<Bf16>{};
+          if (!target.padding && active[j]) {
+            a[j] = load(h[j], chunks.off0);
+            b[j] = load(h[j], chunks.off1);
+          }
         }
+        writer.template write_heads<kN, decltype(kind)::value>(h, active, a, b);
       }
-      // NOTE: the second head stays in the step even when none of the
-      // warp's groups has one (a single-head path beside it spilled 40-140
-      // bytes at the 96-register bound). Dealing consecutive heads as pairs
-      // instead (no empty second heads at Llama-8B's 40) measured Qwen3
-      // FP8 with dynamic scales ~4% slower than this, and that deal past
-      // the last 2G heads only (a mixed deal) 1-2% slower on the BF16
-      // cases (docs/perf/rope.md v11).
-      writer.template write_heads<2>(h, active, a, b);
+      deal = (deal + heads) & (kGroups - 1);
+    };
+    using True = std::true_type;
+    using False = std::false_type;
+    if constexpr (kPhased) {
+      write_kind(std::integral_constant<HeadKind, HeadKind::kQ>{}, 0, p.num_q_heads, True{});
+      write_kind(std::integral_constant<HeadKind, HeadKind::kK>{}, p.num_q_heads, p.num_kv_heads, False{});
+      if constexpr (!v_by_copy_engine) {
+        write_kind(std::integral_constant<HeadKind, HeadKind::kV>{}, p.num_q_heads + p.num_kv_heads,
+                   p.num_kv_heads, False{});
+      }
+    } else {
+      const int first = (group - deal_start) & (kGroups - 1);  // this group's first head
+      // The warp's smallest first head: its groups' first heads are consecutive
+      // modulo G, so 0 when they wrap.
+      const int warp_first = (warp_first_group - deal_start) & (kGroups - 1);
+      const int warp_min_first = warp_first + kWarpGroups > kGroups ? 0 : warp_first;
+      for (int h0 = 0; warp_min_first + h0 < consumer_heads; h0 += 2 * kGroups) {
+        const int h[2] = {first + h0, first + h0 + kGroups};
+        bool active[2];
+        device::Packed8<Bf16> a[2], b[2];
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          active[j] = h[j] < consumer_heads;
+          a[j] = b[j] = device::Packed8<Bf16>{};
+          if (!target.padding && active[j]) {
+            a[j] = load(h[j], chunks.off0);
+            b[j] = load(h[j], chunks.off1);
+          }
+        }
+        // NOTE: the second head stays in the step even when none of the
+        // warp's groups has one (a single-head path beside it spilled 40-140
+        // bytes at the 96-register bound). Dealing consecutive heads as pairs
+        // instead (no empty second heads at Llama-8B's 40) measured Qwen3
+        // FP8 with dynamic scales ~4% slower than this, and that deal past
+        // the last 2G heads only (a mixed deal) 1-2% slower on the BF16
+        // cases (docs/perf/rope.md v11).
+        writer.template write_heads<2>(h, active, a, b);
+      }
     }
     deal_start = (deal_start + consumer_heads) & (kGroups - 1);
     v_warp = v_warp + 1 == kConsumerWarps ? 0 : v_warp + 1;
@@ -230,7 +279,7 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
   if (v_by_copy_engine) device::bulk_wait_group<0>();
 }
 
-template <int kD, bool kFp8>
+template <int kD, bool kFp8, bool kPhased>
 __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
     rope_stream_kernel(const __grid_constant__ RopeParams p) {
   constexpr int kConsumerWarps = kStreamConsumerThreads / 32;
@@ -356,9 +405,9 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
 
   // ---- consumers (consume_rows), compiled once per cos/sin element type.
   if (p.cos_sin_f32) {
-    consume_rows<kD, kFp8, true>(p, stages_smem, full, empty, staged, norm_weights);
+    consume_rows<kD, kFp8, kPhased, true>(p, stages_smem, full, empty, staged, norm_weights);
   } else {
-    consume_rows<kD, kFp8, false>(p, stages_smem, full, empty, staged, norm_weights);
+    consume_rows<kD, kFp8, kPhased, false>(p, stages_smem, full, empty, staged, norm_weights);
   }
 }
 
