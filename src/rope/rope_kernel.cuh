@@ -96,6 +96,8 @@ __global__ void __launch_bounds__(kRopeThreads, kRopeMinCtas)
   const int warp_first_group = static_cast<int>(threadIdx.x / 32) * (32 / kLanes);
   // The group's first two heads together (RowWriter::write_heads: their
   // reduction chains overlap), then the third.
+  // NOTE: against one head at a time, decode B=1 and B=16 ran 2.3-5.2%
+  // faster (Qwen3 BF16 B=1 2.83 -> 2.69 us; docs/perf/rope.md v12a).
   static_assert(kRopeHeadsPerGroup == 3, "two heads together, then one");
   auto warp_has = [&](int u) { return h_begin + warp_first_group + u * kGroups < h_end; };
   const int h0 = h_begin + group, h1 = h0 + kGroups, h2 = h1 + kGroups;
