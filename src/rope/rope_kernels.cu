@@ -20,14 +20,15 @@ cudaError_t launch_per_row(bool fp8, dim3 grid, const RopeParams& params, cudaSt
 }
 
 // Whether the streaming consumers take a row's heads in phases by kind
-// (rope_stream_kernel's kPhased): where the kinds' code differs most.
-// NOTE: phases took Qwen3 1x16K (QK norm) BF16 173.1 -> 169.9 us, FP8
-// per-tensor 170.8 -> 167.7 and with dynamic scales 154.9 -> 142.0, but
-// Llama-8B (no norm) 116.4 -> 119.4: its 32 q heads leave the q phase's
+// (rope_stream_kernel's kPhased): where the kinds' code differs most. (k norm
+// weights come only with q ones: rope.cc checks it, the kernels test q's.)
+// NOTE: phases took Qwen3 1x16K (QK norm) BF16 173.1 -> 170.1 us, FP8
+// per-tensor 170.7 -> 167.8 and with dynamic scales 154.7 -> 142.0; phased,
+// Llama-8B (no norm) ran 116.4 -> 119.4 (another run): its 32 q heads leave the q phase's
 // second heads empty and its 8 k heads take a step of their own. Both ways in
-// one kernel (a runtime choice) spilled and cost 3-10% (docs/perf/rope.md v12).
+// one kernel (a runtime choice) spilled and cost 3-10% (docs/perf/rope.md v12b).
 bool stream_heads_in_phases(const RopeParams& params) {
-  return params.q_norm_weight != nullptr || params.k_norm_weight != nullptr ||
+  return params.q_norm_weight != nullptr ||
          (params.kv_fp8 && (params.q_scale_out != nullptr || params.k_scale_out != nullptr));
 }
 

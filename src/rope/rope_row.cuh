@@ -263,23 +263,25 @@ struct KernelConstants {
   }
 };
 
+// Which heads a RowWriter::write_heads call holds: any kind (decided per
+// head), or only q, only k or only v heads (the kind's code alone compiled
+// in).
+enum class HeadKind { kAny, kQ, kK, kV };
+
 // Writes the heads of one row: q heads (h < Hq) normalized, rotated and
 // stored to q_out; k heads normalized, rotated and stored to the cache slot;
 // v heads stored as they are. kFp8: an FP8 cache (then q_out may be FP8 too);
 // a template parameter so the BF16 kernels carry no FP8 code.
 //
-// write() must be called by every lane of a warp together (`active` false
-// for a lane group without a head this step): the per-head reductions (the
-// norm's sum of squares, the FP8 maximum) are full-warp shuffles within each
-// group, run whether or not the group's head needs them (a v head, an
-// inactive group), so groups of one warp may hold heads of different kinds.
+// write() and write_heads() must be called by every lane of a warp together
+// (`active` false for a lane group without a head this step): the per-head
+// reductions (the norm's sum of squares, the FP8 maximum) are full-warp
+// shuffles within each group, run whether or not the group's head needs them
+// (a v head, an inactive group), so groups of one warp may hold heads of
+// different kinds.
 // NOTE: masked shuffles (a group's own lanes) made the compiler emit a
 // divergent slow path around each, and each head's branches on its kind
 // split warps at q/k/v boundaries.
-// Which heads a write_heads call holds: any kind (decided per head), or
-// only q, only k or only v heads (the kind's code alone compiled in).
-enum class HeadKind { kAny, kQ, kK, kV };
-
 template <int kD, bool kFp8, bool kCosSinF32>
 struct RowWriter {
   static constexpr int kLanes = kD / 16;
@@ -421,7 +423,9 @@ struct RowWriter {
 
   // Stores this lane's two chunks of one head (when `write`): bf16, or e4m3
   // with a static scale or, when scale_out is given, the dynamic scale of
-  // head_amax (written by the group's first lane to *scale_out).
+  // head_amax (written by the group's first lane to *scale_out): a
+  // normalized head multiplied by 1 / scale, others divided by it correctly
+  // rounded.
   __device__ __forceinline__ void store(char* dst, bool fp8, const float (&y0)[8],
                                         const float (&y1)[8], device::Fp8Divisor static_divisor,
                                         float* scale_out, float head_amax, bool write) const {

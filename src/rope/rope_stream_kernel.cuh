@@ -131,7 +131,7 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
   // Each row's heads are dealt round-robin to the lane
   // groups, continuing from where the previous row's deal stopped, so every
   // group gets the same share of the CTA's rows to within one head; a warp
-  // goes on while any of its groups has a head (RowWriter::write is
+  // goes on while any of its groups has a head (RowWriter::write_heads is
   // warp-wide).
   // NOTE: dealt from group 0 on every row, 72 heads over 32 groups (Qwen3)
   // gave warps 0-1 three heads and warps 2-7 two, and ncu put 16% of the
@@ -169,8 +169,9 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
     const RowWriter<kD, kFp8, kCosSinF32> writer(p, target, dest, chunks, constants,
                                                  stage + p.cos_sin_offset, norm_weights, lane);
     const Bf16* row_heads = reinterpret_cast<const Bf16*>(stage);
-    // NOTE: two heads per step, both chunks of both read first, so four
-    // shared loads are in flight per thread, and written together
+    // NOTE: two heads per step (one in the phased k and v steps), both
+    // chunks of both read first, so four shared loads are in flight per
+    // thread, and written together
     // (RowWriter::write_heads); plain loads (not lds_128's volatile asm),
     // which the compiler may hoist above the previous step's stores. The
     // stage cannot change under them: the mbarrier wait and arrive are
@@ -178,46 +179,47 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
     auto load = [&](int h, int off) {
       return device::Packed8<Bf16>{*reinterpret_cast<const uint4*>(row_heads + h * kD + off)};
     };
-    // A run of heads [heads_begin, heads_begin + heads) dealt on from where
-    // the previous run stopped, two per step (h, h + G) or one; kind: what
-    // the step's code may assume of the heads' kinds.
-    int deal = deal_start;
-    auto write_kind = [&](auto kind, int heads_begin, int heads, auto pair) {
-      constexpr bool kPair = decltype(pair)::value;
-      const int first = (group - deal) & (kGroups - 1);
-      const int warp_first = (warp_first_group - deal) & (kGroups - 1);
-      const int warp_min_first = warp_first + kWarpGroups > kGroups ? 0 : warp_first;
-      constexpr int kStep = kPair ? 2 * kGroups : kGroups;
-      for (int i0 = 0; warp_min_first + i0 < heads; i0 += kStep) {
-        constexpr int kN = kPair ? 2 : 1;
-        int h[kN];
-        bool active[kN];
-        device::Packed8<Bf16> a[kN], b[kN];
-#pragma unroll
-        for (int j = 0; j < kN; ++j) {
-          const int i = first + i0 + j * kGroups;
-          active[j] = i < heads;
-          h[j] = heads_begin + i;
-          a[j] = b[j] = device::Packed8<Bf16>{};
-          if (!target.padding && active[j]) {
-            a[j] = load(h[j], chunks.off0);
-            b[j] = load(h[j], chunks.off1);
-          }
-        }
-        writer.template write_heads<kN, decltype(kind)::value>(h, active, a, b);
-      }
-      deal = (deal + heads) & (kGroups - 1);
-    };
-    using True = std::true_type;
-    using False = std::false_type;
     if constexpr (kPhased) {
-      write_kind(std::integral_constant<HeadKind, HeadKind::kQ>{}, 0, p.num_q_heads, True{});
-      write_kind(std::integral_constant<HeadKind, HeadKind::kK>{}, p.num_q_heads, p.num_kv_heads, False{});
+      // A run of heads [heads_begin, heads_begin + heads) of one kind, dealt
+      // on from where the previous run stopped: q heads two per step (h,
+      // h + G), k and v heads one.
+      int deal = deal_start;
+      auto write_kind = [&](auto kind, int heads_begin, int heads) {
+        constexpr HeadKind kKind = decltype(kind)::value;
+        constexpr int kN = kKind == HeadKind::kQ ? 2 : 1;
+        const int first = (group - deal) & (kGroups - 1);
+        const int warp_first = (warp_first_group - deal) & (kGroups - 1);
+        const int warp_min_first = warp_first + kWarpGroups > kGroups ? 0 : warp_first;
+        for (int i0 = 0; warp_min_first + i0 < heads; i0 += kN * kGroups) {
+          int h[kN];
+          bool active[kN];
+          device::Packed8<Bf16> a[kN], b[kN];
+#pragma unroll
+          for (int j = 0; j < kN; ++j) {
+            const int i = first + i0 + j * kGroups;
+            active[j] = i < heads;
+            h[j] = heads_begin + i;
+            a[j] = b[j] = device::Packed8<Bf16>{};
+            if (!target.padding && active[j]) {
+              a[j] = load(h[j], chunks.off0);
+              b[j] = load(h[j], chunks.off1);
+            }
+          }
+          writer.template write_heads<kN, kKind>(h, active, a, b);
+        }
+        deal = (deal + heads) & (kGroups - 1);
+      };
+      write_kind(std::integral_constant<HeadKind, HeadKind::kQ>{}, 0, p.num_q_heads);
+      write_kind(std::integral_constant<HeadKind, HeadKind::kK>{}, p.num_q_heads, p.num_kv_heads);
       if constexpr (!v_by_copy_engine) {
         write_kind(std::integral_constant<HeadKind, HeadKind::kV>{}, p.num_q_heads + p.num_kv_heads,
-                   p.num_kv_heads, False{});
+                   p.num_kv_heads);
       }
     } else {
+      // All of the row's heads as one run, two per step.
+      // NOTE: kept as its own loop: written as a write_kind run of
+      // HeadKind::kAny it compiled to other code that spilled 20 bytes at
+      // the 96-register bound (BF16); this loop's SASS is v11b's.
       const int first = (group - deal_start) & (kGroups - 1);  // this group's first head
       // The warp's smallest first head: its groups' first heads are consecutive
       // modulo G, so 0 when they wrap.
