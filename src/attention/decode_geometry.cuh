@@ -68,6 +68,12 @@ __device__ __forceinline__ int32_t usable_len(const DecodeParams& p, int b) {
   return static_cast<int32_t>(len < kMaxKvLen ? len : kMaxKvLen);
 }
 
+// The lazy running maximum (wgmma rows-on-M and tokens-on-M kernels): a
+// row's maximum moves only when a tile's exceeds it by more than this (log2
+// units), so probabilities stay below 2^8, which fp16 holds, and O is
+// rescaled only in tiles where some row of the warp moved.
+constexpr float kLazyRescaleSlack = 8.0f;
+
 // Element offset in q of query row `row` (< p.rows) of unit (b, h): token
 // b * q_len + row / group, head h * group + row % group.
 __device__ __forceinline__ int64_t q_row_offset(const DecodeParams& p, int b, int h, int row) {

@@ -75,6 +75,10 @@ __device__ __forceinline__ void store_o_in_mma_layout(float* combine, int base_r
 // The rows-on-M products by wgmma (KvFp8Wgmma on its widened copy, fp16;
 // KvBf16Wgmma on the ring, bf16): K and V tiles of [64 tokens][2 blocks of
 // 64 dims] in the 128-byte swizzle, blocks `block_bytes` apart.
+// A block: 64 tokens of 64 16-bit dims, 128 bytes a token; a P V k-step of
+// 16 tokens spans 16 of its rows.
+constexpr int kWgmmaBlockBytes = kDecodeTileTokens * 128;
+constexpr int kWgmmaKStepBytes = 16 * 128;
 // s = Q K^T over the tile's 64 tokens (the warpgroup's 64 rows; Q in
 // registers, each warp's m16n8k16 A fragments): 8 k-steps of 16 dims, each
 // 32 bytes along a block's rows (K read K-major).
@@ -119,7 +123,7 @@ __device__ __forceinline__ void wgmma_pv(float (&o)[kDecodeDimTiles][4], const f
   cute::warpgroup_arrive();
 #pragma unroll
   for (int kk = 0; kk < kNTiles / 2; ++kk) {
-    device::wgmma_16_rs<kDecodeHeadDim, true, kBf16>(a[kk], device::sw128_mnmajor_desc(v_base + kk * 2048, block_bytes),
+    device::wgmma_16_rs<kDecodeHeadDim, true, kBf16>(a[kk], device::sw128_mnmajor_desc(v_base + kk * kWgmmaKStepBytes, block_bytes),
                                                      acc, true);
   }
   cute::warpgroup_commit_batch();
@@ -129,10 +133,10 @@ __device__ __forceinline__ void wgmma_pv(float (&o)[kDecodeDimTiles][4], const f
 }
 
 // The products and O store of the rows-on-M wgmma formats, whose K and V
-// blocks of 64 dims lie kBlockBytes apart; Q fragments from global memory
+// blocks of 64 dims lie kWgmmaBlockBytes apart; Q fragments from global memory
 // through `load(element offset of the row, dim)` (a dims pair as a 32-bit
 // fp16 or bf16 pair), in the mma's own dim order, rows past p.rows zeros.
-template <bool kBf16, int kBlockBytes>
+template <bool kBf16>
 struct WgmmaRowsOnM {
   template <class Load>
   __device__ static void load_q_fragments(uint32_t (&qf)[kDecodeDimSteps][4], const DecodeParams& p, int b,
@@ -152,12 +156,12 @@ struct WgmmaRowsOnM {
   template <int kNTiles>
   __device__ static void qk(float (&s)[kNTiles][4], const uint32_t (&qf)[kDecodeDimSteps][4],
                             uint32_t k_base, int, int) {
-    wgmma_qk<kBf16>(s, qf, k_base, kBlockBytes);
+    wgmma_qk<kBf16>(s, qf, k_base, kWgmmaBlockBytes);
   }
   template <int kNTiles>
   __device__ static void pv(float (&o)[kDecodeDimTiles][4], const float (&p)[kNTiles][4],
                             uint32_t v_base, int, int) {
-    wgmma_pv<kBf16>(o, p, v_base, kBlockBytes);
+    wgmma_pv<kBf16>(o, p, v_base, kWgmmaBlockBytes);
   }
   __device__ static void store_o(float* combine, int base_row, const float (&o)[kDecodeDimTiles][4],
                                  int lane) {
@@ -173,12 +177,12 @@ struct KvBf16 {
   static constexpr bool kQInSharedMemory = true;
   static constexpr bool kTokensOnM = false;
   static constexpr bool kWidened = false;
-  static constexpr bool kWgmma = false;
+  static constexpr bool kRowsOnMWgmma = false;  // RowsOnM products by mma.sync (wgmma when true)
   static constexpr bool kAsyncProxyReadsRing = false;
   // cp.async only: TMA tiles (as two 128-byte halves per token) gained 1-3%
   // on uniform batches and lost 2.5-4% on skewed ones (docs/perf/
   // decode_attention.md, v5), and their 1024-byte alignment cost the 64-row
-  // variant its second CTA per SM.
+  // variant (KvBf16Wgmma's rows since v11) its second CTA per SM.
   static constexpr bool kTmaTiles = false;
   static constexpr int kAlign = 16;
   static constexpr int kExtraBytes = 0;
@@ -254,7 +258,7 @@ struct KvFp8 {
   static constexpr bool kQInSharedMemory = false;
   static constexpr bool kTokensOnM = false;
   static constexpr bool kWidened = false;
-  static constexpr bool kWgmma = false;
+  static constexpr bool kRowsOnMWgmma = false;
   static constexpr bool kAsyncProxyReadsRing = false;
   static constexpr bool kTmaTiles = false;  // its own layouts below: cp.async only
   static constexpr int kAlign = 16;
@@ -407,7 +411,7 @@ struct KvFp8 {
 // warpgroup, where KvBf16's warps each read the whole tile by ldmatrix
 // (4 x 32 KB per tile at 64 rows; BF16 q_len 4 64/4 ran 3-10% slower so).
 // Q fragments come from global memory.
-struct KvBf16Wgmma : WgmmaRowsOnM<true, kDecodeTileTokens * 128> {
+struct KvBf16Wgmma : WgmmaRowsOnM<true> {
   static constexpr bool kFp8 = false;
   static constexpr int kElementBytes = 2;
   static constexpr int kTokenBytes = kDecodeHeadDim * kElementBytes;  // 256
@@ -415,11 +419,10 @@ struct KvBf16Wgmma : WgmmaRowsOnM<true, kDecodeTileTokens * 128> {
   static constexpr bool kQInSharedMemory = false;
   static constexpr bool kTokensOnM = false;
   static constexpr bool kWidened = false;
-  static constexpr bool kWgmma = true;
+  static constexpr bool kRowsOnMWgmma = true;
   static constexpr bool kAsyncProxyReadsRing = true;
   static constexpr bool kTmaTiles = false;
   static constexpr int kAlign = 1024;  // the swizzle atoms
-  static constexpr int kBlockBytes = kDecodeTileTokens * 128;  // 64 dims of 64 tokens
   static constexpr int kExtraBytes = 0;
   static constexpr int q_smem_bytes(int) { return 0; }
 
@@ -427,7 +430,7 @@ struct KvBf16Wgmma : WgmmaRowsOnM<true, kDecodeTileTokens * 128> {
   // lies in block c / 8. The copies' quarter warps write one row's 8 chunks
   // of a block: 8 bank groups.
   __device__ static uint32_t k_offset(int row, int chunk) {
-    return static_cast<uint32_t>((chunk / 8) * kBlockBytes) + device::swizzle_128b_offset(row, chunk % 8);
+    return static_cast<uint32_t>((chunk / 8) * kWgmmaBlockBytes) + device::swizzle_128b_offset(row, chunk % 8);
   }
   __device__ static uint32_t v_offset(int row, int chunk) { return k_offset(row, chunk); }
 
@@ -440,7 +443,7 @@ struct KvBf16Wgmma : WgmmaRowsOnM<true, kDecodeTileTokens * 128> {
   }
 };
 
-// e4m3 K/V for the rows-on-M kernel above 16 query rows, on wgmma. The CTA
+// e4m3 K/V for the rows-on-M kernel above 32 query rows, on wgmma. The CTA
 // widens each tile once into fp16 K and V tiles in shared memory (the
 // format's extra bytes) in wgmma's 128-byte swizzle: a tile is two blocks of
 // [64 tokens][64 dims] (8 KB each), read K-major for S = Q K^T (dims along
@@ -452,19 +455,18 @@ struct KvBf16Wgmma : WgmmaRowsOnM<true, kDecodeTileTokens * 128> {
 // conversions at 64 rows), and widened once but read by ldmatrix per warp,
 // the shared-memory traffic (~190 KB per tile at 64 rows) made it 8-31%
 // slower than that (docs/perf/decode_attention.md, v10).
-struct KvFp8Wgmma : WgmmaRowsOnM<false, kDecodeTileTokens * 128> {
+struct KvFp8Wgmma : WgmmaRowsOnM<false> {
   static constexpr bool kFp8 = true;
   static constexpr int kTokenBytes = kDecodeHeadDim;  // 128 in the ring
   static constexpr int kStages = 4;                   // as KvFp8 (4 tiles in flight: see DecodeCta::kAhead)
   static constexpr bool kQInSharedMemory = false;
   static constexpr bool kTokensOnM = false;
   static constexpr bool kWidened = true;
-  static constexpr bool kWgmma = true;
+  static constexpr bool kRowsOnMWgmma = true;
   static constexpr bool kAsyncProxyReadsRing = false;  // wgmma reads the widened copy
   static constexpr bool kTmaTiles = false;
   static constexpr int kAlign = 1024;  // the wide tiles' swizzle atoms
-  static constexpr int kWideBlockBytes = kDecodeTileTokens * 128;  // 64 dims of 64 tokens
-  static constexpr int kWideTileBytes = 2 * kWideBlockBytes;
+  static constexpr int kWideTileBytes = 2 * kWgmmaBlockBytes;
   // fp16 K, then V, then the tile's per-token k scales (the ring stage is
   // refilled once widened, before the softmax reads them).
   static constexpr int kWideScaleOffset = 2 * kWideTileBytes;
@@ -482,7 +484,7 @@ struct KvFp8Wgmma : WgmmaRowsOnM<false, kDecodeTileTokens * 128> {
   // Byte offset of fp16 chunk `chunk` (dims 8 chunk .. + 7) of wide row `row`
   // (K tokens 0-63, then V tokens 64-127).
   __device__ static uint32_t wide_offset(int row, int chunk) {
-    return static_cast<uint32_t>((row / kDecodeTileTokens) * kWideTileBytes + (chunk / 8) * kWideBlockBytes) +
+    return static_cast<uint32_t>((row / kDecodeTileTokens) * kWideTileBytes + (chunk / 8) * kWgmmaBlockBytes) +
            device::swizzle_128b_offset(row % kDecodeTileTokens, chunk % 8);
   }
 

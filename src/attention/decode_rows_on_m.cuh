@@ -6,9 +6,10 @@
 // one multiplier per row, per-token k scales from shared memory), base-2
 // online softmax in registers, O += P V with P re-packed from the S
 // accumulators. The products are the format's (decode_kv_formats.cuh):
-// mma.sync m16n8k16 on the tile in place, or, above 32 FP8 rows, wgmma on a
-// copy the CTA widens to fp16 first (each warp's m16n8k16 fragments are its
-// quarter of the warpgroup's register operands).
+// mma.sync m16n8k16 on the tile in place, or, above 32 rows, wgmma (each
+// warp's m16n8k16 fragments are its quarter of the warpgroup's register
+// operands): BF16 straight from the ring, FP8 on a copy the CTA widens to
+// fp16 first.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -26,14 +27,12 @@ namespace hpc_ops::attention {
 template <int kMTiles, class Kv>
 struct RowsOnM {
   using G = DecodeGeometry<kMTiles, Kv>;
-  // A row's running maximum moves only when a tile's exceeds it by more
-  // than kRescaleSlack (log2 units; P stays below 2^8, which fp16 holds), so
-  // O is rescaled only in tiles where some row of the warp moved: 64 of the
-  // ~850 instructions per warp and tile ncu counted on the first wgmma
-  // build, skipped in most tiles. Alpha is exactly 1 for a row that did not
-  // move.
-  static constexpr bool kLazyMaximum = Kv::kWgmma;
-  static constexpr float kRescaleSlack = 8.0f;
+  // The lazy maximum (kLazyRescaleSlack, decode_geometry.cuh) on the wgmma
+  // formats: the rescale of O is 64 of the ~850 instructions per warp and
+  // tile ncu counted on the first wgmma build, skipped in most tiles. Alpha
+  // is exp2(0) = 1 for a row that did not move (0 for a row still at -inf,
+  // whose l and O are 0).
+  static constexpr bool kLazyMaximum = Kv::kRowsOnMWgmma;
   int warp, lane, m_tile, tok0;
   uint32_t qf[kDecodeDimSteps][4];
   // This thread's two rows (g and g + 8 of its m-tile).
@@ -54,18 +53,15 @@ struct RowsOnM {
         const int row = idx / G::kChunksPerToken, chunk = idx % G::kChunksPerToken;
         const bool ok = row < p.rows;
         const __nv_bfloat16* src = static_cast<const __nv_bfloat16*>(p.q);
-        if (ok) {
-          const int qi = row / p.group, hi = row - qi * p.group;
-          src += (int64_t{b} * p.q_len + qi) * p.q_row_stride +
-                 (int64_t{h} * p.group + hi) * p.q_head_stride + chunk * 8;
-        }
+        if (ok) src += q_row_offset(p, b, h, row) + chunk * 8;
         device::cp_async_16(base + Kv::q_offset(row, chunk), src, ok ? 16 : 0);
       }
     }
   }
 
-  // After the KV prologue was issued: Q fragments of an FP8-cache piece (from
-  // global memory), the rows' limits, zeroed state.
+  // After the KV prologue was issued: Q fragments where Q is not staged in
+  // shared memory (FP8 and wgmma formats: from global memory), the rows'
+  // limits, zeroed state.
   __device__ void begin(const DecodeParams& p, uint8_t*, int b, int h, int len) {
     if constexpr (!Kv::kQInSharedMemory) Kv::q_fragments(qf, p, b, h, m_tile, lane);
     const float scale = logit_scale(p);
@@ -172,7 +168,7 @@ struct RowsOnM {
       float m_new = fmaxf(m_run[r], tile_max[r]);
       if constexpr (kLazyMaximum) {
         // -inf + slack is -inf: the first visible tile moves the row.
-        const bool move = tile_max[r] > m_run[r] + kRescaleSlack;
+        const bool move = tile_max[r] > m_run[r] + kLazyRescaleSlack;
         m_new = move ? tile_max[r] : m_run[r];
         moved |= move;
       }

@@ -51,7 +51,6 @@ struct TokensOnM {
   static constexpr int kN = Kv::kQParts * kHiRows;  // wgmma N: hi, mid, lo rows
   static constexpr float kPartStep = 16.0f;         // each part rounds 16 x the residual
   static constexpr int kDimTiles = kDecodeHeadDim / 16;  // O^T m-tiles (8)
-  static constexpr float kRescaleSlack = 8.0f;            // see tile()
   using G = DecodeGeometry<1, Kv>;
   static_assert(G::kThreads == 128 && G::kTokensPerWarp == 16, "one warpgroup, 16 tokens per warp");
 
@@ -73,11 +72,7 @@ struct TokensOnM {
       const int row = threadIdx.x / 8, chunk = threadIdx.x % 8;
       const bool ok = row < p.rows;
       int64_t at = 0;
-      if (ok) {
-        const int qi = row / p.group, hi = row - qi * p.group;
-        at = (int64_t{b} * p.q_len + qi) * p.q_row_stride + (int64_t{h} * p.group + hi) * p.q_head_stride +
-             chunk * 16;
-      }
+      if (ok) at = q_row_offset(p, b, h, row) + chunk * 16;
       uint4 codes[Kv::kQParts];
 #pragma unroll
       for (int k = 0; k < Kv::kQParts; ++k) codes[k] = make_uint4(0, 0, 0, 0);
@@ -222,8 +217,9 @@ struct TokensOnM {
       }
     }
     // Online softmax with a lazy maximum: a row's running maximum moves only
-    // when the tile's exceeds it by more than kRescaleSlack (log2 units), so
-    // probabilities stay below 2^kRescaleSlack (fp16 holds them) and O is
+    // when the tile's exceeds it by more than kLazyRescaleSlack (log2 units,
+    // decode_geometry.cuh), so probabilities stay below 2^8 (fp16 holds
+    // them) and O is
     // rescaled only in the tiles where some row of the warp moved: after the
     // first tile, rarely. The rescale was 64 of ~560 instructions per warp
     // and tile at 16 rows.
@@ -247,7 +243,7 @@ struct TokensOnM {
 #pragma unroll
     for (int qb = 0; qb < kQBlocks; ++qb) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) over |= s[qb][e] > m_run[qb][e & 1] + kRescaleSlack;
+      for (int e = 0; e < 4; ++e) over |= s[qb][e] > m_run[qb][e & 1] + kLazyRescaleSlack;
     }
     if (!__any_sync(0xffffffffu, over)) {
 #pragma unroll
@@ -256,8 +252,9 @@ struct TokensOnM {
         for (int j = 0; j < 2; ++j) exponentiate(qb, j, m_run[qb][j], 1.0f);
       }
     } else {
+      // (Some row of the warp moves here: the row of an element above its
+      // maximum + slack has a tile maximum above it too.)
       float alpha[kQBlocks][2];
-      bool moved = false;
 #pragma unroll
       for (int qb = 0; qb < kQBlocks; ++qb) {
 #pragma unroll
@@ -266,24 +263,21 @@ struct TokensOnM {
 #pragma unroll
           for (int d = 4; d < 32; d *= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, d));
           const float m_old = m_run[qb][j];
-          const bool move = mx > m_old + kRescaleSlack;  // -inf + slack is -inf: the first visible tile moves
+          const bool move = mx > m_old + kLazyRescaleSlack;  // -inf + slack is -inf: the first visible tile moves
           const float m_new = move ? mx : m_old;  // a moved row's maximum is above -inf
           // Exactly 1 unless the row moved: l is rescaled every tile, O only
           // when some row of the warp moved, and the two must agree.
           alpha[qb][j] = move ? device::fast_exp2(m_old - m_new) : 1.0f;
-          moved |= move;
           m_run[qb][j] = m_new;
           exponentiate(qb, j, m_new, alpha[qb][j]);
         }
       }
-      if (__any_sync(0xffffffffu, moved)) {
 #pragma unroll
-        for (int mt = 0; mt < kDimTiles; ++mt) {
+      for (int mt = 0; mt < kDimTiles; ++mt) {
 #pragma unroll
-          for (int qb = 0; qb < kQBlocks; ++qb) {
+        for (int qb = 0; qb < kQBlocks; ++qb) {
 #pragma unroll
-            for (int e = 0; e < 4; ++e) o[mt][qb][e] *= alpha[qb][e & 1];
-          }
+          for (int e = 0; e < 4; ++e) o[mt][qb][e] *= alpha[qb][e & 1];
         }
       }
     }

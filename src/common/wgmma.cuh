@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// Hopper warpgroup MMA (wgmma) on shared-memory operands, both K-major with
-// the 128-byte swizzle that TMA (CU_TENSOR_MAP_SWIZZLE_128B) and our cp.async
-// writer (swizzle_128b_offset) produce. The instruction wrappers come from
-// CuTe (cute/arch/mma_sm90_gmma.hpp); this file adds the descriptor of such a
-// tile and a call that spreads a float array over the wrapper's arguments.
+// Hopper warpgroup MMA (wgmma) with shared-memory operands in the 128-byte
+// swizzle that TMA (CU_TENSOR_MAP_SWIZZLE_128B) and our cp.async writer
+// (swizzle_128b_offset) produce: K-major, or MN-major for B (sw128_mnmajor_desc),
+// and A either in shared memory or in registers (wgmma_16_rs). The
+// instruction wrappers come from CuTe (cute/arch/mma_sm90_gmma.hpp); this
+// file adds the descriptors of such tiles and calls that spread a float array
+// over the wrappers' arguments.
 //
 // Tile layout (one operand, R rows x 128 bytes of K): row r's 16-byte chunk c
 // lies at r * 128 + ((c ^ (r % 8)) * 16); groups of 8 rows are 1024 bytes
