@@ -81,13 +81,12 @@ if runs("quantization"):
 
 if runs("attention"):
     # Decode attention: ragged lengths (0, 1, page + 1, a cut long request), shuffled
-    # pages of 16 tokens, GQA 4 and 16, q_len 1 to 8, BF16 (the wgmma kernel at
-    # GQA 16, 64 rows) and FP8 caches (FP8:
-    # per-token k scales, per-head v scales, the tiles by cp.async; an fp8 q at 4
-    # and 8 query rows, a bf16 q at 16 and 20: both tokens-on-M variants and the
-    # mma.sync rows-on-M FP8 kernel; at GQA 16 the wgmma one at 48, 64 and 128
-    # rows, fp8 q at 48; then per-tensor scales at 8 and 16 rows, the tiles by
-    # TMA); the reference is float32 per request.
+    # pages of 16 tokens, GQA 4 and 16, q_len 1 to 8; the reference is float32 per
+    # request. BF16 caches: GQA 4 and, at 64 rows, the wgmma kernel. FP8 caches with
+    # per-token k and per-head v scales (tiles by cp.async): an fp8 q at 4 and 8
+    # query rows, a bf16 q at 16 and 20 (both tokens-on-M variants and the mma.sync
+    # rows-on-M kernel), the wgmma kernel at 48 rows (fp8 q) and 64. Per-tensor
+    # scales (tiles by TMA): 8 rows (fp8 q), 16, and 128 on the wgmma kernel.
     FP8 = torch.float8_e4m3fn
     # (cache, q_len, lengths, group, fp8 q)
     for fp8, q_len, lens, group, q_fp8 in (

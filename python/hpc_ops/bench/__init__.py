@@ -18,10 +18,12 @@ Families: ``norm``, ``activation``, ``quantization``, ``attention``, ``rope``,
    under torch.compile (rows dynamic, one compile per hidden size, made at the
    largest row count; whole-tensor reductions and --compile-static compile per
    shape). Speedup = best correct baseline / hpc_ops.
-6. Comparing builds: ``--ours-only`` times hpc_ops alone (still checked);
-   scripts/ab_compare.sh builds git revisions side by side and runs them in
-   alternating rounds, and ``python -m hpc_ops.bench.compare`` tabulates the
-   result files (each build's fastest round, changes against the first).
+
+Comparing builds: ``--ours-only`` times hpc_ops alone (still checked; the
+GPU-time families only); scripts/ab_compare.sh builds git revisions side by
+side and runs them in alternating rounds, and ``python -m
+hpc_ops.bench.compare`` tabulates the result files (each build's fastest
+round, changes against the first).
 
 Modules: timing (graphs, rotation, ceiling), report (table, JSON, CSV, PNG),
 cases_norm / cases_activation / cases_quantization / cases_attention /

@@ -47,8 +47,9 @@ def parse_args(argv):
                         f"{QUICK_TIME_LIMIT_S:.0f} with --quick, none otherwise; 0 = none)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
     p.add_argument("--ours-only", action="store_true",
-                   help="time hpc_ops alone (still checked against the reference): for A/B runs "
-                        "of two builds, see scripts/ab_compare.sh")
+                   help="time hpc_ops alone (still checked against the reference; GPU-time "
+                        "families only, overhead and allreduce ignore it): for A/B runs of two "
+                        "builds, see scripts/ab_compare.sh")
     p.add_argument("--compile-static", action="store_true",
                    help="compile the baselines for each exact shape instead of once per hidden "
                         "size with dynamic rows (slower to run)")

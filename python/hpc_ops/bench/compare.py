@@ -9,7 +9,8 @@ its minimum over them (the least disturbed round). The first TAG is the base:
 every other build's time is printed with its change against it. A case whose
 check did not pass in some round of a build is marked "!" after the time.
 scripts/ab_compare.sh builds git revisions side by side and calls this.
-Plain Python (no GPU, no torch)."""
+Needs no GPU; its own code is plain Python (importing it still loads the
+hpc_ops package, and so torch)."""
 from __future__ import annotations
 
 import argparse
@@ -61,7 +62,7 @@ def merge(runs: list) -> tuple:
     return tags, table
 
 
-CELL = 24  # "  1234.56! +12.3%  85.0%"
+CELL = 24  # time (9), change (7), % of the ceiling (6): "  1234.56! +123.4%  85.0%"
 
 
 def format_table(tags: list, table: dict) -> str:
@@ -82,7 +83,7 @@ def format_table(tags: list, table: dict) -> str:
             change = ""
             if tag != base and b is not None and not math.isnan(b.time_us):
                 change = f"{100.0 * (r.time_us / b.time_us - 1.0):+.1f}%"
-            line += f" {f'{r.time_us:.2f}{mark}':>9} {change:>6} {pct:>6}"
+            line += f" {f'{r.time_us:.2f}{mark}':>9} {change:>7} {pct:>6}"
         lines.append(line)
     lines.append(f"(us; change against {base}; % of the ceiling measured in the run of the "
                  "fastest round; ! = a failed check)")
