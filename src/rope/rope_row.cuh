@@ -264,9 +264,9 @@ struct KernelConstants {
 };
 
 // Which heads a RowWriter::write_heads call holds: any kind (decided per
-// head), or only q, only k or only v heads (the kind's code alone compiled
-// in).
-enum class HeadKind { kAny, kQ, kK, kV };
+// head), only q, only k or only v heads, or k-v pairs (two heads: a k head
+// and the v head of the same index); the kinds' code alone is compiled in.
+enum class HeadKind { kAny, kQ, kK, kV, kKV };
 
 // Writes the heads of one row: q heads (h < Hq) normalized, rotated and
 // stored to q_out; k heads normalized, rotated and stored to the cache slot;
@@ -336,11 +336,17 @@ struct RowWriter {
     const int hkv = p.num_kv_heads;
     constexpr bool kAny = kKind == HeadKind::kAny;
     constexpr bool kOnlyV = kKind == HeadKind::kV;
+    constexpr bool kPairKV = kKind == HeadKind::kKV;
+    static_assert(!kPairKV || kN == 2, "a k-v pair is two heads");
+    // The heads that may be q or k heads (normalized, rotated, dynamically
+    // scaled): the first kQK (a k-v pair's v head is the second).
+    constexpr int kQK = kPairKV ? 1 : kN;
     bool is_q[kN], is_k[kN], is_qk[kN];
 #pragma unroll
     for (int j = 0; j < kN; ++j) {
       is_q[j] = kKind == HeadKind::kQ || (kAny && h[j] < hq);
-      is_k[j] = kKind == HeadKind::kK || (kAny && !is_q[j] && h[j] < hq + hkv);
+      is_k[j] = kKind == HeadKind::kK || (kPairKV && j == 0) ||
+                (kAny && !is_q[j] && h[j] < hq + hkv);
       is_qk[j] = is_q[j] || is_k[j];
     }
     // A row without a rotation position writes only its q: zero for a
@@ -368,22 +374,29 @@ struct RowWriter {
 
     // Norm and rotation of q and k heads (the norm's sums run on every lane).
     const bool norm = !kOnlyV && p.q_norm_weight != nullptr;
-    if (norm && !p.rope_then_norm) rms_norm<kN>(x0, x1, is_q, is_qk);
+    if (norm && !p.rope_then_norm) rms_norm<kN, kQK>(x0, x1, is_q, is_qk);
     if constexpr (!kOnlyV) rotate<kN>(x0, x1, is_qk);
-    if (norm && p.rope_then_norm) rms_norm<kN>(x0, x1, is_q, is_qk);
+    if (norm && p.rope_then_norm) rms_norm<kN, kQK>(x0, x1, is_q, is_qk);
     // Each head's max |x| for a dynamic per-(token, head) scale, on every
     // lane whenever one of the call's head kinds has one.
     float head_amax[kN];
 #pragma unroll
     for (int j = 0; j < kN; ++j) head_amax[j] = 0.0f;
-    const bool dynamic = kKind == HeadKind::kQ   ? p.q_scale_out != nullptr
-                         : kKind == HeadKind::kK ? p.k_scale_out != nullptr
-                         : kAny                  ? p.q_scale_out != nullptr || p.k_scale_out != nullptr
-                                                 : false;
+    bool dynamic = false;
+    if constexpr (kKind == HeadKind::kQ) {
+      dynamic = p.q_scale_out != nullptr;
+    } else if constexpr (kKind == HeadKind::kK || kPairKV) {
+      dynamic = p.k_scale_out != nullptr;
+    } else if constexpr (kAny) {
+      dynamic = p.q_scale_out != nullptr || p.k_scale_out != nullptr;
+    }
     if (kFp8 && dynamic) {
+      float amax[kQK];
 #pragma unroll
-      for (int j = 0; j < kN; ++j) head_amax[j] = abs_max16(x0[j], x1[j]);
-      device::warp_allreduce_n<kLanes>(head_amax, device::AbsMaxOp{});
+      for (int j = 0; j < kQK; ++j) amax[j] = abs_max16(x0[j], x1[j]);
+      device::warp_allreduce_n<kLanes>(amax, device::AbsMaxOp{});
+#pragma unroll
+      for (int j = 0; j < kQK; ++j) head_amax[j] = amax[j];
     }
 
 #pragma unroll
@@ -461,17 +474,18 @@ struct RowWriter {
     device::store8_fp8(out + chunks.off1, y1, static_divisor);
   }
 
-  // x * rsqrt(mean(x^2) + eps) * w over each head j where apply[j] (the sums
-  // run on every lane), with the q or k weights (is_q[j]) of NormWeights.
-  template <int kN>
+  // x * rsqrt(mean(x^2) + eps) * w over each head j < kHeads where apply[j]
+  // (the sums run on every lane), with the q or k weights (is_q[j]) of
+  // NormWeights.
+  template <int kN, int kHeads = kN>
   __device__ __forceinline__ void rms_norm(float (&x0)[kN][8], float (&x1)[kN][8],
                                            const bool (&is_q)[kN], const bool (&apply)[kN]) const {
-    float ss[kN];
+    float ss[kHeads];
 #pragma unroll
-    for (int j = 0; j < kN; ++j) ss[j] = sum_squares16(x0[j], x1[j]);
+    for (int j = 0; j < kHeads; ++j) ss[j] = sum_squares16(x0[j], x1[j]);
     device::warp_allreduce_n<kLanes>(ss, device::SumOp{});
 #pragma unroll
-    for (int j = 0; j < kN; ++j) {
+    for (int j = 0; j < kHeads; ++j) {
       if (!apply[j]) continue;
       const float inv_rms = rsqrtf(ss[j] * (1.0f / kD) + p.eps);
       const uint32_t weight = norm_weights + (is_q[j] ? 0 : kD * 4);

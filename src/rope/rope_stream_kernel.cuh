@@ -26,6 +26,7 @@
 #include <type_traits>
 
 #include "common/bulk_copy.cuh"
+#include "common/named_barrier.cuh"
 #include "common/pdl.cuh"
 #include "common/vec.cuh"
 #include "rope/rope_config.h"
@@ -180,25 +181,28 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
       return device::Packed8<Bf16>{*reinterpret_cast<const uint4*>(row_heads + h * kD + off)};
     };
     if constexpr (kPhased) {
-      // A run of heads [heads_begin, heads_begin + heads) of one kind, dealt
-      // on from where the previous run stopped: q heads two per step (h,
-      // h + G), k and v heads one.
+      // A run of `heads` heads of one kind from heads_begin (k-v pairs: k
+      // heads from heads_begin, each with its v head), dealt on from where
+      // the previous run stopped: q heads two per step (h, h + G), k heads
+      // and k-v pairs one.
       int deal = deal_start;
       auto write_kind = [&](auto kind, int heads_begin, int heads) {
         constexpr HeadKind kKind = decltype(kind)::value;
-        constexpr int kN = kKind == HeadKind::kQ ? 2 : 1;
+        constexpr bool kPairKV = kKind == HeadKind::kKV;
+        constexpr int kN = kKind == HeadKind::kQ || kPairKV ? 2 : 1;
+        constexpr int kPerStep = kPairKV ? 1 : kN;  // of the run, per lane group
         const int first = (group - deal) & (kGroups - 1);
         const int warp_first = (warp_first_group - deal) & (kGroups - 1);
         const int warp_min_first = warp_first + kWarpGroups > kGroups ? 0 : warp_first;
-        for (int i0 = 0; warp_min_first + i0 < heads; i0 += kN * kGroups) {
+        for (int i0 = 0; warp_min_first + i0 < heads; i0 += kPerStep * kGroups) {
           int h[kN];
           bool active[kN];
           device::Packed8<Bf16> a[kN], b[kN];
 #pragma unroll
           for (int j = 0; j < kN; ++j) {
-            const int i = first + i0 + j * kGroups;
+            const int i = kPairKV ? first + i0 : first + i0 + j * kGroups;
             active[j] = i < heads;
-            h[j] = heads_begin + i;
+            h[j] = heads_begin + i + (kPairKV ? j * p.num_kv_heads : 0);
             a[j] = b[j] = device::Packed8<Bf16>{};
             if (!target.padding && active[j]) {
               a[j] = load(h[j], chunks.off0);
@@ -210,11 +214,18 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
         deal = (deal + heads) & (kGroups - 1);
       };
       write_kind(std::integral_constant<HeadKind, HeadKind::kQ>{}, 0, p.num_q_heads);
-      write_kind(std::integral_constant<HeadKind, HeadKind::kK>{}, p.num_q_heads, p.num_kv_heads);
-      if constexpr (!v_by_copy_engine) {
-        write_kind(std::integral_constant<HeadKind, HeadKind::kV>{}, p.num_q_heads + p.num_kv_heads,
+      if constexpr (v_by_copy_engine) {
+        write_kind(std::integral_constant<HeadKind, HeadKind::kK>{}, p.num_q_heads, p.num_kv_heads);
+      } else {
+        // NOTE: k and v heads as pairs, one step for both. Dealt as a run of
+        // k heads, then one of v heads (one per step each), two of the eight
+        // warps took an extra step per Qwen3 row instead of one: pairs took
+        // 1x16K with dynamic scales from 137.5 to 131.9 us and per-tensor
+        // from 167.0 to 165.9 (docs/perf/rope.md v13).
+        write_kind(std::integral_constant<HeadKind, HeadKind::kKV>{}, p.num_q_heads,
                    p.num_kv_heads);
       }
+      deal_start = deal;
     } else {
       // All of the row's heads as one run, two per step.
       // NOTE: kept as its own loop: written as a write_kind run of
@@ -248,7 +259,7 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
         writer.template write_heads<2>(h, active, a, b);
       }
     }
-    deal_start = (deal_start + consumer_heads) & (kGroups - 1);
+    if constexpr (!kPhased) deal_start = (deal_start + consumer_heads) & (kGroups - 1);
     v_warp = v_warp + 1 == kConsumerWarps ? 0 : v_warp + 1;
     // Every consumer thread arrives (not one per warp): each one's reads of
     // the stage are then ordered before the refill by the barrier itself.
@@ -297,10 +308,10 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
                     kStreamStaticSharedBytes,
                 "the streaming kernel's static shared memory within its budget");
   auto* staged = reinterpret_cast<StagedRow*>(staged_bytes);  // (no constructor runs)
-  device::pdl_enter();  // first: earlier kernels may still run (common/pdl.cuh)
-
   const int stages = p.stages;
   const int warp = threadIdx.x / 32;
+  // The barriers' setup touches shared memory only, so it may precede the
+  // wait for earlier kernels (common/pdl.cuh).
   if (threadIdx.x == 0) {
     for (int s = 0; s < stages; ++s) {
       device::mbarrier_init(&full[s], 1);
@@ -308,11 +319,7 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
     }
     device::fence_barrier_init();
   }
-  {
-    NormWeightsInFlight<kD, kStreamThreads> weights;
-    weights.load(p, threadIdx.x);
-    weights.store(p, threadIdx.x, norm_weights);
-  }
+  device::pdl_enter();
   __syncthreads();
   auto stage_of = [&](int s) { return stages_smem + s * p.stage_bytes; };
   const int row_bytes = (p.num_q_heads + 2 * p.num_kv_heads) * kD * 2;
@@ -342,6 +349,30 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
     const bool packed = whole && p.k_strides[0] == p.q_strides[0] &&
                         p.v_strides[0] == p.q_strides[0] && k == q + hq * kD &&
                         v == k + hkv * kD;
+    // The heads of one row into `stage` (whole: one copy per tensor, or one
+    // for the row when packed).
+    auto copy_heads = [&](unsigned char* stage, const Bf16* q_src, const Bf16* k_src,
+                          const Bf16* v_src, uint64_t* bar) {
+      constexpr uint32_t kHeadBytes = kD * 2;
+      if (packed) {
+        device::bulk_copy_g2s(stage, q_src, row_bytes, bar);
+      } else {
+        device::bulk_copy_g2s(stage, q_src, hq * kHeadBytes, bar);
+        device::bulk_copy_g2s(stage + hq * kHeadBytes, k_src, hkv * kHeadBytes, bar);
+        device::bulk_copy_g2s(stage + (hq + hkv) * kHeadBytes, v_src, hkv * kHeadBytes, bar);
+      }
+    };
+    // The CTA's first rows (one per stage) have their heads copied before any
+    // lookup: the sources follow from the row index alone, and the lookup is
+    // a chain of dependent loads (cu_seqlens, kv_lens, the page table). Their
+    // barriers expect those bytes now; the arrival, with the cos/sin bytes,
+    // follows the lookup.
+    // NOTE: a call's start (the lookup, then the first loads) was ~6 us of
+    // Qwen3 1x16K's 170 us (the intercept of 1x16K and 4x2K). Copying first
+    // (and the norm weights staged by the consumers alone, below) took it to
+    // 166.8 us, 4x2K from 88.0 to 85.8 (docs/perf/rope.md v13).
+    const int cta_rows = static_cast<int>((p.rows - blockIdx.x + gridDim.x - 1) / gridDim.x);
+    const int early_rows = whole ? (cta_rows < stages ? cta_rows : stages) : 0;
     int s = 0;
     // The parity of empty[s] to wait for: the phase of the row `stages` back
     // (row k waits for k / stages - 1; nothing to wait for on the first round).
@@ -350,15 +381,19 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
       const int64_t first = blockIdx.x + int64_t{k0} * gridDim.x;
       if (first >= p.rows) break;
       const int64_t mine = first + int64_t{lane} * gridDim.x;
+      const int64_t src_row = mine < p.rows ? mine : 0;  // (no pointer past the tensors)
+      const Bf16* q_src = q + src_row * p.q_strides[0];
+      const Bf16* k_src = k + src_row * p.k_strides[0];
+      const Bf16* v_src = v + src_row * p.v_strides[0];
+      if (k0 == 0 && lane < early_rows) {  // (stage `lane`)
+        device::mbarrier_expect_tx(&full[lane], row_bytes);
+        copy_heads(stage_of(lane), q_src, k_src, v_src, &full[lane]);
+      }
       StagedRow looked_up;
       if (mine < p.rows) {
         looked_up.target = locate_row_by_thread(p, static_cast<int>(mine));
         looked_up.dest = row_destinations<kFp8>(p, static_cast<int>(mine), looked_up.target);
       }
-      const int64_t src_row = mine < p.rows ? mine : 0;  // (no pointer past the tensors)
-      const Bf16* q_src = q + src_row * p.q_strides[0];
-      const Bf16* k_src = k + src_row * p.k_strides[0];
-      const Bf16* v_src = v + src_row * p.v_strides[0];
       for (int j = 0; j < 32; ++j) {
         const int64_t row = first + int64_t{j} * gridDim.x;
         if (row >= p.rows) break;
@@ -366,25 +401,20 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
         unsigned char* stage = stage_of(s);
         if (lane == j) {
           const RowTarget& t = looked_up.target;
+          const bool early = k0 + j < early_rows;  // heads already on their way
           staged[s] = looked_up;
-          // Padding rows read nothing: their q out is zero. (This lane's
-          // arrival releases its StagedRow write to the consumers.)
-          const uint32_t bytes = t.padding ? 0u : row_bytes + (t.position_ok ? p.cos_sin_bytes : 0);
+          // Padding rows read nothing (but the heads of an early one): their
+          // q out is zero. (This lane's arrival releases its StagedRow write
+          // to the consumers.)
+          const uint32_t bytes =
+              t.padding ? 0u : (early ? 0u : row_bytes) + (t.position_ok ? p.cos_sin_bytes : 0);
           if (bytes == 0) {
             device::mbarrier_arrive(&full[s]);
           } else {
             device::mbarrier_arrive_expect_tx(&full[s], bytes);
           }
           if (whole && !t.padding) {
-            constexpr uint32_t kHeadBytes = kD * 2;
-            if (packed) {
-              device::bulk_copy_g2s(stage, q_src, row_bytes, &full[s]);
-            } else {
-              device::bulk_copy_g2s(stage, q_src, hq * kHeadBytes, &full[s]);
-              device::bulk_copy_g2s(stage + hq * kHeadBytes, k_src, hkv * kHeadBytes, &full[s]);
-              device::bulk_copy_g2s(stage + (hq + hkv) * kHeadBytes, v_src, hkv * kHeadBytes,
-                                    &full[s]);
-            }
+            if (!early) copy_heads(stage, q_src, k_src, v_src, &full[s]);
             if (t.position_ok) copy_cos_sin(p, t.position, stage, &full[s]);
           }
         }
@@ -405,7 +435,15 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
     return;
   }
 
-  // ---- consumers (consume_rows), compiled once per cos/sin element type.
+  // ---- consumers (consume_rows), compiled once per cos/sin element type,
+  // after staging the norm weights among themselves: the producer's first
+  // copies need not wait for those loads.
+  {
+    NormWeightsInFlight<kD, kStreamConsumerThreads> weights;
+    weights.load(p, threadIdx.x);
+    weights.store(p, threadIdx.x, norm_weights);
+  }
+  device::named_barrier_sync(1, kStreamConsumerThreads);
   if (p.cos_sin_f32) {
     consume_rows<kD, kFp8, kPhased, true>(p, stages_smem, full, empty, staged, norm_weights);
   } else {
