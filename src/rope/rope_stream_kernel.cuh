@@ -146,6 +146,7 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
   const int warp_first_group = warp * kWarpGroups;
   constexpr bool v_by_copy_engine = !kFp8;
   const int consumer_heads = p.num_q_heads + (v_by_copy_engine ? 1 : 2) * p.num_kv_heads;
+  const int row_pairs = (consumer_heads + 1) / 2;  // (heads as one run, not in phases)
   const LaneChunks chunks = lane_chunks<kLanes>(lane, p.rotary_dim, p.interleaved);
   const KernelConstants constants = KernelConstants::read<kFp8>(p);
   // kPhased: a row's heads in phases by kind (q, then k, then v on FP8
@@ -227,39 +228,40 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
       }
       deal_start = deal;
     } else {
-      // All of the row's heads as one run, two per step.
+      // All of the row's heads as one run of pairs (i, i + P), P = ceil(H /
+      // 2) of the H heads, one pair per step, dealt like heads.
       // NOTE: kept as its own loop: written as a write_kind run of
       // HeadKind::kAny it compiled to other code that spilled 20 bytes at
-      // the 96-register bound (BF16); this loop's SASS is v11b's.
-      const int first = (group - deal_start) & (kGroups - 1);  // this group's first head
-      // The warp's smallest first head: its groups' first heads are consecutive
+      // the 96-register bound (BF16).
+      const int first = (group - deal_start) & (kGroups - 1);  // this group's first pair
+      // The warp's smallest first pair: its groups' first pairs are consecutive
       // modulo G, so 0 when they wrap.
       const int warp_first = (warp_first_group - deal_start) & (kGroups - 1);
       const int warp_min_first = warp_first + kWarpGroups > kGroups ? 0 : warp_first;
-      for (int h0 = 0; warp_min_first + h0 < consumer_heads; h0 += 2 * kGroups) {
-        const int h[2] = {first + h0, first + h0 + kGroups};
+      for (int i0 = 0; warp_min_first + i0 < row_pairs; i0 += kGroups) {
+        const int i = first + i0;
+        const int h[2] = {i, i + row_pairs};
         bool active[2];
         device::Packed8<Bf16> a[2], b[2];
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
-          active[j] = h[j] < consumer_heads;
+          active[j] = i < row_pairs && h[j] < consumer_heads;
           a[j] = b[j] = device::Packed8<Bf16>{};
           if (!target.padding && active[j]) {
             a[j] = load(h[j], chunks.off0);
             b[j] = load(h[j], chunks.off1);
           }
         }
-        // NOTE: the second head stays in the step even when none of the
-        // warp's groups has one (a single-head path beside it spilled 40-140
-        // bytes at the 96-register bound). Dealing consecutive heads as pairs
-        // instead (no empty second heads at Llama-8B's 40) measured Qwen3
-        // FP8 with dynamic scales ~4% slower than this, and that deal past
-        // the last 2G heads only (a mixed deal) 1-2% slower on the BF16
-        // cases (docs/perf/rope.md v11).
+        // NOTE: pairs (h, h + G), G = 32 lane groups, left second heads
+        // empty: Llama-8B's 40 heads took one step in each of the 8 warps per
+        // row, 24 of 32 groups half empty; as 20 pairs 5 warps take a step,
+        // and 1x16K went from 114.7 to 112.0 us, 1x2K from 17.6 to 16.6
+        // (docs/perf/rope.md v13b). (A single-head path beside the pair
+        // spilled 40-140 bytes at the 96-register bound.)
         writer.template write_heads<2>(h, active, a, b);
       }
     }
-    if constexpr (!kPhased) deal_start = (deal_start + consumer_heads) & (kGroups - 1);
+    if constexpr (!kPhased) deal_start = (deal_start + row_pairs) & (kGroups - 1);
     v_warp = v_warp + 1 == kConsumerWarps ? 0 : v_warp + 1;
     // Every consumer thread arrives (not one per warp): each one's reads of
     // the stage are then ordered before the refill by the barrier itself.
