@@ -86,9 +86,9 @@ __device__ __forceinline__ void copy_row_by_heads(const RopeParams& p, int row, 
 }
 
 // Copies the row's v heads from `stage` (after its q and k heads) into the
-// row's cache slot by the copy engine (BF16 caches; lanes of one warp, each
-// closing one bulk async-group): one copy when the slot's heads are
-// contiguous (NHD), else one per head.
+// row's cache slot by the copy engine (BF16 caches; every lane of the
+// producer warp calls it, and each closes its bulk async-group after): one
+// copy when the slot's heads are contiguous (NHD), else one per head.
 template <int kD>
 __device__ __forceinline__ void copy_v_to_cache(const RopeParams& p, const RowDestinations& dest,
                                                 const unsigned char* stage) {
@@ -104,7 +104,6 @@ __device__ __forceinline__ void copy_v_to_cache(const RopeParams& p, const RowDe
       device::bulk_copy_s2g(slot + j * p.v_cache_strides[2], v_heads + j * kHeadBytes, kHeadBytes);
     }
   }
-  device::bulk_commit_group();
 }
 
 // What the producer leaves for the consumers with each stage: where the row
@@ -124,7 +123,6 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
                                              const NormWeights<kD>& norm_weights) {
   constexpr int kLanes = kD / 16;
   constexpr int kGroups = kStreamConsumerThreads / kLanes;
-  constexpr int kConsumerWarps = kStreamConsumerThreads / 32;
   static_assert((kGroups & (kGroups - 1)) == 0, "the head deal reduces modulo G with a mask");
   const int stages = p.stages;
   const int warp = threadIdx.x / 32;
@@ -139,7 +137,7 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
   // warps' stall samples on the full-barrier wait (Llama-70B), where the
   // lighter warps idled: Qwen3 1x16K 187 -> 173 us.
   // BF16 caches: v heads are copied from the stage into the cache by the copy
-  // engine (lanes of one warp), so the consumers skip them.
+  // engine (the producer issues it), so the consumers skip them.
   const int lane = threadIdx.x % kLanes;
   const int group = threadIdx.x / kLanes;
   constexpr int kWarpGroups = 32 / kLanes;
@@ -156,8 +154,6 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
   // (stream_heads_in_phases, rope_kernels.cu). Otherwise all of a row's
   // heads are dealt as one run.
   int deal_start = 0;  // the group that takes head 0 of this row
-  int v_warp = 0;      // the warp that has this row's v heads copied
-  int held_stage = -1;  // the stage whose empty arrival this warp holds back
   int s = 0;
   uint32_t phase = 0;  // of full[s]
   for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
@@ -165,9 +161,6 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
     const RowTarget target = staged[s].target;
     const RowDestinations dest = staged[s].dest;
     const unsigned char* stage = stage_of(s);
-    // (the warp that copies v moves on by one each row: no warp carries them all)
-    const bool v_copier = v_by_copy_engine && warp == v_warp;
-    if (v_copier && !target.padding && target.write) copy_v_to_cache<kD>(p, dest, stage);
     const RowWriter<kD, kFp8, kCosSinF32> writer(p, target, dest, chunks, constants,
                                                  stage + p.cos_sin_offset, norm_weights, lane);
     const Bf16* row_heads = reinterpret_cast<const Bf16*>(stage);
@@ -262,36 +255,14 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
       }
     }
     if constexpr (!kPhased) deal_start = (deal_start + row_pairs) & (kGroups - 1);
-    v_warp = v_warp + 1 == kConsumerWarps ? 0 : v_warp + 1;
     // Every consumer thread arrives (not one per warp): each one's reads of
     // the stage are then ordered before the refill by the barrier itself.
-    // The warp that had a row's v heads copied arrives for that row one row
-    // later, once the copy engine has read them (the refill is `stages` rows
-    // away).
-    // NOTE: waiting for those reads at the end of the row itself put 3% of
-    // the stall samples on that wait (ncu, Llama-8B 1x16K); holding the
-    // arrival back one row measured no faster, but keeps the wait off the
-    // row's critical path.
-    // With 2 stages holding back would wait for the next row before every
-    // refill, so the copier waits at once there.
-    if (held_stage >= 0) {
-      device::bulk_wait_group_read<0>();
-      device::mbarrier_arrive(&empty[held_stage]);
-      held_stage = -1;
-    }
-    if (v_copier && stages > 2) {
-      held_stage = s;
-    } else {
-      if (v_copier) device::bulk_wait_group_read<0>();
-      device::mbarrier_arrive(&empty[s]);
-    }
+    device::mbarrier_arrive(&empty[s]);
     if (++s == stages) {
       s = 0;
       phase ^= 1;
     }
   }
-  // The cache writes of the copy engine are done before the kernel ends.
-  if (v_by_copy_engine) device::bulk_wait_group<0>();
 }
 
 template <int kD, bool kFp8, bool kPhased>
@@ -379,6 +350,27 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
     // The parity of empty[s] to wait for: the phase of the row `stages` back
     // (row k waits for k / stages - 1; nothing to wait for on the first round).
     uint32_t phase = 1;
+    // BF16 caches: the producer also has each row's v heads copied from the
+    // stage into the cache slot, row n's at row n + stages - 1 (its heads
+    // landed long before), read before row n + stages refills the stage.
+    // NOTE: a consumer warp issued the copy and held its arrival on the
+    // stage's empty barrier back one row until the copy had read the stage:
+    // every stage was released a row late, the ring one stage shallower.
+    // From the producer: -0.4 to -2.4% on every BF16 case (Llama-8B 1x16K
+    // 110.9 -> 109.8 us; docs/perf/rope.md v13c).
+    int rows_issued = 0;
+    int v_s = 0;            // the stage of the next row whose v heads go out,
+    uint32_t v_phase = 0;   // and the parity of its full barrier
+    auto copy_next_v = [&] {
+      device::mbarrier_wait(&full[v_s], v_phase);
+      const StagedRow& r = staged[v_s];
+      if (!r.target.padding && r.target.write) copy_v_to_cache<kD>(p, r.dest, stage_of(v_s));
+      device::bulk_commit_group();
+      if (++v_s == stages) {
+        v_s = 0;
+        v_phase ^= 1;
+      }
+    };
     for (int k0 = 0;; k0 += 32) {
       const int64_t first = blockIdx.x + int64_t{k0} * gridDim.x;
       if (first >= p.rows) break;
@@ -399,7 +391,13 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
       for (int j = 0; j < 32; ++j) {
         const int64_t row = first + int64_t{j} * gridDim.x;
         if (row >= p.rows) break;
-        if (k0 + j >= stages) device::mbarrier_wait(&empty[s], phase);
+        if (k0 + j >= stages) {
+          device::mbarrier_wait(&empty[s], phase);
+          if constexpr (!kFp8) {  // (the v copy of the row `stages` back)
+            device::bulk_wait_group_read<0>();
+            __syncwarp();
+          }
+        }
         unsigned char* stage = stage_of(s);
         if (lane == j) {
           const RowTarget& t = looked_up.target;
@@ -428,11 +426,19 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
           __syncwarp();
           if (!t.padding) copy_row_by_heads<kD>(p, static_cast<int>(row), t, stage, &full[s]);
         }
+        if (!kFp8 && ++rows_issued >= stages) copy_next_v();
         if (++s == stages) {
           s = 0;
           phase ^= 1;
         }
       }
+    }
+    if constexpr (!kFp8) {
+      // The v heads of the last rows, then the copy engine's cache writes
+      // done before the kernel ends.
+      const int copied = rows_issued >= stages ? rows_issued - stages + 1 : 0;
+      for (int n = copied; n < rows_issued; ++n) copy_next_v();
+      device::bulk_wait_group<0>();
     }
     return;
   }
