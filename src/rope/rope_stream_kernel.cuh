@@ -177,26 +177,29 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
     if constexpr (kPhased) {
       // A run of `heads` heads of one kind from heads_begin (k-v pairs: k
       // heads from heads_begin, each with its v head), dealt on from where
-      // the previous run stopped: q heads two per step (h, h + G), k heads
-      // and k-v pairs one.
+      // the previous run stopped.
       int deal = deal_start;
       auto write_kind = [&](auto kind, int heads_begin, int heads) {
         constexpr HeadKind kKind = decltype(kind)::value;
         constexpr bool kPairKV = kKind == HeadKind::kKV;
         constexpr int kN = kKind == HeadKind::kQ || kPairKV ? 2 : 1;
-        constexpr int kPerStep = kPairKV ? 1 : kN;  // of the run, per lane group
+        // What is dealt, one per lane group and step: q heads as pairs (i,
+        // i + ceil(heads / 2)), as the run without phases (no empty second
+        // heads below 64 q heads); k-v pairs (i, i + heads); single heads.
+        const int dealt = kKind == HeadKind::kQ ? (heads + 1) / 2 : heads;
+        const int end = kPairKV ? 2 * heads : heads;  // of i + j * dealt
         const int first = (group - deal) & (kGroups - 1);
         const int warp_first = (warp_first_group - deal) & (kGroups - 1);
         const int warp_min_first = warp_first + kWarpGroups > kGroups ? 0 : warp_first;
-        for (int i0 = 0; warp_min_first + i0 < heads; i0 += kPerStep * kGroups) {
+        for (int i0 = 0; warp_min_first + i0 < dealt; i0 += kGroups) {
           int h[kN];
           bool active[kN];
           device::Packed8<Bf16> a[kN], b[kN];
+          const int i = first + i0;
 #pragma unroll
           for (int j = 0; j < kN; ++j) {
-            const int i = kPairKV ? first + i0 : first + i0 + j * kGroups;
-            active[j] = i < heads;
-            h[j] = heads_begin + i + (kPairKV ? j * p.num_kv_heads : 0);
+            active[j] = i < dealt && i + j * dealt < end;
+            h[j] = heads_begin + i + j * dealt;
             a[j] = b[j] = device::Packed8<Bf16>{};
             if (!target.padding && active[j]) {
               a[j] = load(h[j], chunks.off0);
@@ -205,7 +208,7 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
           }
           writer.template write_heads<kN, kKind>(h, active, a, b);
         }
-        deal = (deal + heads) & (kGroups - 1);
+        deal = (deal + dealt) & (kGroups - 1);
       };
       write_kind(std::integral_constant<HeadKind, HeadKind::kQ>{}, 0, p.num_q_heads);
       if constexpr (v_by_copy_engine) {
