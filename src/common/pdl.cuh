@@ -4,7 +4,8 @@
 // scheduled while the previous kernel in the stream still runs: it must call
 // pdl_wait_for_previous() before its first global-memory access, and it lets
 // the next kernel start early with pdl_allow_next(). Without the attribute
-// both are no-ops. The one thing allowed before the wait is an L2 prefetch
+// both are no-ops. What is allowed before the wait: work on shared memory and
+// registers alone (e.g. setting up mbarriers), and an L2 prefetch
 // (device::prefetch_l2_bulk, common/bulk_copy.cuh) of data such as a layer's weight: it moves
 // nothing into the SM, so loads after the wait still see every earlier write.
 #pragma once

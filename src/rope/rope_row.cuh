@@ -210,7 +210,8 @@ struct NormWeightsInFlight {
   static constexpr int kPerThread = (2 * kD + kThreads - 1) / kThreads;
   float v[kPerThread];
 
-  // Every thread of the CTA calls it (no-op for a call without QK norm).
+  // Every one of the kThreads threads calls it (no-op for a call without QK
+  // norm).
   __device__ __forceinline__ void load(const RopeParams& p, int thread) {
     if (p.q_norm_weight == nullptr) return;
 #pragma unroll
@@ -264,9 +265,9 @@ struct KernelConstants {
 };
 
 // Which heads a RowWriter::write_heads call holds: any kind (decided per
-// head), only q, only k or only v heads, or k-v pairs (two heads: a k head
-// and the v head of the same index); the kinds' code alone is compiled in.
-enum class HeadKind { kAny, kQ, kK, kV, kKV };
+// head), only q or only k heads, or k-v pairs (two heads: a k head and the v
+// head of the same index); the kinds' code alone is compiled in.
+enum class HeadKind { kAny, kQ, kK, kKV };
 
 // Writes the heads of one row: q heads (h < Hq) normalized, rotated and
 // stored to q_out; k heads normalized, rotated and stored to the cache slot;
@@ -335,7 +336,6 @@ struct RowWriter {
     const int hq = p.num_q_heads;
     const int hkv = p.num_kv_heads;
     constexpr bool kAny = kKind == HeadKind::kAny;
-    constexpr bool kOnlyV = kKind == HeadKind::kV;
     constexpr bool kPairKV = kKind == HeadKind::kKV;
     static_assert(!kPairKV || kN == 2, "a k-v pair is two heads");
     // The heads that may be q or k heads (normalized, rotated, dynamically
@@ -373,9 +373,9 @@ struct RowWriter {
     }
 
     // Norm and rotation of q and k heads (the norm's sums run on every lane).
-    const bool norm = !kOnlyV && p.q_norm_weight != nullptr;
+    const bool norm = p.q_norm_weight != nullptr;
     if (norm && !p.rope_then_norm) rms_norm<kN, kQK>(x0, x1, is_q, is_qk);
-    if constexpr (!kOnlyV) rotate<kN>(x0, x1, is_qk);
+    rotate<kN>(x0, x1, is_qk);
     if (norm && p.rope_then_norm) rms_norm<kN, kQK>(x0, x1, is_q, is_qk);
     // Each head's max |x| for a dynamic per-(token, head) scale, on every
     // lane whenever one of the call's head kinds has one.

@@ -127,11 +127,11 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
   const int stages = p.stages;
   const int warp = threadIdx.x / 32;
   auto stage_of = [&](int s) { return stages_smem + s * p.stage_bytes; };
-  // Each row's heads are dealt round-robin to the lane
-  // groups, continuing from where the previous row's deal stopped, so every
-  // group gets the same share of the CTA's rows to within one head; a warp
-  // goes on while any of its groups has a head (RowWriter::write_heads is
-  // warp-wide).
+  // Each row's heads, as pairs (or single heads, below), are dealt
+  // round-robin to the lane groups, continuing from where the previous row's
+  // deal stopped, so every group gets the same share of the CTA's rows to
+  // within one pair; a warp goes on while any of its groups has a pair
+  // (RowWriter::write_heads is warp-wide).
   // NOTE: dealt from group 0 on every row, 72 heads over 32 groups (Qwen3)
   // gave warps 0-1 three heads and warps 2-7 two, and ncu put 16% of the
   // warps' stall samples on the full-barrier wait (Llama-70B), where the
@@ -144,16 +144,16 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
   const int warp_first_group = warp * kWarpGroups;
   constexpr bool v_by_copy_engine = !kFp8;
   const int consumer_heads = p.num_q_heads + (v_by_copy_engine ? 1 : 2) * p.num_kv_heads;
-  const int row_pairs = (consumer_heads + 1) / 2;  // (heads as one run, not in phases)
+  const int row_pairs = (consumer_heads + 1) / 2;  // (the run without phases)
   const LaneChunks chunks = lane_chunks<kLanes>(lane, p.rotary_dim, p.interleaved);
   const KernelConstants constants = KernelConstants::read<kFp8>(p);
-  // kPhased: a row's heads in phases by kind (q, then k, then v on FP8
-  // caches; each step's code holds one kind: no per-head kind branches, no
-  // norm or rotation in the v phase); the host picks it where the kinds'
-  // code differs most, with QK norm or dynamic FP8 scales
+  // kPhased: a row's heads in phases by kind (q, then k on BF16 caches or
+  // k-v pairs on FP8 ones; each step's code holds one kind: no per-head kind
+  // branches, no norm or rotation for a v head); the host picks it where the
+  // kinds' code differs most, with QK norm or dynamic FP8 scales
   // (stream_heads_in_phases, rope_kernels.cu). Otherwise all of a row's
   // heads are dealt as one run.
-  int deal_start = 0;  // the group that takes head 0 of this row
+  int deal_start = 0;  // the group that takes the first pair of this row
   int s = 0;
   uint32_t phase = 0;  // of full[s]
   for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
@@ -164,8 +164,8 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
     const RowWriter<kD, kFp8, kCosSinF32> writer(p, target, dest, chunks, constants,
                                                  stage + p.cos_sin_offset, norm_weights, lane);
     const Bf16* row_heads = reinterpret_cast<const Bf16*>(stage);
-    // NOTE: two heads per step (one in the phased k and v steps), both
-    // chunks of both read first, so four shared loads are in flight per
+    // NOTE: two heads per step (one in the phased k steps on BF16 caches),
+    // both chunks of both read first, so four shared loads are in flight per
     // thread, and written together
     // (RowWriter::write_heads); plain loads (not lds_128's volatile asm),
     // which the compiler may hoist above the previous step's stores. The
@@ -225,7 +225,7 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
       deal_start = deal;
     } else {
       // All of the row's heads as one run of pairs (i, i + P), P = ceil(H /
-      // 2) of the H heads, one pair per step, dealt like heads.
+      // 2) of the H heads, one pair per lane group and step.
       // NOTE: kept as its own loop: written as a write_kind run of
       // HeadKind::kAny it compiled to other code that spilled 20 bytes at
       // the 96-register bound (BF16).
@@ -283,6 +283,7 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
   static_assert(kStreamMaxStages * (16 + sizeof(StagedRow)) + sizeof(NormWeights<kD>) <=
                     kStreamStaticSharedBytes,
                 "the streaming kernel's static shared memory within its budget");
+  static_assert(kStreamMaxStages <= 32, "a producer lane per early row's stage");
   auto* staged = reinterpret_cast<StagedRow*>(staged_bytes);  // (no constructor runs)
   const int stages = p.stages;
   const int warp = threadIdx.x / 32;
@@ -339,10 +340,10 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
       }
     };
     // The CTA's first rows (one per stage) have their heads copied before any
-    // lookup: the sources follow from the row index alone, and the lookup is
-    // a chain of dependent loads (cu_seqlens, kv_lens, the page table). Their
-    // barriers expect those bytes now; the arrival, with the cos/sin bytes,
-    // follows the lookup.
+    // lookup when each tensor's heads are contiguous (`whole`): the sources
+    // follow from the row index alone, and the lookup is a chain of dependent
+    // loads (cu_seqlens, kv_lens, the page table). Their barriers expect those
+    // bytes now; the arrival, with the cos/sin bytes, follows the lookup.
     // NOTE: a call's start (the lookup, then the first loads) was ~6 us of
     // Qwen3 1x16K's 170 us (the intercept of 1x16K and 4x2K). Copying first
     // (and the norm weights staged by the consumers alone, below) took it to
@@ -354,21 +355,25 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
     // (row k waits for k / stages - 1; nothing to wait for on the first round).
     uint32_t phase = 1;
     // BF16 caches: the producer also has each row's v heads copied from the
-    // stage into the cache slot, row n's at row n + stages - 1 (its heads
-    // landed long before), read before row n + stages refills the stage.
+    // stage into the cache slot: row n's right after it has issued row n +
+    // stages - 1 (once row n's full barrier has completed, which with 3 or
+    // more stages it has long done), and read before row n + stages refills
+    // the stage.
     // NOTE: a consumer warp issued the copy and held its arrival on the
     // stage's empty barrier back one row until the copy had read the stage:
     // every stage was released a row late, the ring one stage shallower.
     // From the producer: -0.4 to -2.4% on every BF16 case (Llama-8B 1x16K
     // 110.9 -> 109.8 us; docs/perf/rope.md v13c).
     int rows_issued = 0;
-    int v_s = 0;            // the stage of the next row whose v heads go out,
+    int v_rows = 0;         // rows whose v heads went out
+    int v_s = 0;            // the stage of the next one,
     uint32_t v_phase = 0;   // and the parity of its full barrier
     auto copy_next_v = [&] {
       device::mbarrier_wait(&full[v_s], v_phase);
       const StagedRow& r = staged[v_s];
       if (!r.target.padding && r.target.write) copy_v_to_cache<kD>(p, r.dest, stage_of(v_s));
       device::bulk_commit_group();
+      ++v_rows;
       if (++v_s == stages) {
         v_s = 0;
         v_phase ^= 1;
@@ -429,7 +434,10 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
           __syncwarp();
           if (!t.padding) copy_row_by_heads<kD>(p, static_cast<int>(row), t, stage, &full[s]);
         }
-        if (!kFp8 && ++rows_issued >= stages) copy_next_v();
+        ++rows_issued;
+        if constexpr (!kFp8) {
+          if (rows_issued >= stages) copy_next_v();
+        }
         if (++s == stages) {
           s = 0;
           phase ^= 1;
@@ -439,8 +447,7 @@ __global__ void __launch_bounds__(kStreamThreads, kStreamMinCtas)
     if constexpr (!kFp8) {
       // The v heads of the last rows, then the copy engine's cache writes
       // done before the kernel ends.
-      const int copied = rows_issued >= stages ? rows_issued - stages + 1 : 0;
-      for (int n = copied; n < rows_issued; ++n) copy_next_v();
+      while (v_rows < rows_issued) copy_next_v();
       device::bulk_wait_group<0>();
     }
     return;

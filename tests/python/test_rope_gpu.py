@@ -299,8 +299,9 @@ MODEL_CASES = [
     Case(CHUNKS, 8, 4, d=256, norm=NT, cs=BF16, pos=I32, table_pad=3, tag="d256"),
     Case(DECODE_1, 16, 8, d=256, norm=RT, scheme=QK, q_fp8=True, page_size=128,
          layout="interleaved", form="separate", tag="d256"),
-    # Rows so wide that the streaming kernel's ring holds 2 and 3 of them (its
-    # v copies then release their stage at once, resp. one row late), each
+    # Rows so wide that the streaming kernel's ring holds 2 and 3 of them (the
+    # producer's v copy of a row then goes out one row before its stage is
+    # refilled, which with 2 stages is right after the row's own load), each
     # CTA going round the ring several times.
     Case(PREFILL_4097, 64, 8, d=256, form="packed", layout="HND", tag="d256-2stages"),
     Case(PREFILL_1000, 56, 4, d=256, norm=NT, form="packed", tag="d256-3stages"),
