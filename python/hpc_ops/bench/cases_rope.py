@@ -9,8 +9,10 @@ per_tensor with static k and v scales, bf16 q out) and ``rope_fp8qk`` (FP8
 cache, scheme qk_token_head__v_head: a k scale per token and kv head written
 next to the cache, a static v scale per kv head, fp8 q out with a scale per
 row and head). Shapes (Hq/Hkv, D 128): qwen3-235b 64/4 with QK norm before the
-rotation, llama-70b 64/8, llama-8b 32/8 (neox), partial-r64 32/8 rotating the
-first 64 dims interleaved (GPT-J style). Batches: decode B in {1, 16, 64, 256},
+rotation, qwen3-30b 32/4 with QK norm (fewer than 64 q heads: the streaming
+kernel deals them in pairs over its 32 lane groups), llama-70b 64/8, llama-8b
+32/8 (neox), partial-r64 32/8 rotating the first 64 dims interleaved (GPT-J
+style). Batches: decode B in {1, 16, 64, 256},
 one new token per request at kv_len ~4096 (drawn per input set in
 4096 +- 256, so the slots land anywhere in their pages); prefill chunks of 2K,
 4K and 16K tokens of one request after a 2K-token cache, and 8K tokens as 4
@@ -82,6 +84,7 @@ class Model:
 
 MODELS = {m.name: m for m in (
     Model("qwen3-235b", 64, 4, 128, "neox", True, 1e6),
+    Model("qwen3-30b", 32, 4, 128, "neox", True, 1e6),
     Model("llama-70b", 64, 8, 128, "neox", False, 5e5),
     Model("llama-8b", 32, 8, 128, "neox", False, 5e5),
     Model("partial-r64", 32, 8, 64, "interleaved", False, 1e4),
@@ -101,6 +104,7 @@ VARIANTS = [
     ("rope_bf16", "qwen3-235b", None, False),
     ("rope_fp8", "qwen3-235b", PER_TENSOR, False),
     ("rope_fp8qk", "qwen3-235b", QK_TOKEN_HEAD, True),
+    ("rope_bf16", "qwen3-30b", None, False),
     ("rope_bf16", "llama-70b", None, False),
     ("rope_bf16", "llama-8b", None, False),
     ("rope_bf16", "partial-r64", None, False),
