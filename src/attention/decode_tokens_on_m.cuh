@@ -218,10 +218,9 @@ struct TokensOnM {
     }
     // Online softmax with a lazy maximum: a row's running maximum moves only
     // when the tile's exceeds it by more than kLazyRescaleSlack (log2 units,
-    // decode_geometry.cuh), so probabilities stay below 2^8 (fp16 holds
-    // them) and O is
-    // rescaled only in the tiles where some row of the warp moved: after the
-    // first tile, rarely. The rescale was 64 of ~560 instructions per warp
+    // decode_geometry.cuh), so probabilities stay below 2^8 (fp16 holds them)
+    // and O is rescaled only in the tiles where some row of the warp moved:
+    // after the first tile, rarely. The rescale was 64 of ~560 instructions per warp
     // and tile at 16 rows.
     // The rows' maxima over the warp (three shuffles a row pair) are needed
     // only when some score of the warp exceeds its row's running maximum by

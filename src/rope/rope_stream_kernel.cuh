@@ -166,11 +166,10 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
     const Bf16* row_heads = reinterpret_cast<const Bf16*>(stage);
     // NOTE: two heads per step (one in the phased k steps on BF16 caches),
     // both chunks of both read first, so four shared loads are in flight per
-    // thread, and written together
-    // (RowWriter::write_heads); plain loads (not lds_128's volatile asm),
-    // which the compiler may hoist above the previous step's stores. The
-    // stage cannot change under them: the mbarrier wait and arrive are
-    // compiler barriers.
+    // thread, and written together (RowWriter::write_heads); plain loads (not
+    // lds_128's volatile asm), which the compiler may hoist above the
+    // previous step's stores. The stage cannot change under them: the
+    // mbarrier wait and arrive are compiler barriers.
     auto load = [&](int h, int off) {
       return device::Packed8<Bf16>{*reinterpret_cast<const uint4*>(row_heads + h * kD + off)};
     };
@@ -226,9 +225,10 @@ __device__ __forceinline__ void consume_rows(const RopeParams& p, const unsigned
     } else {
       // All of the row's heads as one run of pairs (i, i + P), P = ceil(H /
       // 2) of the H heads, one pair per lane group and step.
-      // NOTE: kept as its own loop: written as a write_kind run of
-      // HeadKind::kAny it compiled to other code that spilled 20 bytes at
-      // the 96-register bound (BF16).
+      // NOTE: kept as its own loop for now: with v13b's pairs it is what a
+      // write_kind run of HeadKind::kAny would be, and written that way the
+      // consumers compile to within a few instructions of this (the producer
+      // then spills 18 bytes instead of 12); not yet measured on the GPU.
       const int first = (group - deal_start) & (kGroups - 1);  // this group's first pair
       // The warp's smallest first pair: its groups' first pairs are consecutive
       // modulo G, so 0 when they wrap.
